@@ -1,0 +1,37 @@
+# The kit's two entry points (see README): `make reproduce` and `make test`.
+PYTHON  ?= python3
+VENV    ?= .venv
+PROFILE ?= scifact
+BIN     := $(VENV)/bin
+SHARED_IRDS := $(wildcard ../shared/ir_datasets)
+
+# ir_datasets cache: a writable copy of ../shared/ir_datasets when it is there (see data/README.md).
+export IR_DATASETS_HOME ?= $(CURDIR)/data/ir_datasets
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: setup reproduce test lab clean-venv
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --no-deps -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	@touch $@
+
+$(IR_DATASETS_HOME)/.copied:
+	@mkdir -p $(IR_DATASETS_HOME)
+	@if [ -n "$(SHARED_IRDS)" ]; then cp -r $(SHARED_IRDS)/. $(IR_DATASETS_HOME)/ && chmod -R u+w $(IR_DATASETS_HOME); fi
+	@touch $@
+
+reproduce: setup $(IR_DATASETS_HOME)/.copied
+	$(BIN)/rqakit reproduce --profile $(PROFILE)
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lab: setup $(IR_DATASETS_HOME)/.copied
+	$(BIN)/jupyter lab notebooks/
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,107 @@
+"""Atomic, cached stage folders.
+
+A stage writes into `<name>.tmp-<pid>` and renames it to `<name>` only once complete, with a
+`manifest.json` (config hash, kit version, git commit, wall time, and the stage's own figures).
+A folder whose manifest is missing or whose hash differs is never taken as done, so a killed run
+restarts that stage and nothing after it looks complete.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable
+
+from . import __version__
+
+
+def git_commit(cwd: Path | None = None) -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=cwd or Path(__file__).parent,
+                             capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd or Path(__file__).parent,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def machine() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{platform.system()} {cpu}, {os.cpu_count()} cores, {gpu}, torch {torch.__version__}"
+
+
+def read_manifest(folder: Path) -> dict | None:
+    path = Path(folder) / "manifest.json"
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+
+
+def is_complete(folder: Path, cfg_hash: str) -> bool:
+    manifest = read_manifest(folder)
+    return bool(manifest) and manifest.get("config_hash") == cfg_hash
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+
+def run_stage(folder: Path, cfg_hash: str, build: Callable[[Path], dict | None], *,
+              config: dict | None = None, force: bool = False, log=print) -> Path:
+    """Build `folder` with `build(tmp_folder) -> extra manifest fields`, unless it is complete.
+
+    `build` may keep resumable state (checkpoints) in `<folder>.work/`, which survives a kill and is
+    removed once the folder is complete.
+    """
+    folder = Path(folder)
+    if not force and is_complete(folder, cfg_hash):
+        log(f"[{folder.name}] cached ({cfg_hash})")
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    start = time.time()
+    try:
+        extra = build(tmp) or {}
+        manifest = {
+            "stage": folder.name,
+            "config_hash": cfg_hash,
+            "kit_version": __version__,
+            "git_commit": git_commit(),
+            "machine": machine(),
+            "wall_time_s": round(time.time() - start, 3),
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **extra,
+        }
+        if config is not None:
+            write_json_atomic(tmp / "config.json", config)
+        write_json_atomic(tmp / "manifest.json", manifest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+    shutil.rmtree(work_dir(folder), ignore_errors=True)
+    log(f"[{folder.name}] done in {manifest['wall_time_s']:.1f} s")
+    return folder
+
+
+def work_dir(folder: Path) -> Path:
+    """Resumable scratch space of a stage (checkpoints); kept across kills, dropped when done."""
+    return Path(folder).with_name(Path(folder).name + ".work")

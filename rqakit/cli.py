@@ -1,0 +1,112 @@
+"""`rqakit` command line: argument parsing only; the work is in the modules it calls."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from .errors import RqaError
+
+
+def _cmd_data_stats(args) -> dict:
+    from .data import dataset_stats
+
+    return dataset_stats(args.dataset)
+
+
+def _cmd_evaluate(args) -> dict:
+    from .retrieval import evaluate_command
+
+    return evaluate_command(
+        dataset=args.dataset, retriever=args.retriever, pooling=args.pooling, max_length=args.max_length,
+        query_max_length=args.query_max_length, rerank=args.rerank, top=args.top, run_out=args.run_out,
+        depth=args.depth, use_titles=not args.no_titles, measures=args.measures, batch_size=args.batch_size,
+    )
+
+
+def _cmd_reproduce(args) -> dict:
+    from .pipeline import reproduce
+
+    return reproduce(args.profile, out=args.out, force=args.force, overrides=args.set, chapters=args.chapters)
+
+
+def _cmd_stage(args) -> dict:
+    from .config import load_config
+    from .stages import run_named_stage
+
+    cfg = load_config(args.profile, args.set)
+    return {"stage": args.name, "folder": str(run_named_stage(args.name, cfg, force=args.force))}
+
+
+def _cmd_config(args) -> dict:
+    from .config import field_help, load_config
+
+    if args.help_fields:
+        return field_help()
+    return load_config(args.profile, args.set).to_dict()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rqakit", description="RocketQAv2 reproducibility kit")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="dataset utilities").add_subparsers(dest="data_command", required=True)
+    stats = data.add_parser("stats", help="counts of docs, queries and qrels of an ir_datasets ID")
+    stats.add_argument("dataset")
+    stats.set_defaults(func=_cmd_data_stats)
+
+    ev = sub.add_parser("evaluate", help="retrieve (and re-rank) a split, print ir_measures metrics as JSON")
+    ev.add_argument("--dataset", required=True, help="ir_datasets ID with queries and qrels")
+    ev.add_argument("--retriever", required=True, help="bm25 | a backbone name (minilm, tiny) | a checkpoint folder")
+    ev.add_argument("--pooling", choices=["cls", "mean"], default=None, help="pooling of a backbone retriever (default: cls; checkpoints keep theirs)")
+    ev.add_argument("--max-length", type=int, default=None, help="passage max length in tokens")
+    ev.add_argument("--query-max-length", type=int, default=None, help="query max length in tokens")
+    ev.add_argument("--rerank", default=None, help="cross-encoder checkpoint folder to re-rank with")
+    ev.add_argument("--top", type=int, default=30, help="re-rank this many candidates per query")
+    ev.add_argument("--depth", type=int, default=100, help="retrieval depth")
+    ev.add_argument("--run-out", default=None, help="write the final run as a TREC run file")
+    ev.add_argument("--no-titles", action="store_true", help="passage text without titles")
+    ev.add_argument("--measures", nargs="+", default=None, help="ir_measures names (default nDCG@10 RR@10 R@100)")
+    ev.add_argument("--batch-size", type=int, default=64)
+    ev.set_defaults(func=_cmd_evaluate)
+
+    rp = sub.add_parser("reproduce", help="run a profile's notebooks with papermill and write its report")
+    rp.add_argument("--profile", default="scifact")
+    rp.add_argument("--out", default=None, help="report folder (default reports/<profile>)")
+    rp.add_argument("--force", action="store_true", help="rerun chapters and stages even when cached")
+    rp.add_argument("--chapters", nargs="+", default=None, help="run only these chapters")
+    rp.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides, e.g. joint.lr=2e-5")
+    rp.set_defaults(func=_cmd_reproduce)
+
+    st = sub.add_parser("stage", help="run one stage of a profile (warmup_de, warmup_ce, augment, joint, ...)")
+    st.add_argument("name")
+    st.add_argument("--profile", default="toy")
+    st.add_argument("--force", action="store_true")
+    st.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    st.set_defaults(func=_cmd_stage)
+
+    cf = sub.add_parser("config", help="print a profile's resolved config as JSON")
+    cf.add_argument("--profile", default="toy")
+    cf.add_argument("--help-fields", action="store_true", help="print every config key with its help text")
+    cf.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    cf.set_defaults(func=_cmd_config)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    start = time.time()
+    try:
+        result = args.func(args)
+    except RqaError as exc:
+        print(f"rqakit: error: {exc}", file=sys.stderr)
+        return 2
+    if isinstance(result, dict) and args.command == "evaluate":
+        result.setdefault("wall_time_s", round(time.time() - start, 2))
+    print(json.dumps(result, indent=None if args.command != "config" else 2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

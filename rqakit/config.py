@@ -1,0 +1,276 @@
+"""One dataclass tree for a run: a profile YAML (`rqakit/profiles/<name>.yaml`) plus overrides.
+
+Every field carries a one-line help text (`field_help`). Where the paper and the official code
+disagree, the official code's choice is the default and the paper's reading is a switch
+(../shared/reference/rocketqav2.md §6).
+
+    cfg = load_config("toy", {"joint.list_size": 4})
+    cfg.joint.kl_direction        # "code"
+    config_hash(cfg, "joint")     # stable hash of what a stage depends on
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+from .errors import RqaError
+
+PROFILES_DIR = Path(__file__).parent / "profiles"
+
+
+def _f(default, help: str):
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class DataConfig:
+    train: str = _f("rqakit/toy/train", "ir_datasets ID of the training queries (and corpus)")
+    eval: str | None = _f("rqakit/toy/test", "ir_datasets ID of the evaluation queries; null: split train by seed")
+    eval_fraction: float = _f(0.2, "share of train queries used for evaluation when eval is null")
+    val_fraction: float = _f(0.1, "share of train queries held out as a validation slice (choices, curves)")
+    split_seed: int = _f(0, "seed of the deterministic query splits")
+    use_titles: bool = _f(True, "passage text is title + text (RocketQA's MS MARCO corpus has titles)")
+    max_train_queries: int | None = _f(None, "cap on training queries (null: all)")
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = _f("tiny", "backbone of all three towers: tiny | minilm | bert-base | a folder")
+    pooling: str = _f("cls", "dual-encoder pooling: cls (raw [CLS], official code) | mean")
+    ce_pooling: str = _f("cls", "cross-encoder head input: cls (official code) | mean (faster for MiniLM)")
+    shared_towers: bool = _f(False, "one tower for queries and passages (RocketQAv2: separate)")
+    normalize: bool = _f(False, "L2-normalise dual-encoder embeddings (paper: no; a non-paper option)")
+    temperature: float = _f(1.0, "divide inner products by this (paper: 1; with normalize, e.g. 0.05)")
+    q_max_len: int = _f(32, "query max length in tokens (official code: 32)")
+    p_max_len: int = _f(128, "passage max length in tokens, title + text (official code: 128)")
+    ce_max_len: int = _f(160, "cross-encoder max length (official code: 30 + 125 + 3 = 158)")
+
+
+@dataclass
+class WarmupDEConfig:
+    epochs: float = _f(1.0, "epochs over the training (query, positive) pairs")
+    lr: float = _f(3e-5, "learning rate (RocketQA step 1: 3e-5)")
+    batch_queries: int = _f(16, "queries per step; in-batch negatives come from the other queries")
+    warmup_ratio: float = _f(0.1, "linear warm-up share of steps (RocketQA step 1: 0.1)")
+    weight_decay: float = _f(0.0, "AdamW weight decay (RocketQA step 1: 0)")
+    bm25_depth: int = _f(30, "BM25 hard negative drawn from this depth, excluding labelled positives")
+
+
+@dataclass
+class WarmupCEConfig:
+    epochs: float = _f(1.0, "epochs over training queries")
+    lr: float = _f(5e-5, "learning rate")
+    batch_queries: int = _f(4, "queries (lists) per step")
+    warmup_ratio: float = _f(0.1, "linear warm-up share of steps, then linear decay")
+    weight_decay: float = _f(0.01, "AdamW weight decay (RocketQA step 2: 0.01)")
+    list_size: int = _f(8, "1 positive + list_size-1 negatives, listwise cross-entropy")
+    negatives_from: str = _f("bm25+de", "where negatives are sampled: bm25 | de | bm25+de")
+    depth: int = _f(30, "negatives are sampled from this retrieval depth")
+
+
+@dataclass
+class AugmentConfig:
+    retrieve_depth: int = _f(100, "top-n retrieved by the warm dual encoder for every training query")
+    score_depth: int = _f(50, "how many of the top-n the warm cross-encoder scores")
+    list_size: int = _f(8, "m: 1 positive + m-1 negatives per list")
+    neg_threshold: float = _f(0.1, "denoised negatives: calibrated CE probability below this (v1: 0.1)")
+    pos_threshold: float = _f(0.9, "pseudo positives: calibrated CE probability above this (v1: 0.9)")
+    calibration: str = _f("platt", "logit -> probability: platt (fit on labelled pairs) | sigmoid | rank")
+    rank_keep_from: int = _f(10, "rank rule: candidates ranked below this by the CE are negatives")
+    max_pseudo_positives: int = _f(1, "denoised lists per query built around pseudo positives (at most)")
+    seed: int = _f(0, "seed of negative sampling")
+
+
+@dataclass
+class JointConfig:
+    mode: str = _f("dynamic", "dynamic (both models train) | static (CE frozen teacher, Table 4)")
+    ce_loss: str = _f("listwise", "re-ranker loss: listwise (Eq. 5) | pointwise (Table 4 ablation)")
+    use_denoised: bool = _f(True, "train on undenoised + denoised lists; false: undenoised only (Table 4)")
+    list_size: int = _f(8, "m, instances per query (paper: 128 MS MARCO, 32 NQ; ablations 8)")
+    kl_direction: str = _f("code", "code: KL(P_ce||P_de) (official) | paper: KL(P_de||P_ce) (Eq. 4)")
+    kl_grad_to_ce: bool = _f(False, "KL gradient reaches the re-ranker (official code: no)")
+    kl_reduction: str = _f("mean", "mean over B*m elements (official code) | batchmean (per query)")
+    in_batch: bool = _f(False, "add in-batch negatives to the retriever loss (paper: no gain, off)")
+    lr: float = _f(1e-5, "learning rate, constant (official code: warmup 0, no decay)")
+    weight_decay: float = _f(0.01, "AdamW weight decay, not on LayerNorm/bias")
+    clip: float = _f(1.0, "global gradient-norm clip over all parameters")
+    batch_queries: int = _f(96, "queries per optimizer step (paper: 96)")
+    micro_batch_queries: int = _f(4, "queries per forward pass; batch_queries/micro = accumulation")
+    epochs: float = _f(1.0, "epochs over the lists (paper: up to 3; code: MARCO 2, NQ 3)")
+    seed: int = _f(1, "random seed (official code: 1)")
+    eval_every: int = _f(0, "evaluate both models on the validation slice every N steps (0: off)")
+    checkpoint_every: int = _f(50, "write a resumable checkpoint every N optimizer steps")
+
+
+@dataclass
+class EvalConfig:
+    retrieve_depth: int = _f(100, "retrieval depth for runs and R@k")
+    rerank_depth: int = _f(30, "candidates re-ranked by the cross-encoder (paper: 50)")
+    measures: list = _f(["nDCG@10", "RR@10", "R@100"], "ir_measures names reported in every table")
+    batch_size: int = _f(64, "encoding batch size")
+
+
+@dataclass
+class AblationConfig:
+    seeds: list = _f([1, 2, 3], "seeds of dynamic and static distillation")
+    variant_seeds: list = _f([1], "seeds of the other Table 4 variants")
+    list_sizes: list = _f([4, 8], "list sizes m of the Figure 4 analogue")
+
+
+@dataclass
+class RuntimeConfig:
+    device: str = _f("auto", "auto | cpu | cuda")
+    threads: int = _f(0, "torch CPU threads (0: torch default)")
+    workdir: str = _f("runs", "where stage artifacts are cached: <workdir>/<profile>/<stage>")
+
+
+@dataclass
+class RunConfig:
+    profile: str = _f("toy", "profile name")
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    warmup_de: WarmupDEConfig = field(default_factory=WarmupDEConfig)
+    warmup_ce: WarmupCEConfig = field(default_factory=WarmupCEConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    joint: JointConfig = field(default_factory=JointConfig)
+    evaluate: EvalConfig = field(default_factory=EvalConfig)
+    ablations: AblationConfig = field(default_factory=AblationConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    notes: dict = _f({}, "free-form profile notes (GPUs assumed, estimated run time)")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def profile_names() -> list[str]:
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+
+
+def _convert(value: Any, hint: Any, key: str) -> Any:
+    if isinstance(value, str) and hint is not str:
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise RqaError(f"cannot read override {key}={value!r}: {exc.problem}") from None
+    if value is None:
+        return None
+    if hint in (float, "float") and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def apply_overrides(cfg: RunConfig, overrides: dict[str, Any] | list[str] | None) -> RunConfig:
+    """Set `section.field` keys (a dict, or `key=value` strings from the command line)."""
+    if not overrides:
+        return cfg
+    if isinstance(overrides, (list, tuple)):
+        pairs = {}
+        for item in overrides:
+            if "=" not in item:
+                raise RqaError(f"override {item!r} is not key=value (e.g. joint.lr=2e-5)")
+            k, v = item.split("=", 1)
+            pairs[k.strip()] = v
+        overrides = pairs
+    for key, value in overrides.items():
+        target, parts = cfg, key.split(".")
+        for part in parts[:-1]:
+            if not dataclasses.is_dataclass(target) or not hasattr(target, part):
+                raise RqaError(f"unknown config key {key!r}; see `rqakit config --help-fields`")
+            target = getattr(target, part)
+        name = parts[-1]
+        if not dataclasses.is_dataclass(target) or name not in {f.name for f in dataclasses.fields(target)}:
+            raise RqaError(f"unknown config key {key!r}; see `rqakit config --help-fields`")
+        if dataclasses.is_dataclass(getattr(target, name)):
+            if not isinstance(value, dict):
+                raise RqaError(f"config key {key!r} is a section: give a mapping or set its fields")
+            apply_overrides(getattr(target, name), {k: v for k, v in value.items()})
+            continue
+        hint = get_type_hints(type(target)).get(name)
+        setattr(target, name, _convert(value, hint, key))
+    return cfg
+
+
+def load_config(profile: str = "toy", overrides: dict | list | None = None) -> RunConfig:
+    """The profile's YAML over the dataclass defaults, then the overrides."""
+    path = Path(profile)
+    if not path.suffix:
+        path = PROFILES_DIR / f"{profile}.yaml"
+    if not path.exists():
+        raise RqaError(f"unknown profile {profile!r}; choose one of: {', '.join(profile_names())}")
+    raw = yaml.safe_load(path.read_text()) or {}
+    cfg = RunConfig(profile=path.stem)
+    apply_overrides(cfg, _flatten(raw))
+    apply_overrides(cfg, overrides)
+    validate(cfg)
+    return cfg
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and k != "notes":
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def validate(cfg: RunConfig) -> None:
+    a, j = cfg.augment, cfg.joint
+    for name in ("neg_threshold", "pos_threshold"):
+        v = getattr(a, name)
+        if not 0.0 <= v <= 1.0:
+            raise RqaError(f"augment.{name} = {v} is outside [0, 1]: thresholds are probabilities")
+    if a.neg_threshold >= a.pos_threshold:
+        raise RqaError(f"augment.neg_threshold ({a.neg_threshold}) must be below augment.pos_threshold ({a.pos_threshold})")
+    choices = {
+        "joint.mode": (j.mode, ("dynamic", "static")),
+        "joint.ce_loss": (j.ce_loss, ("listwise", "pointwise")),
+        "joint.kl_direction": (j.kl_direction, ("code", "paper")),
+        "joint.kl_reduction": (j.kl_reduction, ("mean", "batchmean")),
+        "model.pooling": (cfg.model.pooling, ("cls", "mean")),
+        "model.ce_pooling": (cfg.model.ce_pooling, ("cls", "mean")),
+        "augment.calibration": (a.calibration, ("platt", "sigmoid", "rank")),
+        "warmup_ce.negatives_from": (cfg.warmup_ce.negatives_from, ("bm25", "de", "bm25+de")),
+    }
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise RqaError(f"{key} = {value!r}; choose one of: {', '.join(allowed)}")
+    for key, m in (("joint.list_size", j.list_size), ("augment.list_size", a.list_size), ("warmup_ce.list_size", cfg.warmup_ce.list_size)):
+        if m < 2:
+            raise RqaError(f"{key} = {m}: a list needs 1 positive and at least 1 negative")
+    if j.batch_queries % j.micro_batch_queries:
+        raise RqaError(f"joint.batch_queries ({j.batch_queries}) must be a multiple of joint.micro_batch_queries ({j.micro_batch_queries})")
+
+
+def section_dict(cfg: RunConfig, *sections: str) -> dict:
+    return {s: dataclasses.asdict(getattr(cfg, s)) if dataclasses.is_dataclass(getattr(cfg, s)) else getattr(cfg, s) for s in sections}
+
+
+def config_hash(cfg: RunConfig | dict, *sections: str, extra: dict | None = None) -> str:
+    """A 12-hex hash of the named sections (all when none) and any extra inputs."""
+    body = cfg if isinstance(cfg, dict) else (section_dict(cfg, *sections) if sections else cfg.to_dict())
+    if extra:
+        body = {"config": body, "extra": extra}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def field_help(cfg_cls=RunConfig, prefix: str = "") -> dict[str, str]:
+    """`section.field` -> help text, for `rqakit config --help-fields` and the docs."""
+    out = {}
+    for f in dataclasses.fields(cfg_cls):
+        hint = get_type_hints(cfg_cls)[f.name]
+        if dataclasses.is_dataclass(hint):
+            out.update(field_help(hint, f"{prefix}{f.name}."))
+        else:
+            out[f"{prefix}{f.name}"] = f.metadata.get("help", "")
+    return out

@@ -1,0 +1,248 @@
+"""Retrieval and re-ranking metrics: MS MARCO measures via ir_measures, NQ answers as in DPR.
+
+A run is ``dict[str, dict[str, float]]`` (query id -> {doc id -> score}, higher is better) and qrels
+are ``dict[str, dict[str, int]]`` (query id -> {doc id -> relevance}), as ir_measures accepts.
+
+Averaging follows the official ``msmarco_eval.py``: the mean is over every query with at least one
+relevant document in the qrels, and a judged query absent from the run scores 0. Queries in the run
+but not in the qrels are ignored.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+import ir_measures
+import numpy as np
+import pandas as pd
+import regex
+from scipy import stats
+
+from rqakit.errors import RqaError
+
+Run = Mapping[str, Mapping[str, float]]
+Qrels = Mapping[str, Mapping[str, int]]
+
+DEFAULT_MEASURES = ("nDCG@10", "RR@10", "R@100")
+PAPER_RECALL = "Success"
+
+
+def paper_recall_measure(k: int) -> str:
+    """The ir_measures name of the paper's "R@k": ``"Success@k"``.
+
+    RocketQAv2 (and ``msmarco_eval.py``'s recall@50 / recall@all, reported as R@50 / R@1000) define
+    R@k as a hit rate: the share of queries with at least one relevant passage in the top k. That
+    is ir_measures' ``Success@k``. ir_measures' own ``R@k`` is different: the share of a query's
+    relevant documents found in the top k, averaged over queries.
+    """
+    if int(k) != k or k < 1:
+        raise RqaError(f"recall cut-off must be a positive integer, got {k!r}")
+    return f"{PAPER_RECALL}@{int(k)}"
+
+
+def _parse_measure(name) -> list:
+    """One measure name in ir_measures syntax ("RR@10") or trec_eval syntax ("ndcg_cut.10")."""
+    if not isinstance(name, str):
+        return [name]
+    try:
+        return [ir_measures.parse_measure(name)]
+    except (NameError, ValueError, SyntaxError, TypeError) as ir_error:
+        try:
+            return list(ir_measures.parse_trec_measure(name))
+        except (NameError, ValueError, SyntaxError, TypeError):
+            reason = " ".join(str(ir_error).split())
+            raise RqaError(
+                f"unknown measure {name!r} ({reason}): use ir_measures names such as "
+                "nDCG@10, RR@10, R@100, Success@50"
+            ) from None
+
+
+def _parse_measures(measures) -> list:
+    """Measure names or objects -> distinct ir_measures measures, in the given order."""
+    if isinstance(measures, str):
+        measures = [measures]
+    parsed = list(dict.fromkeys(m for name in measures for m in _parse_measure(name)))
+    if not parsed:
+        raise RqaError("no measure given: pass names such as ('nDCG@10', 'RR@10', 'R@100')")
+    return parsed
+
+
+def _judged_query_ids(qrels: Qrels) -> list[str]:
+    """Query ids with at least one relevant (relevance > 0) document, sorted."""
+    judged = sorted(qid for qid, docs in qrels.items() if any(rel > 0 for rel in docs.values()))
+    if not judged:
+        raise RqaError(
+            "split has no qrels: no query has a relevant document; evaluate a split with "
+            "relevance judgements (e.g. MS MARCO dev, not test)"
+        )
+    return judged
+
+
+def _check_overlap(run: Run, judged: Sequence[str]) -> None:
+    if not any(qid in run for qid in judged):
+        raise RqaError("the run shares no query with the qrels: check the split")
+
+
+def per_query(run: Run, qrels: Qrels, measures=DEFAULT_MEASURES) -> pd.DataFrame:
+    """Per-query values: columns ``query_id``, ``measure``, ``value``.
+
+    Every judged query appears once per measure (a query missing from the run has value 0.0), so
+    two systems' frames align query by query for :func:`paired_test`. Rows are grouped by measure
+    in the given order, then by query id.
+    """
+    parsed = _parse_measures(measures)
+    judged = _judged_query_ids(qrels)
+    _check_overlap(run, judged)
+    judged_qrels = {qid: dict(qrels[qid]) for qid in judged}
+    judged_run = {qid: dict(run[qid]) for qid in judged if qid in run}
+    values = {(str(m.measure), m.query_id): float(m.value)
+              for m in ir_measures.iter_calc(parsed, judged_qrels, judged_run)}
+    rows = [(qid, str(measure), values.get((str(measure), qid), 0.0))
+            for measure in parsed for qid in judged]
+    return pd.DataFrame(rows, columns=["query_id", "measure", "value"])
+
+
+def evaluate_run(run: Run, qrels: Qrels, measures=DEFAULT_MEASURES) -> dict[str, float]:
+    """Mean of each measure over the judged queries: {"nDCG@10": ..., "RR@10": ..., "R@100": ...}.
+
+    Keys are the names as ir_measures writes them ("MRR@10" is ir_measures' "RR@10"). The
+    denominator is the number of queries with a relevant document, as in ``msmarco_eval.py``:
+    per-query values from ``ir_measures.iter_calc`` are filled with 0 for judged queries absent
+    from the run, and queries judged only non-relevant (which ``ir_measures.calc_aggregate``
+    would count) are left out.
+    """
+    frame = per_query(run, qrels, measures)
+    means = frame.groupby("measure", sort=False)["value"].mean()
+    return {measure: float(value) for measure, value in means.items()}
+
+
+def paired_test(a, b) -> dict[str, float]:
+    """Paired t-test and Wilcoxon signed-rank test of two systems' per-query values.
+
+    ``a`` and ``b``: arrays of shape (n_queries,) in the same query order, or pandas Series
+    indexed by query id (aligned by index). Returns mean_a, mean_b, diff (= mean_b - mean_a),
+    p_ttest (``scipy.stats.ttest_rel``), p_wilcoxon (``scipy.stats.wilcoxon``, zero differences
+    dropped) and n. When every difference is zero both p-values are 1.0.
+    """
+    values_a, values_b = _aligned_values(a, b)
+    differences = values_b - values_a  # (n,)
+    if np.all(differences == 0):
+        p_ttest = p_wilcoxon = 1.0
+    else:
+        p_ttest = float(stats.ttest_rel(values_a, values_b).pvalue)
+        p_wilcoxon = float(stats.wilcoxon(values_a, values_b).pvalue)
+    return {
+        "mean_a": float(values_a.mean()),
+        "mean_b": float(values_b.mean()),
+        "diff": float(differences.mean()),
+        "p_ttest": p_ttest,
+        "p_wilcoxon": p_wilcoxon,
+        "n": int(len(values_a)),
+    }
+
+
+def _aligned_values(a, b) -> tuple[np.ndarray, np.ndarray]:
+    """Two per-query value vectors of shape (n,), aligned by query id when both are Series."""
+    if isinstance(a, pd.Series) and isinstance(b, pd.Series):
+        if set(a.index) != set(b.index):
+            raise RqaError(
+                "the two per-query series cover different queries: compute both with per_query "
+                "on the same qrels"
+            )
+        b = b.loc[a.index]
+    values_a = np.asarray(a, dtype=float)
+    values_b = np.asarray(b, dtype=float)
+    if values_a.shape != values_b.shape or values_a.ndim != 1:
+        raise RqaError(
+            f"paired test needs two 1-d value vectors of equal length, got shapes "
+            f"{values_a.shape} and {values_b.shape}"
+        )
+    if len(values_a) < 2:
+        raise RqaError(f"paired test needs at least 2 queries, got {len(values_a)}")
+    return values_a, values_b
+
+
+class SimpleTokenizer:
+    """DPR's ``SimpleTokenizer`` (dpr/utils/tokenizers.py): runs of letters, digits and marks, or
+    any single other non-space, non-control character."""
+
+    ALPHA_NUM = r"[\p{L}\p{N}\p{M}]+"
+    NON_WS = r"[^\p{Z}\p{C}]"
+
+    def __init__(self) -> None:
+        self._regexp = regex.compile(
+            "(%s)|(%s)" % (self.ALPHA_NUM, self.NON_WS),
+            flags=regex.IGNORECASE | regex.UNICODE | regex.MULTILINE,
+        )
+
+    def words(self, text: str, uncased: bool = True) -> list[str]:
+        """Word tokens of ``text`` (lower-cased when ``uncased``, as DPR's ``Tokens.words``)."""
+        tokens = [match.group() for match in self._regexp.finditer(text)]
+        return [token.lower() for token in tokens] if uncased else tokens
+
+
+_TOKENIZER = SimpleTokenizer()
+
+
+def normalize(text: str) -> str:
+    """Unicode NFD, as DPR's ``_normalize`` (accents become separate combining marks)."""
+    return unicodedata.normalize("NFD", text)
+
+
+def _contains(tokens: Sequence[str], answer_tokens: Sequence[str]) -> bool:
+    width = len(answer_tokens)
+    return any(list(tokens[i:i + width]) == list(answer_tokens)
+               for i in range(len(tokens) - width + 1))
+
+
+def has_answer(text: str, answers: Iterable[str]) -> bool:
+    """DPR ``has_answer`` in 'string' mode (dpr/data/qa_validation.py).
+
+    The NFD-normalised passage and each NFD-normalised answer are split into uncased word tokens;
+    True when some answer's token sequence occurs contiguously in the passage's. An answer with no
+    tokens (e.g. an empty string) is skipped, where DPR would count it as matching every passage.
+    """
+    passage_tokens = _TOKENIZER.words(normalize(text))
+    for answer in answers:
+        answer_tokens = _TOKENIZER.words(normalize(answer))
+        if answer_tokens and _contains(passage_tokens, answer_tokens):
+            return True
+    return False
+
+
+def _ranked_doc_ids(scores: Mapping[str, float]) -> list[str]:
+    """Doc ids by descending score; ties by descending doc id, as trec_eval (and ir_measures) do."""
+    return sorted(scores, key=lambda doc_id: (scores[doc_id], doc_id), reverse=True)
+
+
+def _first_answer_rank(scores: Mapping[str, float], answers: Sequence[str],
+                       doc_text: Callable[[str], str], depth: int) -> int | None:
+    """1-based rank of the first answer-containing passage within ``depth``, or None."""
+    for rank, doc_id in enumerate(_ranked_doc_ids(scores)[:depth], start=1):
+        if has_answer(doc_text(doc_id), answers):
+            return rank
+    return None
+
+
+def answer_top_k_accuracy(run: Run, answers: Mapping[str, Sequence[str]],
+                          doc_text: Callable[[str], str],
+                          ks: Sequence[int] = (5, 20, 100)) -> dict[str, float]:
+    """NQ top-k retrieval accuracy, the paper's NQ "R@k": {"Top@5": ..., "Top@20": ..., ...}.
+
+    Share of the questions in ``answers`` (question id -> gold answer strings) with a passage in
+    the top k of the run that contains an answer by :func:`has_answer`. ``doc_text(doc_id)`` gives
+    the text matched against; DPR matches the passage text without its title. A question missing
+    from the run counts as a miss.
+    """
+    if not answers:
+        raise RqaError("split has no answers: pass the gold answers of the evaluated questions")
+    if not ks or any(int(k) != k or k < 1 for k in ks):
+        raise RqaError(f"cut-offs must be positive integers, got {tuple(ks)!r}")
+    if not any(qid in run for qid in answers):
+        raise RqaError("the run shares no question with the answers: check the split")
+    depth = int(max(ks))
+    first_ranks = [_first_answer_rank(run.get(qid, {}), list(answers[qid]), doc_text, depth)
+                   for qid in answers]
+    return {f"Top@{int(k)}": sum(r is not None and r <= k for r in first_ranks) / len(first_ranks)
+            for k in ks}

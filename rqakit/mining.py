@@ -1,0 +1,497 @@
+"""Hybrid data augmentation (RocketQAv2 §4.3; rules of RocketQA v1 `data_process/`), model-free.
+
+Inputs are plain data: the retriever's top-n per training query (`candidates`, rank order) and
+the cross-encoder's logits on the first `score_depth` of them (`ce_scores`). Two lists of m
+passages are built per query with a labelled positive, positive at index 0 (official code):
+
+- undenoised ("rand" in the released data): the ground-truth positive + m-1 negatives sampled
+  uniformly from the top-n, labelled positives excluded;
+- denoised ("aug"): negatives are the scored candidates the CE calls negative (calibrated
+  probability < neg_threshold, v1: 0.1), likely false negatives are dropped, and the positive is
+  a CE-confident unlabelled candidate (> pos_threshold, v1: 0.9) when there is one.
+
+`method="rank"` replaces probabilities with CE ranks for a listwise CE whose logits have no
+absolute scale.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import minimize
+from scipy.special import expit
+
+from rqakit.data.collection import Split
+from rqakit.errors import RqaError
+
+CALIBRATION_METHODS = ("platt", "sigmoid", "rank")
+LIST_KINDS = ("undenoised", "denoised")
+LIST_COLUMNS = ("query_id", "kind", "doc_ids", "labels", "ce_scores", "positive_source", "fallback")
+_DEEPER = "retrieve deeper: augment.retrieve_depth, or lower the list size"
+
+
+# ---------------------------------------------------------------------------------------------
+# Calibration: CE logit -> probability of relevance
+# ---------------------------------------------------------------------------------------------
+
+def _platt_targets(labels: np.ndarray) -> np.ndarray:
+    """Platt (1999) smoothed targets: (N+ + 1)/(N+ + 2) and 1/(N- + 2); keeps a finite on separable data."""
+    n_pos = labels.sum()
+    n_neg = labels.size - n_pos
+    return np.where(labels == 1, (n_pos + 1.0) / (n_pos + 2.0), 1.0 / (n_neg + 2.0))
+
+
+def _platt_loss(params: np.ndarray, logits: np.ndarray, targets: np.ndarray) -> tuple[float, np.ndarray]:
+    """Mean log loss of p = sigmoid(a*logit + b) and its gradient in (a, b)."""
+    z = params[0] * logits + params[1]                              # (N,)
+    loss = np.mean(np.logaddexp(0.0, z) - targets * z)
+    residual = expit(z) - targets                                   # (N,)
+    return float(loss), np.array([np.mean(residual * logits), np.mean(residual)])
+
+
+@dataclass
+class Calibrator:
+    """Maps CE logits to probabilities so the v1 thresholds (set on a 2-class softmax) apply.
+
+    method "platt": p = sigmoid(a*logit + b), fitted on labelled candidate pairs (a listwise CE's
+    logits are shift-invariant, so they are not probabilities); "sigmoid": p = sigmoid(logit), for a
+    pointwise-trained CE; "rank": no probabilities, `build_lists` uses the CE-rank rule instead.
+    """
+
+    method: str = "platt"
+    a: float | None = None
+    b: float | None = None
+    max_iter: int = field(default=500, repr=False)
+
+    def __post_init__(self):
+        if self.method not in CALIBRATION_METHODS:
+            raise RqaError(f"unknown calibration method {self.method!r}; use one of {', '.join(CALIBRATION_METHODS)}")
+
+    @property
+    def gives_probabilities(self) -> bool:
+        return self.method != "rank"
+
+    @property
+    def is_fitted(self) -> bool:
+        return self.method != "platt" or (self.a is not None and self.b is not None)
+
+    def fit(self, logits, labels) -> "Calibrator":
+        """Fit (a, b) by L-BFGS on the log loss (platt); a no-op for sigmoid and rank.
+
+        logits: (N,) CE logits of candidate pairs; labels: (N,) 1 = in qrels, 0 = retrieved, unlabelled.
+        """
+        if self.method != "platt":
+            return self
+        logits, labels = _check_pairs(logits, labels)
+        result = minimize(_platt_loss, x0=np.array([1.0, 0.0]), args=(logits, _platt_targets(labels)),
+                          jac=True, method="L-BFGS-B", options={"maxiter": self.max_iter})
+        a, b = (float(v) for v in result.x)
+        if not a > 0:
+            raise RqaError(f"Platt fit gave slope a = {a:.4g} <= 0: the cross-encoder does not score labelled "
+                           "positives above unlabelled candidates; check the warm cross-encoder")
+        self.a, self.b = a, b
+        return self
+
+    def __call__(self, logits) -> np.ndarray:
+        """(N,) logits -> (N,) probabilities in (0, 1)."""
+        logits = np.asarray(logits, dtype=np.float64)
+        if self.method == "rank":
+            raise RqaError("calibration method 'rank' gives no probabilities; build_lists uses CE ranks instead")
+        if self.method == "sigmoid":
+            return expit(logits)
+        if not self.is_fitted:
+            raise RqaError("Platt calibrator is not fitted: call fit(logits, labels) on labelled candidate pairs first")
+        return expit(self.a * logits + self.b)
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "a": self.a, "b": self.b}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Calibrator":
+        return cls(method=d["method"], a=d.get("a"), b=d.get("b"))
+
+
+def _check_pairs(logits, labels) -> tuple[np.ndarray, np.ndarray]:
+    logits = np.asarray(logits, dtype=np.float64).ravel()
+    labels = np.asarray(labels).ravel()
+    if logits.size != labels.size or logits.size == 0:
+        raise RqaError(f"Platt fit needs as many labels as logits (got {logits.size} logits, {labels.size} labels)")
+    if not np.isin(labels, (0, 1)).all():
+        raise RqaError("Platt labels must be 0 (retrieved, unlabelled) or 1 (in qrels)")
+    if labels.min() == labels.max():
+        raise RqaError("Platt fit needs both labelled positives and unlabelled candidates among the scored pairs")
+    if not np.isfinite(logits).all():
+        raise RqaError("Platt fit got non-finite CE logits; check the cross-encoder scores")
+    return logits, labels.astype(np.float64)
+
+
+def labelled_pairs(split: Split, ce_scores: dict[str, dict[str, float]]) -> tuple[np.ndarray, np.ndarray]:
+    """(logits, labels) of every scored (query, candidate) pair: label 1 if in the qrels, else 0.
+
+    Queries without a labelled positive are left out, as in `build_lists`. Returns (N,), (N,).
+    """
+    logits, labels = [], []
+    for qid in sorted(ce_scores):
+        positives = set(split.positives(qid))
+        if not positives:
+            continue
+        for doc_id, score in ce_scores[qid].items():
+            logits.append(float(score))
+            labels.append(int(doc_id in positives))
+    return np.array(logits, dtype=np.float64), np.array(labels, dtype=np.int64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-query rules
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class _QueryView:
+    """One training query: its labelled positives, top-n candidates and scored window."""
+
+    qid: str
+    positive: str                 # ground-truth positive: highest grade, then smallest id
+    labelled: set[str]            # every labelled positive (never a negative)
+    candidates: list[str]         # top-n, rank order, de-duplicated
+    scored: list[str]             # candidates[:score_depth]
+    logits: dict[str, float]      # CE logit of every scored doc (the scored window at least)
+
+    @property
+    def unlabelled_pool(self) -> list[str]:
+        return [d for d in self.candidates if d not in self.labelled]
+
+    @property
+    def beyond_window_pool(self) -> list[str]:
+        return [d for d in self.candidates[len(self.scored):] if d not in self.labelled]
+
+
+@dataclass
+class _Denoising:
+    """Outcome of the denoising rule for one query."""
+
+    negatives: list[str]          # scored, unlabelled, called negative by the CE
+    pseudo: list[str]             # chosen pseudo-positives, most confident first
+    dropped: list[str]            # scored, unlabelled, neither negative nor chosen: likely false negatives
+
+
+def _ground_truth_positive(grades: dict[str, int]) -> str:
+    """Highest-graded labelled positive; ties go to the first id in sorted order."""
+    return min((d for d, g in grades.items() if g >= 1), key=lambda d: (-grades[d], d))
+
+
+def _denoise_by_probability(view: _QueryView, probs: dict[str, float], neg_threshold: float,
+                            pos_threshold: float, max_pseudo: int) -> _Denoising:
+    """v1 rule (`construct_marco_train_de.py`, `construct_unlabel_train_de.py`).
+
+    negatives: unlabelled, prob < neg_threshold; pseudo-positives: unlabelled, prob > pos_threshold,
+    highest first (ties: retrieval order), at most max_pseudo; the other unlabelled ones are dropped.
+    """
+    unlabelled = [d for d in view.scored if d not in view.labelled]
+    confident = sorted((d for d in unlabelled if probs[d] > pos_threshold), key=lambda d: -probs[d])
+    pseudo = confident[:max_pseudo]
+    negatives = [d for d in unlabelled if probs[d] < neg_threshold]
+    dropped = [d for d in unlabelled if probs[d] >= neg_threshold and d not in pseudo]
+    return _Denoising(negatives, pseudo, dropped)
+
+
+def _ce_ranks(view: _QueryView) -> dict[str, int]:
+    """0-based rank of every scored candidate by CE logit (ties: retrieval order)."""
+    order = sorted(range(len(view.scored)), key=lambda i: -view.logits[view.scored[i]])
+    return {view.scored[i]: rank for rank, i in enumerate(order)}
+
+
+def _denoise_by_rank(view: _QueryView, rank_keep_from: int, max_pseudo: int) -> _Denoising:
+    """Rank rule for a listwise CE: negatives are unlabelled candidates ranked >= rank_keep_from.
+
+    Pseudo-positives: unlabelled candidates scored strictly above every scored labelled positive,
+    best first, at most max_pseudo (for 1: the CE's top-1, if unlabelled and above the labelled
+    positive); none when no labelled positive was scored. Other unlabelled candidates ranked
+    above rank_keep_from are dropped.
+    """
+    ranks = _ce_ranks(view)
+    unlabelled = [d for d in view.scored if d not in view.labelled]
+    labelled_logits = [view.logits[d] for d in view.scored if d in view.labelled]
+    pseudo = []
+    if labelled_logits:
+        best_labelled = max(labelled_logits)
+        above = sorted((d for d in unlabelled if view.logits[d] > best_labelled), key=ranks.get)
+        pseudo = above[:max_pseudo]
+    negatives = [d for d in unlabelled if ranks[d] >= rank_keep_from and d not in pseudo]
+    dropped = [d for d in unlabelled if ranks[d] < rank_keep_from and d not in pseudo]
+    return _Denoising(negatives, pseudo, dropped)
+
+
+def _query_rng(seed: int, qid: str, stream: int) -> np.random.Generator:
+    """A generator fixed by (seed, query id, stream): lists do not depend on query order."""
+    qid_key = int.from_bytes(hashlib.sha256(qid.encode("utf-8")).digest()[:8], "little")
+    return np.random.default_rng(np.random.SeedSequence([seed, qid_key, stream]))
+
+
+def _sample(pool: list[str], k: int, rng: np.random.Generator) -> list[str]:
+    """k distinct items of pool, uniformly, in sampled order."""
+    picks = rng.choice(len(pool), size=k, replace=False) if k else []
+    return [pool[i] for i in picks]
+
+
+def _list_row(view: _QueryView, kind: str, positive: str, negatives: list[str], source: str,
+              fallback: bool) -> dict:
+    doc_ids = [positive, *negatives]
+    return {
+        "query_id": view.qid,
+        "kind": kind,
+        "doc_ids": doc_ids,
+        "labels": [1] + [0] * len(negatives),
+        "ce_scores": [float(view.logits.get(d, math.nan)) for d in doc_ids],
+        "positive_source": source,
+        "fallback": fallback,
+    }
+
+
+def _undenoised_list(view: _QueryView, list_size: int, seed: int) -> dict:
+    """Ground-truth positive + m-1 negatives sampled uniformly from the top-n ("rand" lists)."""
+    negatives = _sample(view.unlabelled_pool, list_size - 1, _query_rng(seed, view.qid, 0))
+    return _list_row(view, "undenoised", view.positive, negatives, "qrels", False)
+
+
+def _denoised_negatives(view: _QueryView, denoising: _Denoising, n_needed: int,
+                        rng: np.random.Generator) -> tuple[list[str] | None, bool]:
+    """m-1 denoised negatives; if too few, filled from pids[score_depth:] (v1 fallback).
+
+    Returns (negatives, used_fallback); negatives is None when even the fill is too short.
+    """
+    pool = [d for d in denoising.negatives if d not in denoising.pseudo]
+    if len(pool) >= n_needed:
+        return _sample(pool, n_needed, rng), False
+    beyond = view.beyond_window_pool
+    shortfall = n_needed - len(pool)
+    if len(beyond) < shortfall:
+        return None, True
+    return _sample(pool, len(pool), rng) + _sample(beyond, shortfall, rng), True
+
+
+def _denoised_lists(view: _QueryView, denoising: _Denoising, list_size: int, seed: int) -> list[dict] | None:
+    """One "aug" list per pseudo-positive (or one around the ground-truth positive when none)."""
+    positives = [(p, "pseudo") for p in denoising.pseudo] or [(view.positive, "qrels")]
+    rows = []
+    for stream, (positive, source) in enumerate(positives, start=1):
+        negatives, fallback = _denoised_negatives(view, denoising, list_size - 1, _query_rng(seed, view.qid, stream))
+        if negatives is None:
+            return None
+        rows.append(_list_row(view, "denoised", positive, negatives, source, fallback))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# build_lists
+# ---------------------------------------------------------------------------------------------
+
+def _check_settings(list_size: int, neg_threshold: float, pos_threshold: float, calibrator: Calibrator,
+                    rank_keep_from: int, max_pseudo_positives: int, score_depth: int) -> None:
+    for name, value in (("neg_threshold", neg_threshold), ("pos_threshold", pos_threshold)):
+        if not 0.0 <= value <= 1.0:
+            raise RqaError(f"{name} = {value} is outside [0, 1]: thresholds are probabilities")
+    if neg_threshold >= pos_threshold:
+        raise RqaError(f"neg_threshold ({neg_threshold}) must be below pos_threshold ({pos_threshold})")
+    if list_size < 2:
+        raise RqaError(f"list size m={list_size}: a list needs 1 positive and at least 1 negative")
+    if score_depth < 1 or rank_keep_from < 0 or max_pseudo_positives < 0:
+        raise RqaError(f"score_depth ({score_depth}) must be >= 1, rank_keep_from ({rank_keep_from}) and "
+                       f"max_pseudo_positives ({max_pseudo_positives}) >= 0")
+    if not isinstance(calibrator, Calibrator):
+        raise RqaError(f"calibrator must be a Calibrator, got {type(calibrator).__name__}")
+    if not calibrator.is_fitted:
+        raise RqaError("Platt calibrator is not fitted: call fit(logits, labels) on labelled candidate pairs first")
+
+
+def _query_views(split: Split, candidates: dict[str, list[str]], ce_scores: dict[str, dict[str, float]],
+                 score_depth: int) -> tuple[list[_QueryView], int]:
+    """Views of the queries with a labelled positive (split order) and the count of those without."""
+    unknown = [q for q in candidates if q not in split.queries]
+    if unknown:
+        raise RqaError(f"{len(unknown)} candidate queries (e.g. {unknown[0]!r}) are not in split "
+                       f"{split.name or split.dataset_id!r}; retrieve for this split's queries")
+    views, without_positive = [], 0
+    for qid in (q for q in split.queries if q in candidates):
+        grades = split.qrels.get(qid, {})
+        if not split.positives(qid):
+            without_positive += 1
+            continue
+        ranked = list(dict.fromkeys(candidates[qid]))
+        scored = ranked[:score_depth]
+        logits = ce_scores.get(qid, {})
+        views.append(_QueryView(qid, _ground_truth_positive(grades), set(split.positives(qid)), ranked,
+                                scored, {d: float(s) for d, s in logits.items()}))
+    return views, without_positive
+
+
+def _check_inputs(views: list[_QueryView], list_size: int, score_depth: int) -> None:
+    """Every scored window has CE scores, and every query has m-1 usable candidates."""
+    unscored = [v.qid for v in views if any(d not in v.logits for d in v.scored)]
+    if unscored:
+        raise RqaError(f"{len(unscored)} queries (e.g. {unscored[0]!r}) lack CE scores for some of their first "
+                       f"{score_depth} candidates; score the same window (augment.score_depth)")
+    short = [v.qid for v in views if len(v.unlabelled_pool) < list_size - 1]
+    if short:
+        raise RqaError(f"list size m={list_size} needs {list_size - 1} negatives but {len(short)} queries have "
+                       f"fewer than {list_size - 1} usable candidates ({_DEEPER})")
+
+
+def _denoise(view: _QueryView, calibrator: Calibrator, neg_threshold: float, pos_threshold: float,
+             rank_keep_from: int, max_pseudo: int) -> _Denoising:
+    if not calibrator.gives_probabilities:
+        return _denoise_by_rank(view, rank_keep_from, max_pseudo)
+    scored_logits = np.array([view.logits[d] for d in view.scored], dtype=np.float64)   # (n_scored,)
+    probs = dict(zip(view.scored, calibrator(scored_logits).tolist()))
+    return _denoise_by_probability(view, probs, neg_threshold, pos_threshold, max_pseudo)
+
+
+def build_lists(split: Split, candidates: dict[str, list[str]], ce_scores: dict[str, dict[str, float]], *,
+                list_size: int, calibrator: Calibrator, neg_threshold: float = 0.1, pos_threshold: float = 0.9,
+                rank_keep_from: int = 10, max_pseudo_positives: int = 1, score_depth: int = 50,
+                seed: int = 0) -> tuple[pd.DataFrame, dict]:
+    """Undenoised + denoised training lists of m passages, positive at index 0.
+
+    candidates: qid -> top-n doc ids in retrieval order; ce_scores: qid -> {doc id: CE logit} for
+    (at least) candidates[qid][:score_depth]. The queries of `candidates` are used, in split order;
+    those without a labelled positive are skipped (never turned into all-negative lists).
+    max_pseudo_positives: 0 disables pseudo-positives, 1 is v1 (the single most confident); k > 1
+    builds up to k denoised lists, one per pseudo-positive.
+
+    Returns (lists, summary): lists has LIST_COLUMNS, one row per list, undenoised lists first then
+    denoised ones (the released file is rand + aug); summary has `lists` (count per kind),
+    queries_used, queries_without_positive, pseudo_positives, dropped_as_false_negative,
+    fallback_lists, and `dropped` / `pseudo` (qid -> doc ids) for `denoising_quality`.
+    """
+    _check_settings(list_size, neg_threshold, pos_threshold, calibrator, rank_keep_from,
+                    max_pseudo_positives, score_depth)
+    views, without_positive = _query_views(split, candidates, ce_scores, score_depth)
+    _check_inputs(views, list_size, score_depth)
+    undenoised, denoised, dropped, pseudo, too_short = [], [], {}, {}, []
+    for view in views:
+        undenoised.append(_undenoised_list(view, list_size, seed))
+        denoising = _denoise(view, calibrator, neg_threshold, pos_threshold, rank_keep_from, max_pseudo_positives)
+        rows = _denoised_lists(view, denoising, list_size, seed)
+        if rows is None:
+            too_short.append(view.qid)
+            continue
+        denoised.extend(rows)
+        dropped[view.qid], pseudo[view.qid] = denoising.dropped, denoising.pseudo
+    if too_short:
+        raise RqaError(f"{len(too_short)} queries (e.g. {too_short[0]!r}) have fewer than {list_size - 1} denoised "
+                       f"negatives even after filling from beyond the scored window ({_DEEPER})")
+    lists = pd.DataFrame(undenoised + denoised, columns=list(LIST_COLUMNS))
+    return lists, _summary(lists, len(views), without_positive, dropped, pseudo)
+
+
+def _summary(lists: pd.DataFrame, queries_used: int, without_positive: int,
+             dropped: dict[str, list[str]], pseudo: dict[str, list[str]]) -> dict:
+    return {
+        "lists": {kind: int((lists["kind"] == kind).sum()) for kind in LIST_KINDS},
+        "queries_used": queries_used,
+        "queries_without_positive": without_positive,
+        "pseudo_positives": int((lists["positive_source"] == "pseudo").sum()),
+        "dropped_as_false_negative": sum(len(v) for v in dropped.values()),
+        "fallback_lists": int(lists["fallback"].sum()),
+        "dropped": dropped,
+        "pseudo": pseudo,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Denoising quality against known unlabelled positives
+# ---------------------------------------------------------------------------------------------
+
+def _precision_recall(flagged: dict[str, list[str]], truth: dict[str, set[str]]) -> dict:
+    n_flagged = sum(len(set(flagged.get(q, ()))) for q in truth)
+    n_true = sum(len(set(flagged.get(q, ())) & truth[q]) for q in truth)
+    n_truth = sum(len(t) for t in truth.values())
+    return {
+        "flagged": n_flagged,
+        "true": n_true,
+        "precision": n_true / n_flagged if n_flagged else math.nan,
+        "recall": n_true / n_truth if n_truth else math.nan,
+    }
+
+
+def denoising_quality(dropped: dict[str, list[str]], pseudo: dict[str, list[str]],
+                      unlabeled_positives: dict[str, set[str]], candidates_scored: dict[str, list[str]]) -> dict:
+    """Precision and recall of the denoising against positives known to be missing from the qrels.
+
+    Micro-averaged over the queries of candidates_scored (qid -> the scored window,
+    candidates[:score_depth]); recall counts only unlabelled positives inside that window.
+    Returns {"dropped": {...}, "pseudo": {...}, "kept_out": {...}, "unlabeled_positives_in_window": n},
+    each {...} = {flagged, true, precision, recall}; kept_out = dropped or pseudo (never a negative).
+    Precision / recall are NaN when their denominator is 0.
+    """
+    truth = {q: set(unlabeled_positives.get(q, ())) & set(window) for q, window in candidates_scored.items()}
+    kept_out = {q: list(dropped.get(q, ())) + list(pseudo.get(q, ())) for q in truth}
+    return {
+        "dropped": _precision_recall(dropped, truth),
+        "pseudo": _precision_recall(pseudo, truth),
+        "kept_out": _precision_recall(kept_out, truth),
+        "unlabeled_positives_in_window": sum(len(t) for t in truth.values()),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Training-set selection and storage
+# ---------------------------------------------------------------------------------------------
+
+def _check_lists_frame(lists: pd.DataFrame) -> None:
+    missing = [c for c in LIST_COLUMNS if c not in lists.columns]
+    if missing:
+        raise RqaError(f"lists table lacks columns {', '.join(missing)}; build it with rqakit.mining.build_lists")
+
+
+def select_lists(lists: pd.DataFrame, *, use_denoised: bool = True, list_size: int | None = None) -> pd.DataFrame:
+    """The joint-training set: undenoised + denoised lists, or undenoised only (Table 4 "w/o denoised").
+
+    list_size: truncate every list to m' (index 0 + its first m'-1 negatives) for the list-size study
+    (Figure 4); negatives are stored in sampled order, so the first m'-1 are a uniform subsample.
+    """
+    _check_lists_frame(lists)
+    kinds = LIST_KINDS if use_denoised else ("undenoised",)
+    selected = lists[lists["kind"].isin(kinds)].reset_index(drop=True)
+    if list_size is None:
+        return selected
+    current = int(selected["doc_ids"].map(len).min()) if len(selected) else list_size
+    if not 2 <= list_size <= current:
+        raise RqaError(f"list_size {list_size} must be between 2 and the stored list size {current}; "
+                       "rebuild the lists with a larger augment.list_size")
+    selected = selected.copy()
+    for column in ("doc_ids", "labels", "ce_scores"):
+        selected[column] = selected[column].map(lambda values: list(values)[:list_size])
+    return selected
+
+
+def write_lists(lists: pd.DataFrame, path: str | Path) -> Path:
+    """Write the lists table to Parquet atomically (temporary file + rename)."""
+    _check_lists_frame(lists)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        lists.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def read_lists(path: str | Path) -> pd.DataFrame:
+    """Read a lists table written by `write_lists`, with Python lists in the list columns."""
+    path = Path(path)
+    if not path.exists():
+        raise RqaError(f"no lists file at {path}; run the augment stage first")
+    lists = pd.read_parquet(path)
+    _check_lists_frame(lists)
+    lists["doc_ids"] = lists["doc_ids"].map(lambda v: [str(d) for d in v])
+    lists["labels"] = lists["labels"].map(lambda v: [int(x) for x in v])
+    lists["ce_scores"] = lists["ce_scores"].map(lambda v: [float(x) for x in v])
+    lists["fallback"] = lists["fallback"].astype(bool)
+    return lists

@@ -1,0 +1,171 @@
+"""The re-ranker: one transformer reads query and passage together and gives one logit (§1.2).
+
+Input `[CLS] q [SEP] title text [SEP]`: title and text are joined by a space with no [SEP]
+between them (unlike the dual encoder's passage input); segment ids are 0 for `[CLS] q [SEP]` and
+1 for the rest (official `joint_encoder.py`, `qtp_` tower). At most 160 tokens (30 + 125 + 3 in
+the official reader), truncated longest first.
+
+s_ce(q, p) = Linear(h→1)(Dropout(0.1)(h)), h the raw last-layer [CLS] state (official code; head
+weight TruncatedNormal(0.02), bias 0), a raw logit with no sigmoid. `pooling="mean"` reads the mean
+over real tokens instead: all-MiniLM-L6-v2 was trained to be read that way and learns faster so.
+
+A saved cross encoder is a plain transformers folder plus the head::
+
+    folder/config.json, model.safetensors, tokenizer files   the backbone (AutoModel)
+    folder/score_head.safetensors                            weight (1, h), bias (1,)
+    folder/rqakit.json                                       kind, pooling, max_length, ...
+
+Loading it with transformers and safetensors alone (pooling "cls")::
+
+    from safetensors.torch import load_file
+    from transformers import AutoModel, AutoTokenizer
+    tok, backbone = AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder)
+    head = load_file(f"{folder}/score_head.safetensors")
+    batch = tok(["what is dna"], ["DNA DNA is a molecule ..."], truncation="longest_first",
+                max_length=160, return_tensors="pt")
+    h = backbone(**batch).last_hidden_state[:, 0]                  # (1, h) raw [CLS]
+    logit = h @ head["weight"].T + head["bias"]                      # (1, 1)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from rqakit.data.collection import Doc
+from rqakit.errors import RqaError
+from rqakit.models.backbone import (
+    check_max_length,
+    check_pooling,
+    encoder_inputs,
+    load_encoder,
+    pad_encodings,
+    pool_hidden,
+    read_model_card,
+    resolve_backbone,
+    write_model_card,
+)
+
+KIND = "cross_encoder"
+HEAD_FILE = "score_head.safetensors"
+HEAD_INIT_STD = 0.02
+
+
+def passage_text(doc: Doc, use_titles: bool) -> str:
+    """`title text` joined by one space (no [SEP]), or the text alone."""
+    if use_titles and doc.title:
+        return f"{doc.title} {doc.text}"
+    return doc.text
+
+
+class CrossEncoder(nn.Module):
+    """A transformers AutoModel backbone with a dropout + linear head on [CLS] (or the mean)."""
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        tokenizer,
+        *,
+        pooling: str = "cls",
+        max_length: int = 160,
+        head_dropout: float = 0.1,
+        use_titles: bool = True,
+    ):
+        super().__init__()
+        if not 0.0 <= head_dropout < 1.0:
+            raise RqaError(f"head_dropout must be in [0, 1), got {head_dropout!r}")
+        self.backbone = backbone
+        self.tokenizer = tokenizer
+        self.pooling = check_pooling(pooling)
+        self.max_length = check_max_length(max_length, "max_length", backbone)
+        self.use_titles = bool(use_titles)
+        self.dropout = nn.Dropout(head_dropout)
+        self.score_head = nn.Linear(backbone.config.hidden_size, 1)
+        self.reset_head()
+
+    def reset_head(self) -> None:
+        """Weight TruncatedNormal(0, 0.02) cut at two std, bias 0 (official `qtp__cls_out_w/b`)."""
+        nn.init.trunc_normal_(self.score_head.weight, std=HEAD_INIT_STD, a=-2 * HEAD_INIT_STD, b=2 * HEAD_INIT_STD)
+        nn.init.zeros_(self.score_head.bias)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def tokenize_pairs(self, queries: list[str], docs: list[Doc], use_titles: bool | None = None, pad: bool = True):
+        """`[CLS] q [SEP] title text [SEP]` for each (query, doc) -> padded (N, L) tensors, or lists."""
+        queries, docs = list(queries), list(docs)
+        if len(queries) != len(docs):
+            raise RqaError(f"tokenize_pairs needs one query per document, got {len(queries)} and {len(docs)}")
+        use_titles = self.use_titles if use_titles is None else use_titles
+        if not docs:
+            encodings = {"input_ids": [], "token_type_ids": [], "attention_mask": []}
+        else:
+            passages = [passage_text(doc, use_titles) for doc in docs]
+            encodings = dict(self.tokenizer(queries, passages, truncation="longest_first", max_length=self.max_length))
+        if not pad:
+            return encodings
+        return pad_encodings(encodings, pad_token_id=self.tokenizer.pad_token_id)
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        """Padded pair batch -> (N,) logits s_ce."""
+        inputs = encoder_inputs(batch, self.device)
+        hidden = self.backbone(**inputs).last_hidden_state  # (N, L, h)
+        pooled = pool_hidden(hidden, inputs["attention_mask"], self.pooling)  # (N, h) fp32
+        pooled = pooled.to(self.score_head.weight.dtype)
+        return self.score_head(self.dropout(pooled)).squeeze(-1).float()  # (N,)
+
+    # -- persistence -------------------------------------------------------------------------
+
+    def options(self) -> dict:
+        return dict(
+            pooling=self.pooling,
+            max_length=self.max_length,
+            head_dropout=self.dropout.p,
+            use_titles=self.use_titles,
+        )
+
+    def save_pretrained(self, folder: str | os.PathLike) -> Path:
+        """Backbone + tokenizer as a plain HF folder, score_head.safetensors, rqakit.json."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.backbone.save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)
+        head = {name: tensor.detach().contiguous().cpu() for name, tensor in self.score_head.state_dict().items()}
+        save_file(head, str(folder / HEAD_FILE))
+        write_model_card(folder, dict(kind=KIND, **self.options()))
+        return folder
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike) -> "CrossEncoder":
+        """Load what save_pretrained wrote, bit for bit (eval mode; call .train() to fine-tune)."""
+        folder = Path(folder)
+        card = read_model_card(folder, KIND)
+        head_path = folder / HEAD_FILE
+        if not head_path.is_file():
+            raise RqaError(f"{folder} has no {HEAD_FILE}; save the cross encoder again with save_pretrained")
+        backbone, tokenizer = load_encoder(folder)
+        options = {key: card[key] for key in cls._option_names() if key in card}
+        model = cls(backbone, tokenizer, **options)
+        model.score_head.load_state_dict({k: v.float() for k, v in load_file(str(head_path)).items()})
+        return model.eval()
+
+    @classmethod
+    def from_backbone(cls, name: str, **options) -> "CrossEncoder":
+        """Backbone from resolve_backbone(name), fresh head (eval mode; call .train() to fine-tune).
+
+        options: pooling ("cls" | "mean"), max_length, head_dropout, use_titles.
+        """
+        unknown = set(options) - set(cls._option_names())
+        if unknown:
+            raise RqaError(f"unknown CrossEncoder options {sorted(unknown)}; use {', '.join(cls._option_names())}")
+        backbone, tokenizer = load_encoder(resolve_backbone(name))
+        return cls(backbone, tokenizer, **options).eval()
+
+    @staticmethod
+    def _option_names() -> tuple[str, ...]:
+        return ("pooling", "max_length", "head_dropout", "use_titles")

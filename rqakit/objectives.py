@@ -1,0 +1,116 @@
+"""What each training stage optimises, as modules whose `forward(batch)` returns the loss.
+
+Wrapping the towers and the loss in one module gives the training loop (and DDP) a single
+forward to call. Every `collate_*` turns a micro-batch of plain examples into tensors.
+
+    warmup_de   InBatchRetriever     RocketQA step 1: in-batch (+ cross-process) negatives
+    warmup_ce   ListwiseReranker     RocketQA step 2: listwise CE, positive at index 0
+    joint       JointDistillation    RocketQAv2 Eq. 6: L_sup (re-ranker) + L_KL (retriever)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .data.collection import Doc
+from .distributed import gather_with_grad
+from .losses import cross_batch_listwise_loss, in_batch_listwise_loss, joint_loss, listwise_ce_loss
+
+
+@dataclass
+class ListExample:
+    """One training list: a query and m passages, the positive at index 0 (official reader)."""
+
+    query: str
+    docs: list[Doc]
+    teacher_scores: list[float] | None = None  # static distillation: CE logits scored once
+
+
+class InBatchRetriever(nn.Module):
+    """RocketQA step 1 (DPR recipe): each query against its positive, its BM25 hard negative and
+    every other passage of the global batch (gathered across processes)."""
+
+    def __init__(self, dual_encoder):
+        super().__init__()
+        self.de = dual_encoder
+
+    def collate(self, examples: list[ListExample]) -> dict:
+        return {"q": self.de.tokenize_queries([e.query for e in examples]),
+                "p": self.de.tokenize_passages([d for e in examples for d in e.docs]),
+                "k": len(examples[0].docs)}
+
+    def forward(self, batch: dict) -> dict:
+        q = self.de.encode_queries(batch["q"]).float()                                  # (B, d)
+        p = self.de.encode_passages(batch["p"]).float().view(q.shape[0], batch["k"], -1)  # (B, k, d)
+        p_all, offset = gather_with_grad(p)                                              # (W*B, k, d)
+        loss = cross_batch_listwise_loss(q / self.de.temperature, p_all, offset)
+        return {"loss": loss}
+
+
+class ListwiseReranker(nn.Module):
+    """RocketQA step 2, listwise: softmax cross-entropy over each list, positive at index 0."""
+
+    def __init__(self, cross_encoder):
+        super().__init__()
+        self.ce = cross_encoder
+
+    def collate(self, examples: list[ListExample]) -> dict:
+        m = len(examples[0].docs)
+        return {"pairs": self.ce.tokenize_pairs([e.query for e in examples for _ in range(m)],
+                                                [d for e in examples for d in e.docs]),
+                "shape": (len(examples), m)}
+
+    def forward(self, batch: dict) -> dict:
+        scores = self.ce(batch["pairs"]).float().view(*batch["shape"])  # (B, m)
+        return {"loss": listwise_ce_loss(scores), "acc": (scores.argmax(-1) == 0).float().mean()}
+
+
+class JointDistillation(nn.Module):
+    """Dynamic listwise distillation (§1.3–§1.4): both towers see the same lists.
+
+    The query is encoded once per list (the official code re-encodes it m times, one per row),
+    passages once per row: s_de (B, m) = E_Q(q)·E_P(p); s_ce (B, m) = the re-ranker's logits.
+    `static=True` freezes the re-ranker and distils from `teacher_scores` computed once (Table 4).
+    """
+
+    def __init__(self, dual_encoder, cross_encoder=None, *, static: bool = False, ce_loss: str = "listwise",
+                 kl_direction: str = "code", kl_grad_to_ce: bool = False, kl_reduction: str = "mean",
+                 in_batch: bool = False):
+        super().__init__()
+        self.de = dual_encoder
+        self.static = static
+        self.ce = None if static else cross_encoder
+        self.loss_options = dict(ce_loss=ce_loss, kl_direction=kl_direction, kl_grad_to_ce=kl_grad_to_ce,
+                                 kl_reduction=kl_reduction, train_ce=not static)
+        self.in_batch = in_batch
+
+    def collate(self, examples: list[ListExample]) -> dict:
+        m = len(examples[0].docs)
+        batch = {"q": self.de.tokenize_queries([e.query for e in examples]),
+                 "p": self.de.tokenize_passages([d for e in examples for d in e.docs]),
+                 "shape": (len(examples), m)}
+        if self.static:
+            batch["teacher"] = torch.tensor([e.teacher_scores for e in examples], dtype=torch.float32)
+        else:
+            batch["pairs"] = self.ce.tokenize_pairs([e.query for e in examples for _ in range(m)],
+                                                    [d for e in examples for d in e.docs])
+        return batch
+
+    def forward(self, batch: dict) -> dict:
+        b, m = batch["shape"]
+        q = self.de.encode_queries(batch["q"]).float()                 # (B, d)
+        p = self.de.encode_passages(batch["p"]).float().view(b, m, -1)  # (B, m, d)
+        s_de = self.de.score(q, p)                                      # (B, m)
+        if self.static:
+            s_ce = batch["teacher"].to(s_de.device)                     # (B, m), constant
+        else:
+            s_ce = self.ce(batch["pairs"]).float().view(b, m)           # (B, m)
+        out = joint_loss(s_de, s_ce, **self.loss_options)
+        if self.in_batch:
+            out["in_batch"] = in_batch_listwise_loss(q, p)
+            out["loss"] = out["loss"] + out["in_batch"]
+        out["acc_ce"] = (s_ce.argmax(-1) == 0).float().mean()
+        out["acc_de"] = (s_de.argmax(-1) == 0).float().mean()
+        return out

@@ -1,0 +1,189 @@
+"""`rqakit reproduce`: run a profile's notebooks in order with papermill, then stamp the report.
+
+    reproduce("toy")                                  # reports/toy/: notebooks/, *.json, tables/, figures/, report.md
+    reproduce("toy", overrides=["joint.lr=2e-5"])     # the CLI's --set list (or a dict)
+
+Each chapter is `notebooks/NN_name.ipynb`, executed into `<out>/notebooks/NN_name.ipynb` with the
+parameters profile, overrides, out_dir and force. Its last cell writes `<out>/NN_name.json`
+stamped with the config hash of the resolved config and the kit version; a chapter whose record
+matches is skipped (unless force). A failing chapter stops the run with one RqaError line naming
+the chapter, the cell and the error; the stages are cached on disk, so rerunning resumes there.
+
+Per chapter, `<out>/chapters.json` keeps the wall time and the overhead (kernel start, notebook
+I/O and the cell tagged `imports`); the sum over chapters is results.json's `reproduce` row.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from pathlib import Path
+
+from .config import config_hash, load_config
+from .errors import RqaError
+from .report.chapter import is_current, read_chapter_times, write_chapter_times
+
+CHAPTERS = ("01_data", "02_baselines", "03_warmup", "04_augment", "05_joint", "06_ablations", "07_report")
+KERNEL = "python3"           # ipykernel's kernel; jupyter_client runs it with this interpreter
+START_TIMEOUT_S = 300        # kernel start on a busy machine
+
+
+def notebooks_dir() -> Path:
+    folder = Path(__file__).resolve().parent.parent / "notebooks"
+    if not (folder / f"{CHAPTERS[0]}.ipynb").exists():
+        raise RqaError(f"no notebooks in {folder}; `rqakit reproduce` runs from a source checkout of the kit")
+    return folder
+
+
+def parse_overrides(overrides) -> dict:
+    """`["key=value", ...]` (the CLI's --set) or a dict -> {key: value}; values stay as given and
+    are converted by `load_config` with the field's type (rqakit.config.apply_overrides)."""
+    if not overrides:
+        return {}
+    if isinstance(overrides, dict):
+        return dict(overrides)
+    pairs = {}
+    for item in overrides:
+        if "=" not in item:
+            raise RqaError(f"override {item!r} is not key=value (e.g. joint.lr=2e-5)")
+        key, value = item.split("=", 1)
+        pairs[key.strip()] = value
+    return pairs
+
+
+def select_chapters(names) -> list[str]:
+    """Chapters by full name ("03_warmup"), number ("03", "3") or name ("warmup"), in pipeline order."""
+    if not names:
+        return list(CHAPTERS)
+    chosen = set()
+    for name in names:
+        hits = [c for c in CHAPTERS if name in (c, c[:2], c[3:]) or (name.isdigit() and int(name) == int(c[:2]))]
+        if not hits:
+            raise RqaError(f"unknown chapter {name!r}; choose from: {', '.join(CHAPTERS)}")
+        chosen.update(hits)
+    return [c for c in CHAPTERS if c in chosen]
+
+
+@contextlib.contextmanager
+def kernel_environment():
+    """The kernel inherits this process's environment: the kit's root on PYTHONPATH (a source
+    checkout that is not pip-installed still imports), progress bars off in executed copies."""
+    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "TQDM_DISABLE")}
+    root = str(Path(__file__).resolve().parent.parent)
+    paths = [p for p in (saved["PYTHONPATH"] or "").split(os.pathsep) if p]
+    os.environ["PYTHONPATH"] = os.pathsep.join([root, *[p for p in paths if p != root]])
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def failure_message(chapter: str, error: Exception, executed: Path) -> str:
+    """One line: the chapter, the failing cell (index and first source line) and the error."""
+    from papermill.exceptions import PapermillExecutionError
+
+    if isinstance(error, PapermillExecutionError):
+        first = next((line.strip() for line in (error.source or "").splitlines() if line.strip()), "")
+        where = f"cell {error.cell_index} (`{_one_line(first, 80)}`)"
+        what = f"{error.ename}: {_one_line(error.evalue)}"
+    else:
+        where, what = "kernel", f"{type(error).__name__}: {_one_line(error)}"
+    return (f"chapter {chapter} failed at {where}: {what} [executed copy: {executed}; "
+            f"fix and rerun, finished chapters and stages are cached]")
+
+
+def chapter_timing(nb, wall_time_s: float) -> dict:
+    """Wall time and overhead of one executed notebook from papermill's per-cell durations.
+
+    overhead = kernel start + notebook I/O (wall time not spent in cells) + the `imports` cell.
+    """
+    durations = [float(c.metadata.get("papermill", {}).get("duration") or 0.0) for c in nb.cells if c.cell_type == "code"]
+    imports = sum(float(c.metadata.get("papermill", {}).get("duration") or 0.0) for c in nb.cells
+                  if "imports" in c.metadata.get("tags", []))
+    cells = sum(durations)
+    kernel = max(0.0, wall_time_s - cells)
+    return {"wall_time_s": round(wall_time_s, 3), "overhead_s": round(kernel + imports, 3), "kernel_s": round(kernel, 3),
+            "imports_s": round(imports, 3), "cells_s": round(cells, 3)}
+
+
+def run_chapter(chapter: str, parameters: dict, out: Path) -> dict:
+    """Execute one notebook with papermill; RqaError (one line) when a cell fails."""
+    import papermill
+
+    source = notebooks_dir() / f"{chapter}.ipynb"
+    executed = out / "notebooks" / f"{chapter}.ipynb"
+    executed.parent.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    try:
+        with kernel_environment():
+            nb = papermill.execute_notebook(str(source), str(executed), parameters=parameters, kernel_name=KERNEL,
+                                            progress_bar=False, log_output=False, cwd=os.getcwd(),
+                                            start_timeout=START_TIMEOUT_S)
+    except Exception as error:  # papermill's execution error, a dead kernel, a missing kernel
+        raise RqaError(failure_message(chapter, error, executed)) from None
+    return {**chapter_timing(nb, time.time() - start), "status": "ran", "executed": str(executed),
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def reproduce(profile: str, out: str | Path | None = None, force: bool = False, overrides=None,
+              chapters=None, log=None) -> dict:
+    """Run the profile's chapters in order (cached ones skipped); returns a summary for the CLI."""
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    overrides = parse_overrides(overrides)
+    cfg = load_config(profile, overrides)                       # bad keys and values fail here, before any kernel
+    cfg_hash = config_hash(cfg)
+    out = Path(out or Path("reports") / cfg.profile).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    parameters = {"profile": profile, "overrides": overrides, "out_dir": str(out), "force": bool(force)}
+    times = read_chapter_times(out)
+    times.update({"profile": cfg.profile, "config_hash": cfg_hash})
+    start, status = time.time(), {}
+    for chapter in select_chapters(chapters):
+        if not force and is_current(out, chapter, cfg_hash):
+            times["chapters"].setdefault(chapter, {})["status"] = "cached"
+            status[chapter] = "cached"
+            log(f"[reproduce] {chapter}: cached ({cfg_hash})")
+            continue
+        log(f"[reproduce] {chapter}: running")
+        try:
+            times["chapters"][chapter] = run_chapter(chapter, parameters, out)
+        except RqaError:
+            times["chapters"][chapter] = {"status": "failed", "wall_time_s": None}
+            _write_times(out, times)
+            raise
+        status[chapter] = "ran"
+        _write_times(out, times)
+        log(f"[reproduce] {chapter}: done in {times['chapters'][chapter]['wall_time_s']:.1f} s")
+    _write_times(out, times)
+    _stamp_report(cfg, out, cfg_hash)
+    return {"profile": cfg.profile, "config_hash": cfg_hash, "out": str(out), "chapters": status,
+            "wall_time_s": round(time.time() - start, 2), "reproduce_wall_time_s": times.get("reproduce_wall_time_s"),
+            "report": str(out / "report.md") if (out / "report.md").exists() else None}
+
+
+def _write_times(out: Path, times: dict) -> None:
+    """chapters.json with the whole reproduction's wall time: the sum of every chapter's last run."""
+    recorded = [times["chapters"].get(c, {}).get("wall_time_s") for c in CHAPTERS]
+    times["reproduce_wall_time_s"] = round(sum(recorded), 3) if all(v is not None for v in recorded) else None
+    write_chapter_times(out, times)
+
+
+def _stamp_report(cfg, out: Path, cfg_hash: str) -> None:
+    """Chapter and reproduction rows into results.json, wall times into report.md (when current)."""
+    if not is_current(out, "07_report", cfg_hash):
+        return
+    from .report import refresh_wall_times
+    from .stages import Workspace
+
+    refresh_wall_times(Workspace(cfg), out)

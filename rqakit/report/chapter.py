@@ -1,0 +1,97 @@
+"""A chapter's record: `<out_dir>/<chapter>.json`, written by the last cell of its notebook.
+
+    write_chapter("reports/toy", "02_baselines", cfg, {"bm25": {...}})
+    is_current("reports/toy", "02_baselines", config_hash(cfg))   # True: `rqakit reproduce` skips it
+
+The record carries the config hash of the resolved config and the kit version; a chapter whose
+record matches both is done for that config.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..artifacts import git_commit, write_json_atomic
+from ..config import RunConfig, config_hash
+
+
+def jsonable(obj):
+    """Plain JSON values: numpy scalars and arrays unwrapped, non-finite floats as None."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    return str(obj)
+
+
+def chapter_path(out_dir: str | Path, chapter: str) -> Path:
+    return Path(out_dir) / f"{chapter}.json"
+
+
+def write_chapter(out_dir: str | Path, chapter: str, cfg: RunConfig, results: dict) -> Path:
+    """Write the chapter's results with the stamp that `is_current` checks."""
+    path = chapter_path(out_dir, chapter)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {
+        "chapter": chapter,
+        "profile": cfg.profile,
+        "config_hash": config_hash(cfg),
+        "kit_version": __version__,
+        "git_commit": git_commit(),
+        "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "results": jsonable(results),
+    }
+    write_json_atomic(path, record)
+    return path
+
+
+def read_chapter(out_dir: str | Path, chapter: str) -> dict | None:
+    import json
+
+    path = chapter_path(out_dir, chapter)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def is_current(out_dir: str | Path, chapter: str, cfg_hash: str) -> bool:
+    """True when the chapter's record exists for this config hash and this kit version."""
+    record = read_chapter(out_dir, chapter)
+    return bool(record) and record.get("config_hash") == cfg_hash and record.get("kit_version") == __version__
+
+
+# ------------------------------------------------------------------------------ chapter times
+CHAPTER_TIMES = "chapters.json"
+
+
+def read_chapter_times(out_dir: str | Path) -> dict:
+    """`<out_dir>/chapters.json`: {"chapters": {name: {wall_time_s, overhead_s, ...}}, ...}; empty when absent."""
+    import json
+
+    path = Path(out_dir) / CHAPTER_TIMES
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {"chapters": {}}
+    data.setdefault("chapters", {})
+    return data
+
+
+def write_chapter_times(out_dir: str | Path, data: dict) -> Path:
+    path = Path(out_dir) / CHAPTER_TIMES
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, jsonable(data))
+    return path

@@ -1,0 +1,375 @@
+"""First-stage search: exact dense search with faiss, BM25 with bm25s, TREC runs, and fusion.
+
+A run is ``dict[str, dict[str, float]]`` (query id -> {doc id -> score}, higher is better), the
+form ir_measures reads. Dense and BM25 runs come back with each query's documents in rank order.
+
+Dense search follows the official code (``src/finetune/dual_encoder_infer.py``,
+``src/index_search.py``, ``src/merge.py``): passage embeddings go into ``faiss.IndexFlatIP``
+(exact inner product, Eq. 1), the corpus is split into shards that are searched one at a time,
+and the per-shard top-k lists are merged by score.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from pathlib import Path
+
+import bm25s
+import faiss
+import ir_measures
+import numpy as np
+import Stemmer
+
+from rqakit.data.collection import Doc
+from rqakit.errors import RqaError
+
+Run = dict[str, dict[str, float]]
+Shard = tuple[Sequence[str], np.ndarray]   # (doc ids, embeddings (n_i, d))
+
+GPU_MAX_K = 2048   # faiss GPU indexes return at most 2048 neighbours per query
+
+
+# ---------------------------------------------------------------- dense search (faiss)
+
+def faiss_has_gpu() -> bool:
+    """True when the installed faiss is built with CUDA and sees at least one GPU."""
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+def _resolve_use_gpu(use_gpu, k: int) -> bool:
+    """Decide whether to search on GPU: "auto" uses one when faiss has GPU support."""
+    if use_gpu not in ("auto", True, False):
+        raise RqaError(f"use_gpu must be 'auto', True or False, got {use_gpu!r}")
+    if use_gpu is True and not faiss_has_gpu():
+        raise RqaError("use_gpu=True but faiss has no GPU support here; install faiss-gpu or pass use_gpu='auto'")
+    if use_gpu is False or not faiss_has_gpu():
+        return False
+    if k > GPU_MAX_K:
+        if use_gpu is True:
+            raise RqaError(f"faiss GPU search returns at most {GPU_MAX_K} documents per query, got k={k}; "
+                           "lower k or pass use_gpu='auto' to search on CPU")
+        return False
+    return True
+
+
+def _check_k(k) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise RqaError(f"k must be a positive integer, got {k!r}")
+    return int(k)
+
+
+def _check_queries(query_emb, query_ids) -> np.ndarray:
+    """Query embeddings as float32 C-contiguous (nq, d), one id per row."""
+    query_emb = np.asarray(query_emb)
+    if query_emb.ndim != 2:
+        raise RqaError(f"query embeddings must be a 2-D array (num_queries, dim), got shape {query_emb.shape}")
+    if len(query_ids) != query_emb.shape[0]:
+        raise RqaError(f"got {len(query_ids)} query ids for {query_emb.shape[0]} query embeddings; "
+                       "pass one id per embedding row")
+    return np.ascontiguousarray(query_emb, dtype=np.float32)
+
+
+def _search_shard(query_emb: np.ndarray, shard_emb: np.ndarray, k: int, gpu_resources):
+    """Exact inner-product top-k of one shard: scores (nq, k) float32, row positions (nq, k) int64.
+
+    The shard is copied to float32 only here, so a float16 memmap costs one shard of memory.
+    """
+    index = faiss.IndexFlatIP(shard_emb.shape[1])
+    if gpu_resources is not None:
+        index = faiss.index_cpu_to_gpu(gpu_resources, 0, index)
+    index.add(np.ascontiguousarray(shard_emb, dtype=np.float32))
+    scores, positions = index.search(query_emb, k)
+    index.reset()
+    return scores, positions
+
+
+def _merge_top_k(best_scores, best_ids, scores, ids, k: int):
+    """Merge two (nq, *) top lists into one (nq, <=k) by score, as the official ``merge.py``.
+
+    The sort is stable and earlier shards come first, so ties keep corpus order.
+    """
+    if best_scores is not None:
+        scores = np.concatenate([best_scores, scores], axis=1)
+        ids = np.concatenate([best_ids, ids], axis=1)
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(scores, order, axis=1), np.take_along_axis(ids, order, axis=1)
+
+
+def _iter_checked_shards(shards: Iterable[Shard], dim: int):
+    for number, (doc_ids, emb) in enumerate(shards):
+        if getattr(emb, "ndim", None) != 2 or emb.shape[1] != dim:
+            raise RqaError(f"shard {number} embeddings have shape {getattr(emb, 'shape', None)}, "
+                           f"expected (n, {dim}) to match the queries; encode queries and passages with one model")
+        if len(doc_ids) != emb.shape[0]:
+            raise RqaError(f"shard {number} has {len(doc_ids)} doc ids for {emb.shape[0]} embeddings; "
+                           "pass one doc id per embedding row")
+        if emb.shape[0] > 0:
+            yield doc_ids, emb
+
+
+def _warn_k_clamped(k: int, num_docs: int) -> None:
+    warnings.warn(f"k={k} is larger than the collection ({num_docs} documents); returning all {num_docs}",
+                  stacklevel=3)
+
+
+def dense_search(query_emb: np.ndarray, shards: Iterable[Shard], k: int, *,
+                 query_ids: Sequence[str], use_gpu="auto") -> Run:
+    """Exact top-k inner-product search over sharded passage embeddings.
+
+    query_emb: (nq, d); shards: ``(doc_ids, emb)`` pairs with emb (n_i, d) float16 or float32
+    (memmaps are fine). Each shard is searched with its own ``faiss.IndexFlatIP`` and the per-shard
+    top-k lists are merged by score, as the official ``index_search.py`` / ``merge.py`` do with 8
+    shards. ``use_gpu`` "auto" searches on GPU when faiss has GPU support. k beyond the corpus size
+    is clamped to it with one warning. Returns each query's top k as {doc id: s_de(q, p)}.
+    """
+    k = _check_k(k)
+    query_ids = list(query_ids)
+    query_emb = _check_queries(query_emb, query_ids)
+    gpu_resources = faiss.StandardGpuResources() if _resolve_use_gpu(use_gpu, k) else None
+    best_scores = best_ids = None   # (nq, <=k) float32 and object doc ids
+    num_docs = 0
+    for doc_ids, emb in _iter_checked_shards(shards, query_emb.shape[1]):
+        scores, positions = _search_shard(query_emb, emb, min(k, emb.shape[0]), gpu_resources)
+        shard_ids = np.asarray(doc_ids, dtype=object)[positions]   # (nq, k_i)
+        best_scores, best_ids = _merge_top_k(best_scores, best_ids, scores, shard_ids, k)
+        num_docs += emb.shape[0]
+    if num_docs == 0:
+        raise RqaError("no passage embeddings to search: every shard is empty; encode the corpus first")
+    if k > num_docs:
+        _warn_k_clamped(k, num_docs)
+    return {qid: dict(zip(best_ids[row].tolist(), best_scores[row].tolist()))
+            for row, qid in enumerate(query_ids)}
+
+
+# ---------------------------------------------------------------- BM25 (bm25s)
+
+SETTINGS_FILE = "rqakit_bm25.json"
+DOC_IDS_FILE = "doc_ids.json"
+
+
+def _doc_text(doc: Doc, use_titles: bool) -> str:
+    """The indexed text: ``title + " " + text`` when titles are on and the doc has one."""
+    return f"{doc.title} {doc.text}" if use_titles and doc.title else doc.text
+
+
+def _iter_docs(docs) -> Iterable[Doc]:
+    """A Corpus streams its docs with ``iter_docs()``; a plain iterable of Doc is used as is."""
+    return docs.iter_docs() if hasattr(docs, "iter_docs") else docs
+
+
+class BM25Index:
+    """BM25 over a collection with bm25s (defaults: Lucene variant, k1 = 1.5, b = 0.75).
+
+    Text is lower-cased and split on ``\\b\\w\\w+\\b`` by ``bm25s.tokenize``; by default English stop
+    words are dropped and words are stemmed with PyStemmer's English Snowball stemmer. Documents that share no
+    term with a query score 0 and are left out of its results, as in Lucene.
+    """
+
+    def __init__(self, retriever: bm25s.BM25, doc_ids: list[str], settings: dict):
+        self.retriever = retriever
+        self.doc_ids = np.asarray(doc_ids, dtype=object)
+        self.settings = settings   # use_titles, stopwords, stemmer, k1, b
+        self._stemmer = Stemmer.Stemmer(settings["stemmer"]) if settings["stemmer"] else None
+
+    def __len__(self) -> int:
+        return len(self.doc_ids)
+
+    @classmethod
+    def build(cls, docs, *, use_titles: bool = True, stopwords="en", stemmer: str | None = "english",
+              k1: float = 1.5, b: float = 0.75) -> "BM25Index":
+        """Index ``docs`` (an iterable of Doc, or a Corpus) streamed once.
+
+        stopwords: a bm25s language name ("en"), a list of words, or None; stemmer: a PyStemmer
+        language ("english") or None.
+        """
+        settings = dict(use_titles=bool(use_titles), stopwords=stopwords, stemmer=stemmer, k1=k1, b=b)
+        doc_ids: list[str] = []
+
+        def texts():
+            for doc in _iter_docs(docs):
+                doc_ids.append(doc.doc_id)
+                yield _doc_text(doc, use_titles)
+
+        stemmer_obj = _make_stemmer(stemmer)
+        tokens = bm25s.tokenize(texts(), stopwords=_check_stopwords(stopwords), stemmer=stemmer_obj,
+                                show_progress=False)
+        if not doc_ids:
+            raise RqaError("cannot build a BM25 index over an empty collection; check the dataset id")
+        retriever = bm25s.BM25(k1=k1, b=b)
+        retriever.index(tokens, show_progress=False)
+        return cls(retriever, doc_ids, settings)
+
+    def search(self, queries: Mapping[str, str], k: int) -> Run:
+        """Top-k BM25 documents for each query text: {qid: {doc id: score}}, in rank order."""
+        k = _check_k(k)
+        if k > len(self):
+            _warn_k_clamped(k, len(self))
+            k = len(self)
+        qids = list(queries)
+        if not qids:
+            return {}
+        tokens = bm25s.tokenize([queries[q] for q in qids], stopwords=self.settings["stopwords"],
+                                stemmer=self._stemmer, return_ids=False, show_progress=False)
+        positions, scores = self.retriever.retrieve(tokens, k=k, show_progress=False)   # (nq, k) each
+        return {qid: {doc_id: score for doc_id, score in zip(self.doc_ids[positions[row]].tolist(),
+                                                             scores[row].tolist()) if score != 0.0}
+                for row, qid in enumerate(qids)}
+
+    def save(self, directory) -> None:
+        """bm25s' own index files plus the doc id list and the tokenisation settings."""
+        directory = Path(directory)
+        self.retriever.save(str(directory), show_progress=False)
+        (directory / DOC_IDS_FILE).write_text(json.dumps(self.doc_ids.tolist()), encoding="utf-8")
+        (directory / SETTINGS_FILE).write_text(json.dumps(self.settings, indent=1), encoding="utf-8")
+
+    @classmethod
+    def load(cls, directory) -> "BM25Index":
+        directory = Path(directory)
+        if not (directory / SETTINGS_FILE).is_file() or not (directory / DOC_IDS_FILE).is_file():
+            raise RqaError(f"{directory} holds no saved BM25 index; build one with BM25Index.build(...).save(dir)")
+        settings = json.loads((directory / SETTINGS_FILE).read_text(encoding="utf-8"))
+        doc_ids = json.loads((directory / DOC_IDS_FILE).read_text(encoding="utf-8"))
+        retriever = bm25s.BM25.load(str(directory), show_progress=False)
+        return cls(retriever, doc_ids, settings)
+
+
+def _make_stemmer(language: str | None):
+    if language is None:
+        return None
+    try:
+        return Stemmer.Stemmer(language)
+    except KeyError:
+        raise RqaError(f"unknown stemmer language {language!r}; use a PyStemmer language such as "
+                       f"'english', or None") from None
+
+
+def _check_stopwords(stopwords):
+    try:
+        bm25s.tokenize([], stopwords=stopwords, show_progress=False)
+    except ValueError:
+        raise RqaError(f"unknown stop word list {stopwords!r}; use 'en', a list of words, or None") from None
+    return stopwords
+
+
+# ---------------------------------------------------------------- runs
+
+def ranked(doc_scores: Mapping[str, float]) -> list[tuple[str, float]]:
+    """One query's (doc id, score) pairs, best first; ties broken by doc id so order is deterministic."""
+    return sorted(doc_scores.items(), key=lambda item: (-item[1], item[0]))
+
+
+def top_k(run: Mapping[str, Mapping[str, float]], k: int) -> Run:
+    """Each query's k best documents, in rank order."""
+    k = _check_k(k)
+    return {qid: dict(ranked(docs)[:k]) for qid, docs in run.items()}
+
+
+def write_trec_run(run: Mapping[str, Mapping[str, float]], path, tag: str = "rqakit") -> None:
+    """Write ``qid Q0 docid rank score tag`` lines (ranks from 1), atomically: temp file, then rename.
+
+    Scores are written with ``repr`` so reading the file back gives the same floats.
+    """
+    if not tag or any(ch.isspace() for ch in tag):
+        raise RqaError(f"run tag must be one word with no spaces, got {tag!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_path = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            for qid, docs in run.items():
+                for rank, (doc_id, score) in enumerate(ranked(docs), start=1):
+                    out.write(f"{qid} Q0 {doc_id} {rank} {float(score)!r} {tag}\n")
+        os.replace(temp_path, path)
+    except BaseException:
+        Path(temp_path).unlink(missing_ok=True)
+        raise
+
+
+def read_trec_run(path) -> Run:
+    """A TREC run file (read by ``ir_measures.read_trec_run``) as {qid: {doc id: score}}."""
+    path = Path(path)
+    if not path.is_file():
+        raise RqaError(f"run file {path} does not exist; write it with write_trec_run or check the path")
+    run: Run = {}
+    try:
+        for scored in ir_measures.read_trec_run(str(path)):
+            run.setdefault(scored.query_id, {})[scored.doc_id] = scored.score
+    except ValueError as error:
+        raise RqaError(f"{path} is not a TREC run (each line must be 'qid Q0 docid rank score tag'): {error}") from None
+    return run
+
+
+def check_run_docs(run: Mapping[str, Mapping[str, float]], known_doc_ids: Collection[str],
+                   collection_id: str = "") -> None:
+    """Raise RqaError naming the first document of the run that the collection does not hold."""
+    known = known_doc_ids if isinstance(known_doc_ids, (set, frozenset, Mapping)) else set(known_doc_ids)
+    for qid, docs in run.items():
+        for doc_id in docs:
+            if doc_id not in known:
+                where = f"the collection {collection_id}" if collection_id else "the collection"
+                raise RqaError(f"run names document {doc_id!r} which is not in {where}; "
+                               f"was the run (query {qid!r}) made on another collection? rebuild it on this one")
+
+
+# ---------------------------------------------------------------- fusion
+
+def reciprocal_rank_fusion(runs: Sequence[Mapping[str, Mapping[str, float]]], k: float = 60,
+                           weights: Sequence[float] | None = None) -> Run:
+    """RRF (Cormack et al., 2009): score(d) = sum_i w_i / (k + rank_i(d)), ranks from 1.
+
+    A document absent from a run adds nothing for that run. Ranks come from ``ranked``.
+    """
+    if not runs:
+        raise RqaError("reciprocal_rank_fusion needs at least one run")
+    weights = [1.0] * len(runs) if weights is None else list(weights)
+    if len(weights) != len(runs):
+        raise RqaError(f"got {len(weights)} weights for {len(runs)} runs; pass one weight per run")
+    if k < 0:
+        raise RqaError(f"RRF constant k must be >= 0, got {k}")
+    fused: dict[str, dict[str, float]] = {}
+    for run, weight in zip(runs, weights):
+        for qid, docs in run.items():
+            scores = fused.setdefault(qid, {})
+            for rank, (doc_id, _) in enumerate(ranked(docs), start=1):
+                scores[doc_id] = scores.get(doc_id, 0.0) + weight / (k + rank)
+    return {qid: dict(ranked(scores)) for qid, scores in fused.items()}
+
+
+def _min_max(doc_scores: Mapping[str, float]) -> dict[str, float]:
+    """Per-query min-max scaling to [0, 1]; a query whose documents all tie scores 1."""
+    if not doc_scores:
+        return {}
+    low, high = min(doc_scores.values()), max(doc_scores.values())
+    if high == low:
+        return {doc_id: 1.0 for doc_id in doc_scores}
+    return {doc_id: (score - low) / (high - low) for doc_id, score in doc_scores.items()}
+
+
+def interpolate(run_a: Mapping[str, Mapping[str, float]], run_b: Mapping[str, Mapping[str, float]],
+                weight_a: float, normalize: str | None = "minmax") -> Run:
+    """Score fusion: weight_a * a(d) + (1 - weight_a) * b(d) per query.
+
+    normalize "minmax" scales each run's scores per query to [0, 1] first, and a document missing
+    from a run gets that run's normalised minimum, 0. With None, raw scores are mixed and a missing
+    document gets the run's lowest score for the query.
+    """
+    if not 0.0 <= weight_a <= 1.0:
+        raise RqaError(f"weight_a must be in [0, 1], got {weight_a}")
+    if normalize not in ("minmax", None):
+        raise RqaError(f"normalize must be 'minmax' or None, got {normalize!r}")
+    fused: Run = {}
+    for qid in dict.fromkeys([*run_a, *run_b]):
+        a, b = run_a.get(qid, {}), run_b.get(qid, {})
+        if normalize == "minmax":
+            a, b = _min_max(a), _min_max(b)
+            floor_a = floor_b = 0.0
+        else:
+            floor_a, floor_b = min(a.values(), default=0.0), min(b.values(), default=0.0)
+        scores = {doc_id: weight_a * a.get(doc_id, floor_a) + (1.0 - weight_a) * b.get(doc_id, floor_b)
+                  for doc_id in dict.fromkeys([*a, *b])}
+        fused[qid] = dict(ranked(scores))
+    return fused

@@ -1,0 +1,97 @@
+"""Stage `augment`: hybrid data augmentation (§2), mined with the warm retriever, denoised by the
+warm re-ranker.
+
+1. the warm dual encoder's top `retrieve_depth` for every training query (faiss, from `warmup_de`);
+2. the warm cross-encoder scores the first `score_depth` of them and the labelled positives, in
+   length-sorted bf16 batches (tokens/s and share of peak go in the manifest);
+3. logits become probabilities (`augment.calibration`: Platt scaling fitted on the labelled pairs,
+   since a listwise-trained CE's logits are no probabilities and v1's 0.1 / 0.9 were set on them);
+4. `rqakit.mining.build_lists` writes undenoised and denoised lists of m (positive at index 0).
+
+Writes `lists.parquet`, `candidates.parquet` (every scored pair with its fate), `summary.json`,
+`calibration.json`, and on `rqakit/toy` `denoising.json` (precision and recall against the known
+unlabelled positives).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..artifacts import run_stage
+from ..encode import Throughput, score_pairs
+from ..mining import Calibrator, build_lists, denoising_quality, labelled_pairs, write_lists
+from ..models import CrossEncoder
+from .common import load_run, ranked_ids, write_json
+from .workspace import Workspace
+
+# bf16 matmul peak of the machine kind this profile was planned on (measured.md): 388 GFLOP/s.
+BF16_PEAK_GFLOPS = 388.0
+
+
+def forward_flops_per_token(cross_encoder) -> float:
+    """About 2 x parameters of the transformer layers (+ attention), per token, forward."""
+    cfg = cross_encoder.backbone.config
+    h, f, n = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
+    return 2.0 * n * (4 * h * h + 2 * h * f)
+
+
+def run(ws: Workspace, force: bool = False, log=print) -> Path:
+    from . import warmup_ce, warmup_de
+
+    cfg, a = ws.cfg, ws.cfg.augment
+    wde, wce = warmup_de.run(ws, log=log), warmup_ce.run(ws, log=log)
+
+    def build(tmp: Path) -> dict:
+        de_run = load_run(wde, "warmup_de.train")
+        candidates = {q: ranked_ids(de_run, q, a.retrieve_depth) for q in sorted(ws.train.queries)}
+        pairs = []
+        for qid, docs in candidates.items():
+            scored = dict.fromkeys(docs[: a.score_depth] + ws.train.positives(qid))
+            pairs += [(qid, d) for d in scored]
+        ce = CrossEncoder.from_pretrained(wce / "model")
+        stats = Throughput()
+        logits = score_pairs(ce, [ws.train.queries[q] for q, _ in pairs], ws.corpus.get_many([d for _, d in pairs]),
+                             batch_size=cfg.evaluate.batch_size, stats=stats)
+        ce_scores: dict[str, dict[str, float]] = {}
+        for (qid, doc), s in zip(pairs, logits):
+            ce_scores.setdefault(qid, {})[doc] = float(s)
+        calibrator = Calibrator(a.calibration)
+        calibrator.fit(*labelled_pairs(ws.train, ce_scores))
+        lists, summary = build_lists(ws.train, candidates, ce_scores, list_size=a.list_size, calibrator=calibrator,
+                                     neg_threshold=a.neg_threshold, pos_threshold=a.pos_threshold,
+                                     rank_keep_from=a.rank_keep_from, max_pseudo_positives=a.max_pseudo_positives,
+                                     score_depth=a.score_depth, seed=a.seed)
+        write_lists(lists, tmp / "lists.parquet")
+        dropped, pseudo = summary.pop("dropped"), summary.pop("pseudo")
+        cand = pd.DataFrame([(q, d, s) for q, ds in ce_scores.items() for d, s in ds.items()],
+                            columns=["query_id", "doc_id", "ce_score"])
+        cand["labelled"] = [d in ws.train.qrels.get(q, {}) and ws.train.qrels[q][d] > 0
+                            for q, d in zip(cand.query_id, cand.doc_id)]
+        cand["prob"] = calibrator(cand.ce_score.to_numpy()) if calibrator.gives_probabilities else np.nan
+        drop_set = {(q, d) for q, ds in dropped.items() for d in ds}
+        pseudo_set = {(q, d) for q, ds in pseudo.items() for d in ds}
+        cand["fate"] = ["positive" if lab else "pseudo-positive" if (q, d) in pseudo_set
+                        else "dropped" if (q, d) in drop_set else "negative"
+                        for q, d, lab in zip(cand.query_id, cand.doc_id, cand.labelled)]
+        cand.to_parquet(tmp / "candidates.parquet")
+        write_json(tmp / "calibration.json", calibrator.to_dict())
+        throughput = stats.as_dict()
+        flops = forward_flops_per_token(ce) * throughput.get("tokens", 0)
+        throughput["gflops_per_s"] = flops / 1e9 / max(throughput.get("seconds", 1e-9), 1e-9)
+        throughput["share_of_bf16_peak"] = throughput["gflops_per_s"] / BF16_PEAK_GFLOPS
+        summary["scoring"] = throughput
+        if cfg.data.train.startswith("rqakit/toy"):
+            from ..data.toy import unlabeled_positives
+
+            window = {q: docs[: a.score_depth] for q, docs in candidates.items()}
+            quality = denoising_quality(dropped, pseudo, unlabeled_positives("train"), window)
+            write_json(tmp / "denoising.json", quality)
+            summary["denoising_quality"] = quality
+        write_json(tmp / "summary.json", summary)
+        log(f"[augment] {summary.get('lists')} lists; {summary.get('pseudo_positives')} pseudo positives; "
+            f"{summary.get('dropped_as_false_negative')} dropped; CE {throughput.get('tokens_per_s', 0):.0f} tokens/s")
+        return {"summary": summary}
+
+    return run_stage(ws.folder("augment"), ws.hash("augment"), build, config=ws.config_dict(), force=force, log=log)

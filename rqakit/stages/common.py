@@ -1,0 +1,40 @@
+"""Small helpers the stages share: runs on disk, metrics of a run, optimizer settings."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..evaluation import evaluate_run
+from ..search import Run, read_trec_run, top_k, write_trec_run
+
+
+def save_run(folder: Path, name: str, run: Run) -> Path:
+    path = Path(folder) / "runs" / f"{name}.trec"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_trec_run(run, path)
+    return path
+
+
+def load_run(folder: Path, name: str) -> Run:
+    path = Path(folder) / "runs" / f"{name}.trec"
+    return read_trec_run(path)
+
+
+def metrics_of(run: Run, split, measures) -> dict:
+    return {k: float(v) for k, v in evaluate_run(run, split.qrels, list(measures)).items()}
+
+
+def write_json(path: Path, obj) -> None:
+    Path(path).write_text(json.dumps(obj, indent=2, sort_keys=True, default=float))
+
+
+def read_json(path: Path):
+    return json.loads(Path(path).read_text())
+
+
+def ranked_ids(run: Run, qid: str, k: int | None = None) -> list[str]:
+    docs = sorted(run.get(qid, {}).items(), key=lambda x: (-x[1], x[0]))
+    return [d for d, _ in (docs if k is None else docs[:k])]
+
+
+__all__ = ["save_run", "load_run", "metrics_of", "write_json", "read_json", "ranked_ids", "top_k"]

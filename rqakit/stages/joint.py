@@ -1,0 +1,167 @@
+"""Stage `joint`: RocketQAv2's dynamic listwise distillation and its Table 4 / Figure 4 variants.
+
+Both models start from the warm-up stages and read the lists of `augment`:
+
+| variant      | what changes (Table 4)                                                     |
+|--------------|-----------------------------------------------------------------------------|
+| dynamic      | both towers train: L_sup for the re-ranker + L_KL for the retriever (Eq. 6) |
+| static       | the re-ranker is a frozen teacher; its scores are computed once and reused   |
+| pointwise    | the re-ranker trains with per-pair BCE; the KL still uses its list softmax   |
+| no-denoise   | undenoised lists only                                                        |
+
+A folder per (variant, m, seed): `retriever/`, `reranker/` (dynamic variants), `history.json`,
+`curves.json` (both models on the validation slice every `joint.eval_every` steps: mutual
+improvement, seen), `metrics.json` (test retrieval and re-ranking) and the runs.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+
+from ..artifacts import run_stage, work_dir
+from ..encode import encode_passages, encode_queries, score_pairs
+from ..mining import read_lists, select_lists
+from ..models import CrossEncoder, DualEncoder
+from ..objectives import JointDistillation, ListExample
+from ..rerank import rerank
+from ..retrieval import dense_retrieve
+from ..training import OptimSettings, make_plan, pick_device, train
+from .common import load_run, metrics_of, ranked_ids, save_run, write_json
+from .workspace import Workspace
+
+VARIANTS = ("dynamic", "static", "pointwise", "no-denoise")
+
+
+def variant_config(ws: Workspace, variant: str, list_size: int | None, seed: int | None):
+    if variant not in VARIANTS:
+        from ..errors import RqaError
+
+        raise RqaError(f"unknown joint variant {variant!r}; choose one of: {', '.join(VARIANTS)}")
+    j = copy.deepcopy(ws.cfg.joint)
+    if variant == "static":
+        j.mode = "static"
+    elif variant == "pointwise":
+        j.ce_loss = "pointwise"
+    elif variant == "no-denoise":
+        j.use_denoised = False
+    if list_size:
+        j.list_size = list_size
+    if seed is not None:
+        j.seed = seed
+    return j
+
+
+def folder_name(variant: str, list_size: int, seed: int) -> str:
+    return f"joint-{variant}-m{list_size}-s{seed}"
+
+
+def teacher_scores(lists, ws: Workspace, ce: CrossEncoder, batch_size: int) -> list[list[float]]:
+    """Static teacher: the warm CE's logits for every list row, reusing augment's scores and scoring
+    only the rows it left unscored (fallback negatives)."""
+    rows = [list(map(float, s)) for s in lists.ce_scores]
+    missing = [(i, j) for i, s in enumerate(rows) for j, v in enumerate(s) if np.isnan(v)]
+    if missing:
+        qids, docs = list(lists.query_id), list(lists.doc_ids)
+        values = score_pairs(ce, [ws.train.queries[qids[i]] for i, _ in missing],
+                             ws.corpus.get_many([docs[i][j] for i, j in missing]), batch_size=batch_size)
+        for (i, j), v in zip(missing, values):
+            rows[i][j] = float(v)
+    return rows
+
+
+def curve_evaluator(ws: Workspace, de: DualEncoder, ce: CrossEncoder | None, pools: dict[str, list[str]], batch_size: int):
+    """Both models on the validation slice: each ranks a fixed candidate pool per query (BM25 and
+    warm-retriever top candidates), nDCG@10 and RR@10 of the pool ranking. Cheap enough to repeat."""
+    measures = ["nDCG@10", "RR@10"]
+    qids = [q for q in sorted(pools) if pools[q]]
+    flat = [(q, d) for q in qids for d in pools[q]]
+    docs = ws.corpus.get_many([d for _, d in flat])
+    texts = [ws.val.queries[q] for q, _ in flat]
+
+    def evaluate(step: int) -> dict:
+        q_emb = encode_queries(de, [ws.val.queries[q] for q in qids], batch_size=batch_size, progress=False)
+        p_emb = encode_passages(de, docs, batch_size=batch_size, progress=False)
+        row = dict(zip(qids, q_emb))
+        de_run: dict = {}
+        for (q, d), p in zip(flat, p_emb):
+            de_run.setdefault(q, {})[d] = float(row[q] @ p)
+        out = {f"retriever_{k}": v for k, v in metrics_of(de_run, ws.val, measures).items()}
+        if ce is not None:
+            scores = score_pairs(ce, texts, docs, batch_size=batch_size, progress=False)
+            ce_run: dict = {}
+            for (q, d), s in zip(flat, scores):
+                ce_run.setdefault(q, {})[d] = float(s)
+            out.update({f"reranker_{k}": v for k, v in metrics_of(ce_run, ws.val, measures).items()})
+        return out
+
+    return evaluate
+
+
+def run(ws: Workspace, variant: str = "dynamic", *, list_size: int | None = None, seed: int | None = None,
+        force: bool = False, stop_after: int | None = None, log=print) -> Path:
+    from . import augment, baselines, warmup_ce, warmup_de
+
+    cfg = ws.cfg
+    j = variant_config(ws, variant, list_size, seed)
+    base, wde, wce, aug = (baselines.run(ws, log=log), warmup_de.run(ws, log=log),
+                           warmup_ce.run(ws, log=log), augment.run(ws, log=log))
+    name = folder_name(variant, j.list_size, j.seed)
+    folder = ws.folder(name)
+
+    def build(tmp: Path) -> dict:
+        lists = select_lists(read_lists(aug / "lists.parquet"), use_denoised=j.use_denoised, list_size=j.list_size)
+        de = DualEncoder.from_pretrained(wde / "model").train()
+        ce = CrossEncoder.from_pretrained(wce / "model")
+        batch_size = cfg.evaluate.batch_size
+        teacher = teacher_scores(lists, ws, ce, batch_size) if j.mode == "static" else [None] * len(lists)
+        examples = [ListExample(ws.train.queries[q], ws.corpus.get_many(list(docs)), t)
+                    for q, docs, t in zip(lists.query_id, lists.doc_ids, teacher)]
+        if j.mode != "static":
+            ce.train()
+        objective = JointDistillation(de, ce, static=j.mode == "static", ce_loss=j.ce_loss, kl_direction=j.kl_direction,
+                                      kl_grad_to_ce=j.kl_grad_to_ce, kl_reduction=j.kl_reduction, in_batch=j.in_batch)
+        plan = make_plan(len(examples), batch_size=min(j.batch_queries, len(examples)),
+                         micro_batch_size=j.micro_batch_queries, epochs=j.epochs, seed=j.seed)
+        plan = [[[examples[i] for i in mb] for mb in step] for step in plan]
+        evaluator = None
+        if j.eval_every:
+            bm25_val, wde_val = load_run(base, "bm25.val"), load_run(wde, "warmup_de.val")
+            pools = {q: list(dict.fromkeys(ranked_ids(bm25_val, q, 10) + ranked_ids(wde_val, q, 10)))
+                     for q in ws.val.queries}
+            evaluator = curve_evaluator(ws, de, None if j.mode == "static" else ce, pools, batch_size)
+        result = train(objective, plan, objective.collate,
+                       optim=OptimSettings(lr=j.lr, weight_decay=j.weight_decay, warmup_ratio=0.0,
+                                           schedule="constant", clip=j.clip),
+                       device=pick_device(cfg.runtime.device), checkpoint_dir=work_dir(folder) / "ckpt",
+                       checkpoint_every=j.checkpoint_every, stop_after=stop_after, eval_fn=evaluator,
+                       eval_every=j.eval_every, desc=name, seed=j.seed, log=log)
+        if stop_after is not None and result.resumed_from + result.steps < len(plan):
+            raise KeyboardInterrupt(f"{name} stopped after step {stop_after} (resume to finish)")
+        de.eval().save_pretrained(tmp / "retriever")
+        reranker = ce.eval()
+        if j.mode != "static":
+            reranker.save_pretrained(tmp / "reranker")
+        depth, measures = cfg.evaluate.retrieve_depth, cfg.evaluate.measures
+        runs = dense_retrieve(de, ws.corpus, {"val": ws.val.queries, "test": ws.test.queries}, depth,
+                              batch_size=batch_size)
+        for split_name, r in runs.items():
+            save_run(tmp, f"retriever.{split_name}", r)
+        metrics = {"retriever": metrics_of(runs["test"], ws.test, measures)}
+        if j.mode != "static":  # static's re-ranker is the warm one, measured in warmup_ce
+            reranked = rerank(reranker, runs["test"], ws.test.queries, ws.corpus, top_n=cfg.evaluate.rerank_depth,
+                              batch_size=batch_size)
+            save_run(tmp, "reranker.test", reranked)
+            metrics["reranker"] = metrics_of(reranked, ws.test, measures)
+        write_json(tmp / "metrics.json", metrics)
+        write_json(tmp / "history.json", result.history)
+        write_json(tmp / "curves.json", result.evals)
+        step_s = [h["seconds"] for h in result.history]
+        log(f"[{name}] {len(examples)} lists, {result.steps} steps, test {metrics}")
+        return {"metrics": metrics, "variant": variant, "list_size": j.list_size, "seed": j.seed, "lists": len(examples),
+                "steps": len(result.history), "mean_step_s": float(np.mean(step_s)) if step_s else None,
+                "train_wall_time_s": result.wall_time_s}
+
+    return run_stage(folder, ws.hash("joint", extra={"variant": variant, "joint": vars(j)}), build,
+                     config=ws.config_dict(), force=force, log=log)

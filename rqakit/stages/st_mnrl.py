@@ -1,0 +1,177 @@
+"""Stage `st_mnrl`: the practitioner's peer. The same backbone, loaded as a sentence-transformers
+model, fine-tuned with sentence-transformers' MultipleNegativesRankingLoss on the (query, positive,
+one BM25 hard negative) triples `warmup_de` trains on, then read as it is used: its own `encode`,
+normalised, exact inner-product search.
+
+The recipe is the library's stock one: MNRL (cosine x scale 20, in-batch negatives plus the hard
+negatives), AdamW with weight decay 0.01, lr 2e-5, 10 % linear warm-up then linear decay, gradient
+clip 1, batch 16, one epoch, max length 256. It runs in the kit's training loop (checkpoints,
+resume, bf16 autocast on a bf16 CPU) with the library's model and loss; `bf16: false` trains in
+fp32 as the library's own loop does.
+
+Settings come from an optional `st_mnrl` config section and fall back to `DEFAULTS`; the training
+pairs follow `warmup_de` (`warmup_de.bm25_depth`, seed `joint.seed`), so both recipes see one set
+of triples. Writes `model/` (a sentence-transformers folder), `runs/st-mnrl.{val,test}.trec`,
+`history.json` and `metrics.json` (test).
+"""
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Callable, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..artifacts import run_stage, work_dir
+from ..data.collection import Doc
+from ..models import resolve_backbone
+from ..objectives import ListExample
+from ..search import Run, dense_search
+from ..training import OptimSettings, make_plan, pick_device, train
+from .common import load_run, metrics_of, save_run, write_json
+from .warmup_de import training_pairs
+from .workspace import Workspace
+
+RUN_NAME = "st-mnrl"
+DEFAULTS = {
+    "epochs": 1.0,          # epochs over the (query, positive, negative) triples
+    "batch_size": 16,       # triples per step; the other triples' passages are in-batch negatives
+    "lr": 2e-5,             # AdamW learning rate
+    "warmup_ratio": 0.1,    # linear warm-up share of steps, then linear decay to 0
+    "weight_decay": 0.01,   # AdamW weight decay, not on biases and LayerNorm (library default)
+    "max_length": 256,      # max tokens of queries and passages (the model's max_seq_length)
+    "scale": 20.0,          # MNRL logit = scale * cosine (temperature 0.05)
+    "bf16": True,           # bf16 autocast on a bf16 CPU or a GPU; false: fp32 throughout
+}
+CORPUS_CHUNK = 50_000       # passages encoded per call, so memory stays flat on a large corpus
+
+
+def settings(cfg) -> dict:
+    """The recipe: fields of an optional `cfg.st_mnrl` section over `DEFAULTS`."""
+    section = getattr(cfg, "st_mnrl", None)
+    return {name: getattr(section, name, default) for name, default in DEFAULTS.items()}
+
+
+def stage_hash(ws: Workspace) -> str:
+    """Config hash of the stage: data, model, evaluate, the recipe and how the triples are drawn."""
+    pairs = {"bm25_depth": ws.cfg.warmup_de.bm25_depth, "seed": ws.cfg.joint.seed}
+    return ws.hash("st_mnrl", extra={"st_mnrl": settings(ws.cfg), "pairs": pairs})
+
+
+def load_sentence_transformer(backbone: str, *, max_length: int, device: torch.device | str = "cpu"):
+    """resolve_backbone(backbone) as a SentenceTransformer, local files only.
+
+    A sentence-transformers folder (all-MiniLM-L6-v2) keeps its modules (mean pooling, Normalize);
+    a plain transformers folder (the tiny BERT) gets mean pooling from the library.
+    """
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(resolve_backbone(backbone), device=str(device), local_files_only=True)
+    model.max_seq_length = max_length
+    return model
+
+
+class MNRLObjective(nn.Module):
+    """sentence-transformers' MultipleNegativesRankingLoss over ListExamples, for the kit's loop.
+
+    A micro-batch of B examples with k passages each (positive at index 0) becomes k + 1 columns:
+    queries, positives, negatives. Query i is scored against all B*k passages (cosine x scale) and
+    must pick passage i of the positive column: -log softmax(scale * cos(q_i, P))[i].
+    """
+
+    def __init__(self, model, passage_text: Callable[[Doc], str], *, scale: float = 20.0):
+        super().__init__()
+        from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+        self.loss = MultipleNegativesRankingLoss(model, scale=scale)
+        self.passage_text = passage_text
+
+    @property
+    def model(self):
+        return self.loss.model
+
+    def collate(self, examples: list[ListExample]) -> list[dict]:
+        """k + 1 tokenised columns: [queries (B,), passages 0 (B,), ..., passages k-1 (B,)]."""
+        k = len(examples[0].docs)
+        columns = [[e.query for e in examples]]
+        columns += [[self.passage_text(e.docs[j]) for e in examples] for j in range(k)]
+        return [self.model.preprocess(texts) for texts in columns]
+
+    def forward(self, batch: list[dict]) -> dict:
+        from sentence_transformers.util import batch_to_device
+
+        device = next(self.model.parameters()).device
+        embeddings = [self.model(batch_to_device(column, device))["sentence_embedding"] for column in batch]  # (B, d) each
+        with torch.autocast(device.type, enabled=False):  # cosine and softmax in fp32
+            loss = self.loss.compute_loss_from_embeddings([e.float() for e in embeddings], None)
+        return {"loss": loss}
+
+
+def encode_texts(model, texts: list[str], batch_size: int) -> np.ndarray:
+    """Texts -> (n, d) float32 unit vectors, through the model's own encode."""
+    return model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
+                        show_progress_bar=False)
+
+
+def retrieve(model, corpus, query_sets: Mapping[str, Mapping[str, str]], depth: int, *,
+             batch_size: int = 64, log=print) -> dict[str, Run]:
+    """Encode the corpus CORPUS_CHUNK passages at a time ("title text"; float16 shards) and search
+    every query set exactly by inner product: {name: {qid: text}} -> {name: run}."""
+    shards, docs = [], corpus.iter_docs()
+    while chunk := list(itertools.islice(docs, CORPUS_CHUNK)):
+        embeddings = encode_texts(model, [corpus.passage_text(doc) for doc in chunk], batch_size)
+        shards.append(([doc.doc_id for doc in chunk], embeddings.astype(np.float16)))
+        log(f"[st_mnrl] encoded {sum(len(ids) for ids, _ in shards)} passages")
+    runs = {}
+    for name, queries in query_sets.items():
+        qids = list(queries)
+        if not qids:
+            runs[name] = {}
+            continue
+        query_emb = encode_texts(model, [queries[q] for q in qids], batch_size)  # (nq, d)
+        runs[name] = dense_search(query_emb, shards, depth, query_ids=qids)
+    return runs
+
+
+def fine_tune(ws: Workspace, examples: list[ListExample], recipe: dict, checkpoint_dir: Path, log=print):
+    """One sentence-transformers model trained on `examples` with MNRL -> (model, TrainResult)."""
+    cfg = ws.cfg
+    device = pick_device(cfg.runtime.device)
+    model = load_sentence_transformer(cfg.model.backbone, max_length=recipe["max_length"], device=device)
+    objective = MNRLObjective(model, ws.corpus.passage_text, scale=recipe["scale"])
+    # The library's loader keeps the last, smaller batch: every triple is seen once per epoch.
+    plan = make_plan(len(examples), batch_size=recipe["batch_size"], micro_batch_size=recipe["batch_size"],
+                     epochs=recipe["epochs"], seed=cfg.joint.seed, drop_last=False)
+    result = train(objective, [[[examples[i] for i in mb] for mb in step] for step in plan], objective.collate,
+                   optim=OptimSettings(lr=recipe["lr"], weight_decay=recipe["weight_decay"],
+                                       warmup_ratio=recipe["warmup_ratio"], schedule="linear", clip=1.0),
+                   device=device, precision=bool(recipe["bf16"]), checkpoint_dir=checkpoint_dir,
+                   checkpoint_every=cfg.joint.checkpoint_every, desc="st_mnrl", seed=cfg.joint.seed, log=log)
+    return model.eval(), result
+
+
+def run(ws: Workspace, force: bool = False, log=print) -> Path:
+    from . import baselines
+
+    cfg, recipe = ws.cfg, settings(ws.cfg)
+    base = baselines.run(ws, log=log)
+    folder = ws.folder("st_mnrl")
+
+    def build(tmp: Path) -> dict:
+        examples = training_pairs(ws, load_run(base, "bm25.train"), depth=cfg.warmup_de.bm25_depth, seed=cfg.joint.seed)
+        model, result = fine_tune(ws, examples, recipe, work_dir(folder) / "ckpt", log=log)
+        model.save(str(tmp / "model"))
+        runs = retrieve(model, ws.corpus, {"val": ws.val.queries, "test": ws.test.queries},
+                        cfg.evaluate.retrieve_depth, batch_size=cfg.evaluate.batch_size, log=log)
+        for split_name, run_ in runs.items():
+            save_run(tmp, f"{RUN_NAME}.{split_name}", run_)
+        metrics = {RUN_NAME: metrics_of(runs["test"], ws.test, cfg.evaluate.measures)}
+        write_json(tmp / "metrics.json", metrics)
+        write_json(tmp / "history.json", result.history)
+        log(f"[st_mnrl] {len(examples)} triples, {result.steps} steps, test {metrics[RUN_NAME]}")
+        return {"metrics": metrics, "settings": recipe, "train_examples": len(examples), "steps": result.steps,
+                "train_wall_time_s": result.wall_time_s}
+
+    return run_stage(folder, stage_hash(ws), build, config=ws.config_dict(), force=force, log=log)

@@ -1,0 +1,94 @@
+"""Stage `warmup_ce` (RocketQA step 2): the cross-encoder trained listwise on negatives drawn from
+the warm dual encoder's top-n (and BM25's, `warmup_ce.negatives_from`), positive at index 0.
+
+Negatives are drawn afresh every epoch. Writes `model/` (the warm re-ranker, the teacher of every
+later stage), `history.json`, and `metrics.json`: the re-ranked top-N of the warm retriever and of
+BM25 on the test queries.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..artifacts import run_stage, work_dir
+from ..models import CrossEncoder
+from ..objectives import ListExample, ListwiseReranker
+from ..rerank import rerank
+from ..training import OptimSettings, make_plan, pick_device, train
+from .common import load_run, metrics_of, ranked_ids, save_run, write_json
+from .workspace import Workspace
+
+
+def negative_pools(ws: Workspace, runs: list, depth: int) -> dict[str, list[str]]:
+    """Per training query: the union of the runs' top `depth`, labelled positives removed."""
+    pools = {}
+    for qid in sorted(ws.train.queries):
+        labelled = set(ws.train.positives(qid))
+        seen = dict.fromkeys(d for r in runs for d in ranked_ids(r, qid, depth) if d not in labelled)
+        pools[qid] = list(seen)
+    return pools
+
+
+def listwise_examples(ws: Workspace, pools: dict[str, list[str]], *, m: int, epochs: int, seed: int) -> list[list[ListExample]]:
+    """One list per query and epoch: a labelled positive + m-1 negatives sampled from its pool."""
+    per_epoch = []
+    for epoch in range(epochs):
+        lists = []
+        for i, qid in enumerate(sorted(pools)):
+            positives, pool = ws.train.positives(qid), pools[qid]
+            if not positives or len(pool) < m - 1:
+                continue
+            rng = np.random.default_rng([seed, epoch, i])
+            pos = positives[int(rng.integers(len(positives)))]
+            negs = [pool[j] for j in rng.choice(len(pool), size=m - 1, replace=False)]
+            lists.append(ListExample(ws.train.queries[qid], ws.corpus.get_many([pos, *negs])))
+        per_epoch.append(lists)
+    return per_epoch
+
+
+def build_cross_encoder(ws: Workspace) -> CrossEncoder:
+    m = ws.cfg.model
+    return CrossEncoder.from_backbone(m.backbone, pooling=m.ce_pooling, max_length=m.ce_max_len,
+                                      use_titles=ws.cfg.data.use_titles)
+
+
+def run(ws: Workspace, force: bool = False, log=print) -> Path:
+    from . import baselines, warmup_de
+
+    cfg, c = ws.cfg, ws.cfg.warmup_ce
+    base, wde = baselines.run(ws, log=log), warmup_de.run(ws, log=log)
+    folder = ws.folder("warmup_ce")
+
+    def build(tmp: Path) -> dict:
+        sources = {"bm25": [load_run(base, "bm25.train")], "de": [load_run(wde, "warmup_de.train")]}
+        runs = sources["bm25"] + sources["de"] if c.negatives_from == "bm25+de" else sources[c.negatives_from]
+        pools = negative_pools(ws, runs, c.depth)
+        n_epochs = max(1, int(np.ceil(c.epochs)))
+        per_epoch = listwise_examples(ws, pools, m=c.list_size, epochs=n_epochs, seed=cfg.joint.seed)
+        plan = []
+        for e, lists in enumerate(per_epoch):
+            frac = min(1.0, c.epochs - e)
+            for step in make_plan(len(lists), batch_size=c.batch_queries, micro_batch_size=c.batch_queries,
+                                  epochs=frac, seed=cfg.joint.seed + e):
+                plan.append([[lists[i] for i in mb] for mb in step])
+        ce = build_cross_encoder(ws)
+        objective = ListwiseReranker(ce)
+        result = train(objective, plan, objective.collate,
+                       optim=OptimSettings(lr=c.lr, weight_decay=c.weight_decay, warmup_ratio=c.warmup_ratio,
+                                           schedule="linear", clip=1.0),
+                       device=pick_device(cfg.runtime.device), checkpoint_dir=work_dir(folder) / "ckpt",
+                       checkpoint_every=cfg.joint.checkpoint_every, desc="warmup_ce", seed=cfg.joint.seed, log=log)
+        ce.save_pretrained(tmp / "model")
+        metrics = {}
+        for name, source in (("warmup_de", load_run(wde, "warmup_de.test")), ("bm25", load_run(base, "bm25.test"))):
+            reranked = rerank(ce, source, ws.test.queries, ws.corpus, top_n=cfg.evaluate.rerank_depth,
+                              batch_size=cfg.evaluate.batch_size)
+            save_run(tmp, f"warmup_ce.{name}.test", reranked)
+            metrics[f"warmup_ce@{name}"] = metrics_of(reranked, ws.test, cfg.evaluate.measures)
+        write_json(tmp / "metrics.json", metrics)
+        write_json(tmp / "history.json", result.history)
+        log(f"[warmup_ce] {result.steps} steps, test {metrics}")
+        return {"metrics": metrics, "steps": result.steps, "train_wall_time_s": result.wall_time_s}
+
+    return run_stage(folder, ws.hash("warmup_ce"), build, config=ws.config_dict(), force=force, log=log)

@@ -1,0 +1,83 @@
+"""Stage `warmup_de` (RocketQA step 1): the dual encoder trained with in-batch negatives plus one
+BM25 hard negative per (query, positive) pair, the DPR recipe. Under torchrun the passages of every
+process join the negatives (cross-batch negatives, `rqakit.distributed.gather_with_grad`).
+
+Writes `model/` (the warm retriever), its train/val/test runs (the train run feeds `warmup_ce` and
+`augment`), `history.json` and `metrics.json` (test).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..artifacts import run_stage, work_dir
+from ..models import DualEncoder
+from ..objectives import InBatchRetriever, ListExample
+from ..retrieval import dense_retrieve
+from ..training import OptimSettings, make_plan, pick_device, train
+from .common import load_run, metrics_of, ranked_ids, save_run, write_json
+from .workspace import Workspace
+
+
+def training_pairs(ws: Workspace, bm25_train_run, *, depth: int, seed: int) -> list[ListExample]:
+    """(query, [positive, BM25 negative]) for every labelled (query, positive) pair.
+
+    The negative is drawn uniformly from BM25's top `depth`, never a labelled positive.
+    """
+    examples = []
+    for qid in sorted(ws.train.queries):
+        positives = ws.train.positives(qid)
+        pool = [d for d in ranked_ids(bm25_train_run, qid, depth) if d not in set(positives)]
+        if not positives or not pool:
+            continue
+        rng = np.random.default_rng([seed, len(examples)])
+        for pos in positives:
+            neg = pool[int(rng.integers(len(pool)))]
+            examples.append(ListExample(ws.train.queries[qid], ws.corpus.get_many([pos, neg])))
+    return examples
+
+
+def build_dual_encoder(ws: Workspace) -> DualEncoder:
+    m = ws.cfg.model
+    return DualEncoder.from_backbone(m.backbone, shared=m.shared_towers, pooling=m.pooling,
+                                     normalize=m.normalize, temperature=m.temperature,
+                                     query_max_length=m.q_max_len, passage_max_length=m.p_max_len,
+                                     use_titles=ws.cfg.data.use_titles)
+
+
+def run(ws: Workspace, force: bool = False, log=print) -> Path:
+    from . import baselines
+
+    cfg, c = ws.cfg, ws.cfg.warmup_de
+    base = baselines.run(ws, log=log)
+    folder = ws.folder("warmup_de")
+
+    def build(tmp: Path) -> dict:
+        examples = training_pairs(ws, load_run(base, "bm25.train"), depth=c.bm25_depth, seed=cfg.joint.seed)
+        de = build_dual_encoder(ws)
+        objective = InBatchRetriever(de)
+        plan = make_plan(len(examples), batch_size=c.batch_queries, micro_batch_size=c.batch_queries,
+                         epochs=c.epochs, seed=cfg.joint.seed)
+        result = train(objective, [[[examples[i] for i in mb] for mb in step] for step in plan], objective.collate,
+                       optim=OptimSettings(lr=c.lr, weight_decay=c.weight_decay, warmup_ratio=c.warmup_ratio,
+                                           schedule="linear", clip=1.0),
+                       device=pick_device(cfg.runtime.device), checkpoint_dir=work_dir(folder) / "ckpt",
+                       checkpoint_every=cfg.joint.checkpoint_every, desc="warmup_de", seed=cfg.joint.seed, log=log)
+        de.save_pretrained(tmp / "model")
+        depth = cfg.evaluate.retrieve_depth
+        train_depth = max(cfg.augment.retrieve_depth, cfg.warmup_ce.depth)
+        runs = dense_retrieve(de, ws.corpus, {"train": ws.train.queries}, train_depth, emb_dir=tmp / "corpus_emb",
+                              batch_size=cfg.evaluate.batch_size)
+        runs.update(dense_retrieve(de, ws.corpus, {"val": ws.val.queries, "test": ws.test.queries}, depth,
+                                   emb_dir=tmp / "corpus_emb", batch_size=cfg.evaluate.batch_size))
+        for name, r in runs.items():
+            save_run(tmp, f"warmup_de.{name}", r)
+        metrics = {"warmup_de": metrics_of(runs["test"], ws.test, cfg.evaluate.measures)}
+        write_json(tmp / "metrics.json", metrics)
+        write_json(tmp / "history.json", result.history)
+        log(f"[warmup_de] {len(examples)} pairs, {result.steps} steps, test {metrics['warmup_de']}")
+        return {"metrics": metrics, "train_examples": len(examples), "steps": result.steps,
+                "train_wall_time_s": result.wall_time_s}
+
+    return run_stage(folder, ws.hash("warmup_de"), build, config=ws.config_dict(), force=force, log=log)

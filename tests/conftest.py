@@ -1,0 +1,33 @@
+"""Shared fixtures: a private ir_datasets home for the test session, and SciFact cached in it."""
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+
+# Tests run tiny models: one thread is faster than two (no OpenMP hand-offs), and much faster
+# when another process shares the cores.
+torch.set_num_threads(1)
+
+# ir_datasets fixes its cache paths when it is first imported, so the home is chosen here,
+# before any test module imports it: one empty, writable folder per session.
+SESSION_HOME = Path(tempfile.mkdtemp(prefix="rqakit-irds-"))
+os.environ["IR_DATASETS_HOME"] = str(SESSION_HOME)
+# The shared cache sits beside the repository (../shared/ir_datasets), as on CI.
+SCIFACT_CACHE = Path(os.environ.get("RQAKIT_SCIFACT_CACHE") or Path(__file__).resolve().parents[2] / "shared" / "ir_datasets")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(SESSION_HOME, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def scifact_home() -> Path:
+    """IR_DATASETS_HOME with a copy of the pre-populated SciFact cache (data/README.md)."""
+    if not (SCIFACT_CACHE / "beir" / "scifact" / "source.zip").is_file():
+        pytest.fail(f"no SciFact cache at {SCIFACT_CACHE}; set RQAKIT_SCIFACT_CACHE to a folder holding beir/scifact/source.zip")
+    shutil.copytree(SCIFACT_CACHE, SESSION_HOME, dirs_exist_ok=True)
+    os.environ["IR_DATASETS_HOME"] = str(SESSION_HOME)
+    return SESSION_HOME

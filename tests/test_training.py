@@ -1,0 +1,188 @@
+"""The training loop: resume is bit-identical, same seed same weights, DDP equals one process,
+and cross-batch negatives line up with their own queries."""
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+from rqakit.data.collection import Doc
+from rqakit.errors import RqaError
+from rqakit.losses import cross_batch_listwise_loss, in_batch_listwise_loss
+from rqakit.distributed import gather_with_grad
+from rqakit.models import CrossEncoder, DualEncoder
+from rqakit.objectives import JointDistillation, ListExample
+from rqakit.training import OptimSettings, make_plan, param_groups, train
+
+WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi".split()
+
+
+def lists(n=8, m=3):
+    out = []
+    for i in range(n):
+        docs = [Doc(f"d{i}-{j}", WORDS[(i + j) % 16], " ".join(WORDS[(i * j + k) % 16] for k in range(6))) for j in range(m)]
+        out.append(ListExample(f"{WORDS[i % 16]} {WORDS[(i + 3) % 16]}", docs))
+    return out
+
+
+def joint_model(dropout: bool = True, static: bool = False):
+    torch.manual_seed(0)
+    de = DualEncoder.from_backbone("tiny", query_max_length=16, passage_max_length=24)
+    ce = CrossEncoder.from_backbone("tiny", max_length=32)
+    if not dropout:
+        for module in list(de.modules()) + list(ce.modules()):
+            if isinstance(module, nn.Dropout):
+                module.p = 0.0
+    return JointDistillation(de.train(), ce.train(), static=static)
+
+
+def run(model, examples, *, steps_plan, tmp=None, stop_after=None, every=1, optim=None):
+    plan = [[[examples[i] for i in mb] for mb in step] for step in steps_plan]
+    return train(model, plan, model.collate, optim=optim or OptimSettings(lr=1e-3), precision=False,
+                 checkpoint_dir=tmp, checkpoint_every=every, stop_after=stop_after, seed=3, log=lambda *_: None)
+
+
+def state(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_plan_is_deterministic_and_drops_the_tail():
+    a = make_plan(10, batch_size=4, micro_batch_size=2, epochs=2, seed=5)
+    assert a == make_plan(10, batch_size=4, micro_batch_size=2, epochs=2, seed=5)
+    assert len(a) == 4 and all(len(step) == 2 and all(len(mb) == 2 for mb in step) for step in a)
+    assert a != make_plan(10, batch_size=4, micro_batch_size=2, epochs=2, seed=6)
+    assert len(make_plan(10, batch_size=4, micro_batch_size=2, epochs=0.5, seed=5)) == 1
+    with pytest.raises(RqaError, match="cannot fill one batch"):
+        make_plan(3, batch_size=4, micro_batch_size=2, epochs=1, seed=0)
+
+
+def test_no_weight_decay_on_bias_and_layernorm():
+    model = joint_model()
+    decay, no_decay = param_groups(model, 0.01)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert all("bias" not in names[id(p)] and "LayerNorm" not in names[id(p)] for p in decay["params"])
+    assert any("LayerNorm" in names[id(p)] for p in no_decay["params"])
+    assert no_decay["weight_decay"] == 0.0 and decay["weight_decay"] == 0.01
+
+
+def test_killed_run_resumes_to_bit_identical_weights(tmp_path):
+    examples = lists()
+    plan = make_plan(len(examples), batch_size=4, micro_batch_size=2, epochs=2, seed=1)  # 4 steps
+    full = joint_model()
+    run(full, examples, steps_plan=plan, tmp=tmp_path / "full")
+    first = joint_model()
+    result = run(first, examples, steps_plan=plan, tmp=tmp_path / "killed", stop_after=2)
+    assert result.steps == 2
+    resumed = joint_model()
+    again = run(resumed, examples, steps_plan=plan, tmp=tmp_path / "killed")
+    assert again.resumed_from == 2 and len(again.history) == 4
+    a, b = state(full), state(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # the stop really interrupted training: the weights after 2 steps differ from the final ones
+    mid = state(first)
+    assert any(not torch.equal(mid[k], a[k]) for k in a)
+
+
+def test_same_seed_same_weights_and_other_seed_differs():
+    examples = lists()
+    plan = make_plan(len(examples), batch_size=4, micro_batch_size=2, epochs=1, seed=1)
+    a, b = joint_model(), joint_model()
+    run(a, examples, steps_plan=plan)
+    run(b, examples, steps_plan=plan)
+    sa, sb = state(a), state(b)
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    c = joint_model()
+    run(c, examples, steps_plan=make_plan(len(examples), batch_size=4, micro_batch_size=2, epochs=1, seed=2))
+    sc = state(c)
+    assert any(not torch.equal(sa[k], sc[k]) for k in sa)
+
+
+def test_static_distillation_leaves_the_reranker_untouched():
+    examples = [ListExample(e.query, e.docs, [2.0, 0.0, -1.0]) for e in lists()]
+    model = joint_model(static=True)
+    assert model.ce is None
+    before = state(model)
+    run(model, examples, steps_plan=make_plan(len(examples), batch_size=4, micro_batch_size=2, epochs=1, seed=1))
+    after = state(model)
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("de."))
+
+
+# ------------------------------------------------------------------------------ two processes
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank, world, port, fn, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        out[rank] = fn(rank)
+    finally:
+        dist.destroy_process_group()
+
+
+def spawn(fn, world=2):
+    manager = mp.Manager()
+    out = manager.dict()
+    mp.spawn(_worker, args=(world, _free_port(), fn, out), nprocs=world, join=True)
+    return dict(out)
+
+
+# Plain SGD: Adam would hide a wrongly scaled loss and amplify float noise in zero-gradient
+# parameters (attention key biases, the CE head bias under a shift-invariant softmax).
+SGD = OptimSettings(lr=0.5, optimizer="sgd", weight_decay=0.0)
+
+
+def _ddp_train(rank):
+    examples = lists()
+    plan = make_plan(len(examples), batch_size=4, micro_batch_size=1, epochs=1, seed=1)  # 2 steps x 4 micro
+    model = joint_model(dropout=False)
+    run(model, examples, steps_plan=plan, optim=SGD)
+    return state(model)
+
+
+def test_two_processes_reach_the_parameters_of_one(tmp_path):
+    states = spawn(_ddp_train)
+    examples = lists()
+    plan = make_plan(len(examples), batch_size=4, micro_batch_size=1, epochs=1, seed=1)
+    single = joint_model(dropout=False)
+    before = state(single)
+    run(single, examples, steps_plan=plan, optim=SGD)
+    one = state(single)
+    for rank in (0, 1):
+        worst = max((states[rank][k] - one[k]).abs().max().item() for k in one)
+        bad = [k for k in one if not torch.allclose(states[rank][k], one[k], atol=1e-5, rtol=1e-4)]
+        assert not bad, (rank, worst, bad[:5])
+    assert any(not torch.allclose(before[k], one[k]) for k in one)  # training moved the weights
+
+
+def _cross_batch(rank):
+    torch.manual_seed(7)
+    q = torch.randn(4, 5)      # the global batch: 4 queries, 2 per process
+    p = torch.randn(4, 2, 5)   # their lists: positive + 1 hard negative
+    mine = slice(2 * rank, 2 * rank + 2)
+    q_local, p_local = q[mine].clone(), p[mine].clone().requires_grad_(True)
+    p_all, offset = gather_with_grad(p_local)
+    loss = cross_batch_listwise_loss(q_local, p_all, offset)
+    loss.backward()
+    return {"offset": offset, "loss": float(loss), "grad": p_local.grad.clone(), "gathered": p_all.detach().clone()}
+
+
+def test_cross_batch_negatives_line_up_with_their_queries():
+    out = spawn(_cross_batch)
+    torch.manual_seed(7)
+    q, p = torch.randn(4, 5), torch.randn(4, 2, 5)
+    assert out[0]["offset"] == 0 and out[1]["offset"] == 2
+    assert torch.equal(out[0]["gathered"], p) and torch.equal(out[1]["gathered"], p)
+    # The mean of the two processes' losses is the one-process in-batch loss over all 4 queries:
+    # each query's target is its own positive in the gathered matrix, not another process's.
+    expected = float(in_batch_listwise_loss(q, p))
+    assert abs((out[0]["loss"] + out[1]["loss"]) / 2 - expected) < 1e-5
+    # Gradients reach the passages a process encoded, from its own queries' loss.
+    assert out[0]["grad"].abs().sum() > 0 and out[1]["grad"].abs().sum() > 0
