@@ -67,7 +67,10 @@ def run_stage(folder: Path, cfg_hash: str, build: Callable[[Path], dict | None],
     `build` may keep resumable state (checkpoints) in `<folder>.work/`, which survives a kill and is
     removed once the folder is complete.
     """
+    from .training import world
+
     folder = Path(folder)
+    rank, world_size = world()
     if not force and is_complete(folder, cfg_hash):
         log(f"[{folder.name}] cached ({cfg_hash})")
         return folder
@@ -94,11 +97,18 @@ def run_stage(folder: Path, cfg_hash: str, build: Callable[[Path], dict | None],
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
-    shutil.rmtree(work_dir(folder), ignore_errors=True)
-    log(f"[{folder.name}] done in {manifest['wall_time_s']:.1f} s")
+    if rank == 0:
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+        shutil.rmtree(work_dir(folder), ignore_errors=True)
+        log(f"[{folder.name}] done in {manifest['wall_time_s']:.1f} s")
+    else:  # under torchrun every rank trains; rank 0 alone publishes the folder
+        shutil.rmtree(tmp, ignore_errors=True)
+    if world_size > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
     return folder
 
 

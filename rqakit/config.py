@@ -155,6 +155,7 @@ def profile_names() -> list[str]:
 
 
 def _convert(value: Any, hint: Any, key: str) -> Any:
+    """A command-line string becomes the field's type (YAML reads `2e-5` as a string: not here)."""
     if isinstance(value, str) and hint is not str:
         try:
             value = yaml.safe_load(value)
@@ -162,8 +163,13 @@ def _convert(value: Any, hint: Any, key: str) -> Any:
             raise RqaError(f"cannot read override {key}={value!r}: {exc.problem}") from None
     if value is None:
         return None
-    if hint in (float, "float") and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+    if hint in (float, int) and not isinstance(value, bool):
+        try:
+            return hint(float(value)) if hint is int and float(value).is_integer() else hint(value)
+        except (TypeError, ValueError):
+            raise RqaError(f"{key} must be a number, got {value!r}") from None
+    if hint is bool and not isinstance(value, bool):
+        raise RqaError(f"{key} must be true or false, got {value!r}")
     return value
 
 

@@ -68,12 +68,13 @@ def select_chapters(names) -> list[str]:
 @contextlib.contextmanager
 def kernel_environment():
     """The kernel inherits this process's environment: the kit's root on PYTHONPATH (a source
-    checkout that is not pip-installed still imports), progress bars off in executed copies."""
-    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "TQDM_DISABLE")}
+    checkout that is not pip-installed still imports), progress bars redrawn at most once a minute
+    so that the executed copies stay readable."""
+    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "TQDM_MININTERVAL")}
     root = str(Path(__file__).resolve().parent.parent)
     paths = [p for p in (saved["PYTHONPATH"] or "").split(os.pathsep) if p]
     os.environ["PYTHONPATH"] = os.pathsep.join([root, *[p for p in paths if p != root]])
-    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("TQDM_MININTERVAL", "60")
     try:
         yield
     finally:

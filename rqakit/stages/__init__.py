@@ -17,6 +17,10 @@ def run_named_stage(name: str, cfg: RunConfig, *, force: bool = False, **options
     """`rqakit stage NAME`: one stage (and, cached, the stages it needs)."""
     from importlib import import_module
 
+    from ..training import init_distributed
+
+    init_distributed()  # a no-op unless launched by torchrun
+
     base, _, variant = name.partition(":")
     if base not in STAGES:
         raise RqaError(f"unknown stage {name!r}; choose one of: {', '.join(STAGES)} (joint:VARIANT for a variant)")

@@ -1,0 +1,53 @@
+"""Profiles, overrides and their errors, and the config hash that decides what is cached."""
+import pytest
+
+from rqakit.config import config_hash, field_help, load_config, profile_names
+from rqakit.errors import RqaError
+
+
+def test_every_profile_loads_and_keeps_the_official_defaults():
+    assert {"toy", "scifact", "msmarco", "nq"} <= set(profile_names())
+    for name in profile_names():
+        cfg = load_config(name)
+        assert cfg.joint.kl_direction == "code" and cfg.joint.kl_grad_to_ce is False
+        assert cfg.joint.kl_reduction == "mean"
+    marco = load_config("msmarco")
+    assert (marco.joint.list_size, marco.joint.batch_queries, marco.joint.lr, marco.joint.epochs) == (128, 96, 1e-5, 2)
+    nq = load_config("nq")
+    assert (nq.joint.list_size, nq.joint.epochs) == (32, 3)
+
+
+def test_overrides_from_the_command_line_and_from_a_dict():
+    cfg = load_config("toy", ["joint.lr=2e-5", "joint.in_batch=true", "data.eval=null"])
+    assert cfg.joint.lr == 2e-5 and cfg.joint.in_batch is True and cfg.data.eval is None
+    assert load_config("toy", {"augment.list_size": 6}).augment.list_size == 6
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["joint.nope=1"], "unknown config key 'joint.nope'"),
+    (["joint"], "is not key=value"),
+    (["augment.neg_threshold=1.5"], "outside \\[0, 1\\]"),
+    (["augment.neg_threshold=0.9", "augment.pos_threshold=0.1"], "must be below"),
+    (["joint.kl_direction=sideways"], "choose one of: code, paper"),
+    (["joint.list_size=1"], "at least 1 negative"),
+])
+def test_bad_overrides_say_what_to_do(overrides, message):
+    with pytest.raises(RqaError, match=message):
+        load_config("toy", overrides)
+
+
+def test_unknown_profile_lists_the_known_ones():
+    with pytest.raises(RqaError, match="unknown profile 'scifcat'; choose one of: .*scifact"):
+        load_config("scifcat")
+
+
+def test_hash_follows_the_sections_a_stage_reads():
+    a, b = load_config("toy"), load_config("toy", {"joint.lr": 3e-4})
+    assert config_hash(a, "data", "model") == config_hash(b, "data", "model")
+    assert config_hash(a, "joint") != config_hash(b, "joint")
+    assert config_hash(a) == config_hash(load_config("toy"))
+
+
+def test_every_field_has_help():
+    helps = field_help()
+    assert "joint.kl_direction" in helps and all(helps.values())
