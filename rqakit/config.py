@@ -126,6 +126,20 @@ class AblationConfig:
 
 
 @dataclass
+class StMnrlConfig:
+    """The practitioner's peer: sentence-transformers MultipleNegativesRankingLoss fine-tune."""
+
+    epochs: float = _f(1.0, "epochs over the (query, positive, BM25 negative) triples")
+    batch_size: int = _f(16, "triples per step; in-batch negatives")
+    lr: float = _f(2e-5, "learning rate (linear warm-up then decay)")
+    warmup_ratio: float = _f(0.1, "warm-up share of steps")
+    weight_decay: float = _f(0.01, "AdamW weight decay")
+    max_length: int = _f(256, "max tokens of queries and passages")
+    scale: float = _f(20.0, "MNRL scale on cosine similarities (1 / temperature)")
+    bf16: bool = _f(True, "bf16 autocast of the towers where the CPU/GPU supports it")
+
+
+@dataclass
 class RuntimeConfig:
     device: str = _f("auto", "auto | cpu | cuda")
     threads: int = _f(0, "torch CPU threads (0: torch default)")
@@ -143,6 +157,7 @@ class RunConfig:
     joint: JointConfig = field(default_factory=JointConfig)
     evaluate: EvalConfig = field(default_factory=EvalConfig)
     ablations: AblationConfig = field(default_factory=AblationConfig)
+    st_mnrl: StMnrlConfig = field(default_factory=StMnrlConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     notes: dict = _f({}, "free-form profile notes (GPUs assumed, estimated run time)")
 

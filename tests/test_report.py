@@ -1,0 +1,251 @@
+"""The report built from small hand-written artifact folders: tidy rows, every table and figure,
+mean ± sd, the dynamic-vs-static paired test, the hybrid's weight chosen on validation only, and
+the paper's numbers kept apart."""
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from rqakit.config import RunConfig, load_config
+from rqakit.data.collection import Split
+from rqakit.errors import RqaError
+from rqakit.evaluation import evaluate_run
+from rqakit.report import build_report, update_run_rows
+from rqakit.report.results import FUSION_METHODS, FUSION_WEIGHTS, choose_fusion, fuse
+
+MEASURES = ["nDCG@10", "RR@10", "R@100"]
+
+
+def g(rank: int) -> float:
+    """nDCG@10 of a query whose single relevant document sits at `rank`."""
+    return 1.0 / math.log2(rank + 1)
+
+
+# Test queries t1..t4, relevant document r<i>. Where each run ranks it:
+DYNAMIC_RANKS = {1: [1, 1, 2, 4], 2: [1, 2, 1, 4]}
+STATIC_RANKS = {1: [2, 3, 3, 1], 2: [3, 2, 3, 2]}
+# Validation query v1 (relevant d1): BM25 has it first, the dense retriever third, so a large BM25 weight
+# wins on validation. On test BM25 ranks the relevant document 5th: a large BM25 weight loses there.
+BM25_VAL = {"v1": {"d1": 2.0, "d2": 1.0}}
+DENSE_VAL = {"v1": {"d2": 3.0, "d3": 2.0, "d1": 1.0}}
+
+
+@dataclass
+class Workspace:
+    """What the report reads of a workspace: the artifact root, the config and two splits."""
+    root: Path
+    cfg: RunConfig
+    val: Split
+    test: Split
+
+    def folder(self, name: str) -> Path:
+        return self.root / name
+
+
+def ranked_run(ranks: list[int]) -> dict:
+    """t<i>: relevant r<i> at ranks[i-1] among fillers f<i>_<j>, 6 documents, scores 6..1."""
+    run = {}
+    for i, rank in enumerate(ranks, start=1):
+        docs = [f"f{i}_{j}" for j in range(5)]
+        docs.insert(rank - 1, f"r{i}")
+        run[f"t{i}"] = {d: float(6 - k) for k, d in enumerate(docs)}
+    return run
+
+
+def write_run(path: Path, run: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [f"{q} Q0 {d} {k} {s!r} t" for q, docs in run.items()
+             for k, (d, s) in enumerate(sorted(docs.items(), key=lambda x: -x[1]), start=1)]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def write(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+
+
+def metrics(ndcg: float) -> dict:
+    return {"nDCG@10": ndcg, "RR@10": ndcg - 0.05, "R@100": 0.9}
+
+
+def joint_folder(root: Path, variant: str, m: int, seed: int, ndcg: float, ranks: list[int]) -> None:
+    folder = root / f"joint-{variant}-m{m}-s{seed}"
+    write(folder / "metrics.json", {"retriever": metrics(ndcg), "reranker": metrics(ndcg + 0.1)})
+    write(folder / "manifest.json", {"wall_time_s": 10.0 + seed, "steps": 5, "mean_step_s": 0.5})
+    curves = [{"step": s, "retriever_nDCG@10": 0.1 * s, "retriever_RR@10": 0.1 * s} for s in range(3)]
+    if variant != "static":
+        for c in curves:
+            c.update({"reranker_nDCG@10": 0.4 + 0.05 * c["step"], "reranker_RR@10": 0.3})
+    write(folder / "curves.json", curves)
+    write_run(folder / "runs" / "retriever.test.trec", ranked_run(ranks))
+    write_run(folder / "runs" / "retriever.val.trec", DENSE_VAL)
+
+
+@pytest.fixture
+def ws(tmp_path) -> Workspace:
+    cfg = load_config("toy", {"ablations.seeds": [1, 2], "ablations.variant_seeds": [1],
+                              "ablations.list_sizes": [2, 4], "joint.list_size": 4})
+    root = tmp_path / "runs"
+    base = root / "baselines"
+    write(base / "metrics.json", {"bm25": metrics(0.5), "zeroshot-mean": metrics(0.2), "zeroshot-cls": metrics(0.1)})
+    write(base / "manifest.json", {"wall_time_s": 1.5})
+    write_run(base / "runs" / "bm25.val.trec", BM25_VAL)
+    write_run(base / "runs" / "bm25.test.trec", ranked_run([5, 5, 5, 5]))
+    for name, body in (("warmup_de", {"warmup_de": metrics(0.3)}),
+                       ("warmup_ce", {"warmup_ce@bm25": metrics(0.55), "warmup_ce@warmup_de": metrics(0.35)}),
+                       ("st_mnrl", {"st-mnrl": metrics(0.45)})):
+        write(root / name / "metrics.json", body)
+        write(root / name / "manifest.json", {"wall_time_s": 3.0, "steps": 2})
+        write(root / name / "history.json", [{"step": 1, "loss": 2.0, "seconds": 0.2}, {"step": 2, "loss": 1.0, "seconds": 0.4}])
+    augment = root / "augment"
+    write(augment / "manifest.json", {"wall_time_s": 2.0})
+    write(augment / "summary.json", {"lists": {"undenoised": 4, "denoised": 4}, "pseudo_positives": 0,
+                                     "dropped_as_false_negative": 3, "fallback_lists": 0,
+                                     "scoring": {"tokens_per_s": 100.0, "share_of_bf16_peak": 0.01},
+                                     "denoising_quality": {"pseudo": {"flagged": 0, "true": 0, "precision": float("nan"), "recall": 0.0}}})
+    (augment / "denoising.json").write_text('{"pseudo": {"flagged": 0, "true": 0, "precision": NaN, "recall": 0.0}}')
+    pd.DataFrame({"query_id": ["q1"] * 4, "doc_id": ["a", "b", "c", "d"], "ce_score": [2.0, 0.5, -1.0, -2.0],
+                  "labelled": [True, False, False, False], "prob": [0.95, 0.5, 0.05, 0.02],
+                  "fate": ["positive", "dropped", "negative", "negative"]}).to_parquet(augment / "candidates.parquet")
+    for seed, ndcg in ((1, 0.5), (2, 0.7)):
+        joint_folder(root, "dynamic", 4, seed, ndcg, DYNAMIC_RANKS[seed])
+    for seed, ndcg in ((1, 0.4), (2, 0.44)):
+        joint_folder(root, "static", 4, seed, ndcg, STATIC_RANKS[seed])
+    joint_folder(root, "pointwise", 4, 1, 0.4, [1, 1, 1, 1])
+    joint_folder(root, "no-denoise", 4, 1, 0.45, [1, 1, 1, 1])
+    joint_folder(root, "dynamic", 2, 1, 0.3, [1, 1, 1, 1])
+    val = Split("synthetic/val", {"v1": "query"}, {"v1": {"d1": 1}}, name="val")
+    test = Split("synthetic/test", {f"t{i}": "query" for i in range(1, 5)}, {f"t{i}": {f"r{i}": 1} for i in range(1, 5)},
+                 name="test")
+    return Workspace(root, cfg, val, test)
+
+
+@pytest.fixture
+def built(ws, tmp_path):
+    out = tmp_path / "report"
+    return ws, out, build_report(ws, out)
+
+
+def read_rows(out: Path) -> pd.DataFrame:
+    return pd.DataFrame(json.loads((out / "results.json").read_text()))
+
+
+def test_results_rows_are_tidy_and_complete(built):
+    _, out, _ = built
+    rows = json.loads((out / "results.json").read_text())
+    assert all(set(r) == {"table", "system", "seed", "metric", "value"} for r in rows)
+    assert all(isinstance(r["value"], float) and math.isfinite(r["value"]) for r in rows)
+    frame = pd.DataFrame(rows)
+    assert set(frame["table"]) == {"retrieval", "rerank", "ablation", "listsize", "paired", "run"}
+    retrieval = frame[frame["table"] == "retrieval"]
+    assert set(retrieval["system"]) == {"bm25", "zeroshot-mean", "zeroshot-cls", "warmup_de", "st-mnrl", "static",
+                                        "dynamic", "hybrid"}
+    assert set(retrieval["metric"]) == set(MEASURES)
+    seeds = retrieval.groupby("system")["seed"].apply(lambda s: sorted(set(s.dropna().astype(int))))
+    assert seeds["dynamic"] == seeds["static"] == seeds["hybrid"] == [1, 2]
+    assert retrieval[retrieval["system"] == "bm25"]["seed"].isna().all()
+    assert set(frame[frame["table"] == "ablation"]["system"]) == {"dynamic", "static", "pointwise", "no-denoise"}
+    assert set(frame[frame["table"] == "listsize"]["system"]) == {"retriever-m2", "retriever-m4", "reranker-m2", "reranker-m4"}
+    assert set(frame[frame["table"] == "rerank"]["system"]) == {"warmup_ce@bm25", "warmup_ce@warmup_de", "joint_ce@dynamic"}
+    step = frame[(frame["table"] == "run") & (frame["system"] == "warmup_de") & (frame["metric"] == "mean_step_s")]
+    assert step["value"].tolist() == pytest.approx([0.3])          # mean of 0.2 and 0.4 s from history.json
+    # The NaN precision of an empty pseudo-positive set is left out, not written as NaN.
+    augment = frame[(frame["table"] == "run") & (frame["system"] == "augment")]
+    assert "pseudo_precision" not in set(augment["metric"]) and "pseudo_recall" in set(augment["metric"])
+
+
+def test_every_table_and_figure_is_written(built):
+    _, out, summary = built
+    for name in ("table2_retrieval", "table3_rerank", "table4_ablation", "list_size", "paired_test", "hybrid",
+                 "denoising", "paper_table2", "paper_table3", "paper_table4", "paper_figure4"):
+        assert (out / "tables" / f"{name}.csv").exists() and (out / "tables" / f"{name}.md").exists(), name
+    for name in ("list_size", "mutual_improvement", "denoising", "warmup_loss"):
+        png = out / "figures" / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    report = (out / "report.md").read_text()
+    first = report.splitlines()[:5]
+    assert "does not beat** BM25" not in first[2] and "**beats** BM25" in first[2]       # 0.600 vs 0.500
+    assert "0.600" in first[2] and "0.500" in first[2]
+    assert "**beats** the sentence-transformers MNRL peer" in first[3]                  # 0.600 vs 0.450
+    assert "static distillation" in first[4] and "p =" in first[4]
+    assert "random tiny BERT" in report                                                  # toy backbone
+    assert summary["stamp"]["config_hash"] in report
+
+
+def test_mean_and_sd_over_seeds(built):
+    _, out, _ = built
+    table4 = pd.read_csv(out / "tables" / "table4_ablation.csv").set_index("variant")
+    assert table4.at["dynamic", "nDCG@10"] == "0.600 ± 0.141"     # 0.5 and 0.7: sd (ddof 1) = 0.1414
+    assert table4.at["static", "nDCG@10"] == "0.420 ± 0.028"      # 0.40 and 0.44
+    assert table4.at["pointwise", "nDCG@10"] == "0.400"           # one seed: no sd
+    assert table4.at["dynamic", "seeds"] == 2 and table4.at["pointwise", "seeds"] == 1
+    table2 = pd.read_csv(out / "tables" / "table2_retrieval.csv").set_index("system")
+    assert table2.at["bm25", "nDCG@10"] == "0.500"
+
+
+def test_paired_test_on_per_query_values_averaged_over_seeds(built):
+    _, out, summary = built
+    dynamic = np.array([(g(a) + g(b)) / 2 for a, b in zip(*DYNAMIC_RANKS.values())])   # (4,) test queries
+    static = np.array([(g(a) + g(b)) / 2 for a, b in zip(*STATIC_RANKS.values())])
+    test = summary["paired_test"]
+    assert test["dynamic"] == pytest.approx(dynamic.mean()) and test["static"] == pytest.approx(static.mean())
+    assert test["diff"] == pytest.approx((dynamic - static).mean())
+    assert test["p_ttest"] == pytest.approx(stats.ttest_rel(static, dynamic).pvalue)
+    assert test["p_wilcoxon"] == pytest.approx(stats.wilcoxon(static, dynamic).pvalue)
+    assert test["n_queries"] == 4
+    paired = read_rows(out).query("table == 'paired'").set_index("metric")["value"]
+    assert paired["p_ttest"] == pytest.approx(test["p_ttest"])
+    assert "paired t-test" in (out / "tables" / "paired_test.md").read_text()
+
+
+def test_hybrid_weight_is_chosen_on_validation_not_test(ws, built):
+    _, out, summary = built
+    # Validation: d1 first needs a BM25 weight of 0.7 under RRF (0.6 under min-max); RRF comes first in the grid.
+    choice = choose_fusion(BM25_VAL, DENSE_VAL, ws.val.qrels)
+    assert (choice["method"], choice["bm25_weight"], choice["val_value"]) == ("rrf", 0.7, 1.0)
+    bm25_test = ranked_run([5, 5, 5, 5])
+    hybrid = read_rows(out).query("table == 'retrieval' and system == 'hybrid' and metric == 'nDCG@10'").set_index("seed")
+    for seed, ranks in DYNAMIC_RANKS.items():
+        dense_test = ranked_run(ranks)
+        expected = evaluate_run(fuse("rrf", bm25_test, dense_test, 0.7), ws.test.qrels, ["nDCG@10"])["nDCG@10"]
+        assert hybrid.at[seed, "value"] == pytest.approx(expected)
+        on_test = {(m, w): evaluate_run(fuse(m, bm25_test, dense_test, w), ws.test.qrels, ["nDCG@10"])["nDCG@10"]
+                   for m in FUSION_METHODS for w in FUSION_WEIGHTS}
+        assert max(on_test.values()) > expected                      # test would have picked another weight
+    assert [c["bm25_weight"] for c in summary["hybrid"]] == [0.7, 0.7]
+
+
+def test_paper_numbers_stay_in_their_own_tables(built):
+    _, out, _ = built
+    paper2 = (out / "tables" / "paper_table2.md").read_text()
+    assert "Paper Table 2" in paper2 and "| RocketQAv2 (retriever) | ERNIE-base | 38.8 | 86.2 | 98.1 | 75.1 | 83.7 | 89.0 |" in paper2
+    assert "37.4" in (out / "tables" / "paper_table4.md").read_text()
+    assert "not published" in (out / "tables" / "paper_figure4.md").read_text()
+    ours = (out / "tables" / "table2_retrieval.md").read_text() + (out / "tables" / "table4_ablation.md").read_text()
+    assert "ERNIE" not in ours and "38.8" not in ours and "Paper" not in ours
+    values = set(read_rows(out)["value"].round(1))
+    assert not {38.8, 86.2, 41.9, 37.4, 36.0} & values
+    report = (out / "report.md").read_text()
+    assert report.index("## The paper's own numbers") > report.index("## Ablations (Table 4 analogue)")
+
+
+def test_a_missing_joint_run_is_named(ws, tmp_path):
+    import shutil
+
+    shutil.rmtree(ws.folder("joint-static-m4-s2"))
+    with pytest.raises(RqaError, match="joint-static-m4-s2"):
+        build_report(ws, tmp_path / "report")
+
+
+def test_run_rows_are_replaced_not_duplicated(built):
+    _, out, _ = built
+    row = {"table": "run", "system": "reproduce", "seed": None, "metric": "wall_time_s", "value": 12.0}
+    update_run_rows(out, [row])
+    update_run_rows(out, [{**row, "value": 30.0}])
+    rows = read_rows(out).query("system == 'reproduce'")
+    assert rows["value"].tolist() == [30.0]
