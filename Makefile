@@ -15,8 +15,8 @@ setup: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --no-deps -r requirements.lock
-	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/pip install --quiet --no-compile --no-deps -r requirements.lock
+	$(BIN)/pip install --quiet --no-compile --no-deps -e .
 	@touch $@
 
 $(IR_DATASETS_HOME)/.copied:

@@ -86,8 +86,7 @@ def joint_folder(root: Path, variant: str, m: int, seed: int, ndcg: float, ranks
     write_run(folder / "runs" / "retriever.val.trec", DENSE_VAL)
 
 
-@pytest.fixture
-def ws(tmp_path) -> Workspace:
+def make_workspace(tmp_path: Path) -> Workspace:
     cfg = load_config("toy", {"ablations.seeds": [1, 2], "ablations.variant_seeds": [1],
                               "ablations.list_sizes": [2, 4], "joint.list_size": 4})
     root = tmp_path / "runs"
@@ -125,8 +124,11 @@ def ws(tmp_path) -> Workspace:
     return Workspace(root, cfg, val, test)
 
 
-@pytest.fixture
-def built(ws, tmp_path):
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """One report over the synthetic folders, shared by the read-only tests."""
+    tmp_path = tmp_path_factory.mktemp("report")
+    ws = make_workspace(tmp_path)
     out = tmp_path / "report"
     return ws, out, build_report(ws, out)
 
@@ -203,8 +205,8 @@ def test_paired_test_on_per_query_values_averaged_over_seeds(built):
     assert "paired t-test" in (out / "tables" / "paired_test.md").read_text()
 
 
-def test_hybrid_weight_is_chosen_on_validation_not_test(ws, built):
-    _, out, summary = built
+def test_hybrid_weight_is_chosen_on_validation_not_test(built):
+    ws, out, summary = built
     # Validation: d1 first needs a BM25 weight of 0.7 under RRF (0.6 under min-max); RRF comes first in the grid.
     choice = choose_fusion(BM25_VAL, DENSE_VAL, ws.val.qrels)
     assert (choice["method"], choice["bm25_weight"], choice["val_value"]) == ("rrf", 0.7, 1.0)
@@ -234,18 +236,23 @@ def test_paper_numbers_stay_in_their_own_tables(built):
     assert report.index("## The paper's own numbers") > report.index("## Ablations (Table 4 analogue)")
 
 
-def test_a_missing_joint_run_is_named(ws, tmp_path):
+def test_a_missing_joint_run_is_named(tmp_path):
     import shutil
 
+    ws = make_workspace(tmp_path)
     shutil.rmtree(ws.folder("joint-static-m4-s2"))
     with pytest.raises(RqaError, match="joint-static-m4-s2"):
         build_report(ws, tmp_path / "report")
 
 
-def test_run_rows_are_replaced_not_duplicated(built):
-    _, out, _ = built
+def test_run_rows_are_replaced_not_duplicated(tmp_path):
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "results.json").write_text(json.dumps([{"table": "retrieval", "system": "bm25", "seed": None,
+                                                    "metric": "nDCG@10", "value": 0.5}]))
     row = {"table": "run", "system": "reproduce", "seed": None, "metric": "wall_time_s", "value": 12.0}
     update_run_rows(out, [row])
     update_run_rows(out, [{**row, "value": 30.0}])
-    rows = read_rows(out).query("system == 'reproduce'")
-    assert rows["value"].tolist() == [30.0]
+    rows = read_rows(out)
+    assert rows.query("system == 'reproduce'")["value"].tolist() == [30.0]
+    assert rows.query("system == 'bm25'")["value"].tolist() == [0.5]
