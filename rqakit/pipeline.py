@@ -152,19 +152,24 @@ def reproduce(profile: str, out: str | Path | None = None, force: bool = False, 
     start, status = time.time(), {}
     for chapter in select_chapters(chapters):
         if not force and is_current(out, chapter, cfg_hash):
-            times["chapters"].setdefault(chapter, {})["status"] = "cached"
+            times["chapters"].setdefault(chapter, {}).update(status="cached", error=None)
             status[chapter] = "cached"
             log(f"[reproduce] {chapter}: cached ({cfg_hash})")
             continue
         log(f"[reproduce] {chapter}: running")
         try:
-            times["chapters"][chapter] = run_chapter(chapter, parameters, out)
-        except RqaError:
-            times["chapters"][chapter] = {"status": "failed", "wall_time_s": None}
+            record = run_chapter(chapter, parameters, out)
+            if not is_current(out, chapter, cfg_hash):
+                raise RqaError(f"chapter {chapter} ran but {out / (chapter + '.json')} is not stamped with config "
+                               f"{cfg_hash}: the profile or the kit changed during the run, or the notebook's last "
+                               "cell did not call write_chapter; rerun")
+        except RqaError as error:
+            times["chapters"][chapter] = {**times["chapters"].get(chapter, {}), "status": "failed", "error": str(error)}
             _write_times(out, times)
             raise
-        status[chapter] = "ran"
+        times["chapters"][chapter] = record
         _write_times(out, times)
+        status[chapter] = "ran"
         log(f"[reproduce] {chapter}: done in {times['chapters'][chapter]['wall_time_s']:.1f} s")
     _write_times(out, times)
     _stamp_report(cfg, out, cfg_hash)
@@ -174,9 +179,11 @@ def reproduce(profile: str, out: str | Path | None = None, force: bool = False, 
 
 
 def _write_times(out: Path, times: dict) -> None:
-    """chapters.json with the whole reproduction's wall time: the sum of every chapter's last run."""
-    recorded = [times["chapters"].get(c, {}).get("wall_time_s") for c in CHAPTERS]
-    times["reproduce_wall_time_s"] = round(sum(recorded), 3) if all(v is not None for v in recorded) else None
+    """chapters.json with the whole reproduction's wall time: the sum of every chapter's last
+    successful run; None while a chapter has never run or has just failed."""
+    records = [times["chapters"].get(c, {}) for c in CHAPTERS]
+    complete = all(r.get("wall_time_s") is not None and r.get("status") != "failed" for r in records)
+    times["reproduce_wall_time_s"] = round(sum(r["wall_time_s"] for r in records), 3) if complete else None
     write_chapter_times(out, times)
 
 

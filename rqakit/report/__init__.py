@@ -3,8 +3,19 @@ study), figures, and the paper's own numbers in side tables apart from the kit's
 
     from rqakit.report import build_report
     build_report(Workspace(cfg), "reports/toy")    # results.json, tables/, figures/, report.md
-"""
-from .build import build_report, refresh_wall_times, update_run_rows
-from .chapter import is_current, read_chapter, write_chapter
 
-__all__ = ["build_report", "refresh_wall_times", "update_run_rows", "is_current", "read_chapter", "write_chapter"]
+Submodules load on first use, so a notebook that only writes its chapter record stays light.
+"""
+from importlib import import_module
+
+_EXPORTS = {"build_report": "build", "refresh_wall_times": "build", "update_run_rows": "build",
+            "is_current": "chapter", "read_chapter": "chapter", "write_chapter": "chapter",
+            "work_from_repository_root": "chapter"}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -95,3 +95,18 @@ def write_chapter_times(out_dir: str | Path, data: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, jsonable(data))
     return path
+
+
+def work_from_repository_root() -> Path:
+    """Change to the repository root when the kernel runs in its `notebooks/` folder.
+
+    JupyterLab starts a notebook's kernel in the notebook's folder; `rqakit reproduce` runs it in
+    the caller's. Relative paths (`runtime.workdir`'s stage cache, `out_dir`) then mean the same
+    folders in both, so a notebook opened by hand reuses the stages the command line trained.
+    """
+    import os
+
+    here = Path.cwd()
+    if here.name == "notebooks" and (here.parent / "rqakit" / "__init__.py").exists():
+        os.chdir(here.parent)
+    return Path.cwd()

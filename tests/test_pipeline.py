@@ -1,0 +1,153 @@
+"""`rqakit reproduce`: the toy profile end to end through papermill, cached chapters skipped on a
+rerun, a failing chapter reported on one line; and the notebooks as committed."""
+import json
+import math
+import time
+
+import nbformat
+import pandas as pd
+import pytest
+from papermill.exceptions import PapermillExecutionError
+
+from rqakit import __version__
+from rqakit.cli import main
+from rqakit.config import config_hash, load_config
+from rqakit.errors import RqaError
+from rqakit import pipeline
+from rqakit.pipeline import CHAPTERS, failure_message, notebooks_dir, parse_overrides, reproduce, select_chapters
+from rqakit.report.chapter import is_current, write_chapter
+
+TABLES = ("table2_retrieval", "table3_rerank", "table4_ablation", "list_size", "paired_test", "hybrid",
+          "paper_table2", "paper_table3", "paper_table4", "paper_figure4")
+FIGURES = ("list_size", "mutual_improvement", "denoising", "warmup_loss")
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_notebooks_are_committed_thin_and_clean(chapter):
+    nb = nbformat.read(notebooks_dir() / f"{chapter}.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1
+    assert [line.split("=")[0].strip() for line in tagged[0].source.splitlines()] == ["profile", "overrides", "out_dir", "force"]
+    assert sum("imports" in c.metadata.get("tags", []) for c in code) == 1
+    assert all(not c.outputs and c.execution_count is None for c in code)
+    assert f'write_chapter(out_dir, "{chapter}"' in code[-1].source
+    assert sum(c.cell_type == "markdown" for c in nb.cells) >= 3
+
+
+def test_overrides_and_chapter_names():
+    assert parse_overrides(["joint.lr=2e-5", "data.eval=a=b"]) == {"joint.lr": "2e-5", "data.eval": "a=b"}
+    assert parse_overrides({"joint.lr": 2e-5}) == {"joint.lr": 2e-5}
+    with pytest.raises(RqaError, match="not key=value"):
+        parse_overrides(["joint.lr"])
+    assert select_chapters(["report", "3", "01_data"]) == ["01_data", "03_warmup", "07_report"]
+    assert select_chapters(None) == list(CHAPTERS)
+    with pytest.raises(RqaError, match="unknown chapter"):
+        select_chapters(["08"])
+
+
+def test_chapter_record_is_current_only_for_its_config_and_version(tmp_path):
+    cfg = load_config("toy")
+    write_chapter(tmp_path, "02_baselines", cfg, {"bm25": {"nDCG@10": float("nan")}})
+    record = json.loads((tmp_path / "02_baselines.json").read_text())
+    assert record["results"] == {"bm25": {"nDCG@10": None}} and record["kit_version"] == __version__
+    assert is_current(tmp_path, "02_baselines", config_hash(cfg))
+    assert not is_current(tmp_path, "02_baselines", config_hash(load_config("toy", {"joint.lr": 3e-4})))
+    assert not is_current(tmp_path, "03_warmup", config_hash(cfg))
+    (tmp_path / "02_baselines.json").write_text(json.dumps({**record, "kit_version": "0.0.0"}))
+    assert not is_current(tmp_path, "02_baselines", config_hash(cfg))
+
+
+def test_failure_message_is_one_line_naming_chapter_cell_and_error(tmp_path):
+    error = PapermillExecutionError(cell_index=6, exec_count=4, source="\naug = augment.run(ws, force=force)\nx = 1",
+                                    ename="RqaError", evalue="list_size 9 must be between 2\nand 4", traceback=[])
+    message = failure_message("04_augment", error, tmp_path / "04_augment.ipynb")
+    assert "\n" not in message
+    assert message.startswith("chapter 04_augment failed at cell 6 (`aug = augment.run(ws, force=force)`): "
+                              "RqaError: list_size 9 must be between 2 and 4")
+
+
+def test_unknown_override_fails_before_any_kernel(tmp_path, capsys):
+    assert main(["reproduce", "--profile", "toy", "--out", str(tmp_path), "--set", "joint.nope=1"]) == 2
+    assert "unknown config key 'joint.nope'" in capsys.readouterr().err
+    assert not (tmp_path / "notebooks").exists()
+
+
+def fake_chapters(monkeypatch, stamp_overrides=None) -> list:
+    """Replace the papermill run of a chapter by writing its record (stamped with the run's config,
+    or with `stamp_overrides` applied) and 2 s of wall time; returns the chapters run, in order."""
+    ran = []
+
+    def run_chapter(chapter, parameters, out):
+        ran.append(chapter)
+        overrides = {**parameters["overrides"], **(stamp_overrides or {})}
+        write_chapter(out, chapter, load_config(parameters["profile"], overrides), {})
+        return {"wall_time_s": 2.0, "overhead_s": 1.0, "status": "ran"}
+
+    monkeypatch.setattr(pipeline, "run_chapter", run_chapter)
+    return ran
+
+
+def test_cached_chapters_are_skipped_until_config_or_force_changes(tmp_path, monkeypatch):
+    ran = fake_chapters(monkeypatch)
+    first = reproduce("toy", out=tmp_path, log=lambda m: None)
+    assert ran == list(CHAPTERS) and first["chapters"] == {c: "ran" for c in CHAPTERS}
+    assert json.loads((tmp_path / "chapters.json").read_text())["reproduce_wall_time_s"] == 2.0 * len(CHAPTERS)
+    again = reproduce("toy", out=tmp_path, log=lambda m: None)
+    assert ran == list(CHAPTERS) and set(again["chapters"].values()) == {"cached"}
+    reproduce("toy", out=tmp_path, chapters=["5"], force=True, log=lambda m: None)
+    assert ran[len(CHAPTERS):] == ["05_joint"]
+    reproduce("toy", out=tmp_path, overrides=["joint.lr=3e-4"], log=lambda m: None)
+    assert ran[len(CHAPTERS) + 1:] == list(CHAPTERS)
+
+
+def test_a_chapter_stamped_with_another_config_stops_the_run(tmp_path, monkeypatch):
+    ran = fake_chapters(monkeypatch, stamp_overrides={"joint.lr": 0.5})
+    with pytest.raises(RqaError, match="01_data ran but .* is not stamped with config"):
+        reproduce("toy", out=tmp_path, log=lambda m: None)
+    assert ran == ["01_data"]
+    record = json.loads((tmp_path / "chapters.json").read_text())
+    assert record["chapters"]["01_data"]["status"] == "failed" and record["reproduce_wall_time_s"] is None
+
+
+@pytest.mark.slow
+def test_toy_profile_end_to_end(tmp_path, capsys):
+    out, overrides = tmp_path / "out", {"runtime.workdir": str(tmp_path / "runs")}
+    start = time.time()
+    summary = reproduce("toy", out=out, overrides=overrides)
+    elapsed = time.time() - start
+    print(f"toy end to end: {elapsed:.1f} s")
+    assert summary["chapters"] == {c: "ran" for c in CHAPTERS}
+    for chapter in CHAPTERS:
+        executed = nbformat.read(out / "notebooks" / f"{chapter}.ipynb", as_version=4)
+        assert not [o for c in executed.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+        assert json.loads((out / f"{chapter}.json").read_text())["config_hash"] == summary["config_hash"]
+    for name in TABLES:
+        assert (out / "tables" / f"{name}.csv").exists() and (out / "tables" / f"{name}.md").exists(), name
+    for name in FIGURES:
+        assert (out / "figures" / f"{name}.png").stat().st_size > 1000, name
+    rows = json.loads((out / "results.json").read_text())
+    assert all(math.isfinite(r["value"]) for r in rows)
+    frame = pd.DataFrame(rows)
+    assert set(frame["table"]) == {"retrieval", "rerank", "ablation", "listsize", "paired", "run"}
+    chapters = json.loads((out / "chapters.json").read_text())["chapters"]
+    total = frame.query("system == 'reproduce' and metric == 'wall_time_s'")["value"].tolist()
+    assert total == pytest.approx([sum(chapters[c]["wall_time_s"] for c in CHAPTERS)], rel=1e-3)
+    assert all(0 < chapters[c]["overhead_s"] < chapters[c]["wall_time_s"] for c in CHAPTERS)
+    report = (out / "report.md").read_text()
+    assert "random tiny BERT" in report and "07_report" in report
+    assert total[0] < 600
+
+    start = time.time()
+    again = reproduce("toy", out=out, overrides=overrides)
+    assert again["chapters"] == {c: "cached" for c in CHAPTERS}
+    assert time.time() - start < 30
+
+    # A value only a stage checks: the baselines fail on an unknown measure, in chapter 02.
+    bad = {**overrides, "evaluate.measures": "[Bogus@10]"}
+    assert main(["reproduce", "--profile", "toy", "--out", str(out), "--chapters", "02",
+                 "--set", *[f"{k}={v}" for k, v in bad.items()]]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("rqakit: error: chapter 02_baselines failed at cell ")
+    assert "Bogus@10" in err and "RqaError" in err
+    assert json.loads((out / "chapters.json").read_text())["chapters"]["02_baselines"]["status"] == "failed"
