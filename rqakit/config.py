@@ -188,19 +188,25 @@ def _convert(value: Any, hint: Any, key: str) -> Any:
     return value
 
 
+def parse_overrides(overrides: dict[str, Any] | list[str] | None) -> dict[str, Any]:
+    """`["key=value", ...]` (the CLI's --set) or a dict -> {key: value}; values stay as given and
+    take the field's type in `apply_overrides`."""
+    if not overrides:
+        return {}
+    if isinstance(overrides, dict):
+        return dict(overrides)
+    pairs = {}
+    for item in overrides:
+        if "=" not in item:
+            raise RqaError(f"override {item!r} is not key=value (e.g. joint.lr=2e-5)")
+        key, value = item.split("=", 1)
+        pairs[key.strip()] = value
+    return pairs
+
+
 def apply_overrides(cfg: RunConfig, overrides: dict[str, Any] | list[str] | None) -> RunConfig:
     """Set `section.field` keys (a dict, or `key=value` strings from the command line)."""
-    if not overrides:
-        return cfg
-    if isinstance(overrides, (list, tuple)):
-        pairs = {}
-        for item in overrides:
-            if "=" not in item:
-                raise RqaError(f"override {item!r} is not key=value (e.g. joint.lr=2e-5)")
-            k, v = item.split("=", 1)
-            pairs[k.strip()] = v
-        overrides = pairs
-    for key, value in overrides.items():
+    for key, value in parse_overrides(overrides).items():
         target, parts = cfg, key.split(".")
         for part in parts[:-1]:
             if not dataclasses.is_dataclass(target) or not hasattr(target, part):

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from .config import config_hash, load_config
+from .config import config_hash, load_config, parse_overrides
 from .errors import RqaError
 from .report.chapter import is_current, read_chapter_times, write_chapter_times
 
@@ -34,22 +34,6 @@ def notebooks_dir() -> Path:
     if not (folder / f"{CHAPTERS[0]}.ipynb").exists():
         raise RqaError(f"no notebooks in {folder}; `rqakit reproduce` runs from a source checkout of the kit")
     return folder
-
-
-def parse_overrides(overrides) -> dict:
-    """`["key=value", ...]` (the CLI's --set) or a dict -> {key: value}; values stay as given and
-    are converted by `load_config` with the field's type (rqakit.config.apply_overrides)."""
-    if not overrides:
-        return {}
-    if isinstance(overrides, dict):
-        return dict(overrides)
-    pairs = {}
-    for item in overrides:
-        if "=" not in item:
-            raise RqaError(f"override {item!r} is not key=value (e.g. joint.lr=2e-5)")
-        key, value = item.split("=", 1)
-        pairs[key.strip()] = value
-    return pairs
 
 
 def select_chapters(names) -> list[str]:

@@ -3,7 +3,6 @@
 import json
 import math
 import os
-from types import SimpleNamespace
 
 import ir_measures
 import pytest
@@ -77,7 +76,7 @@ def test_runs_rank_the_whole_depth_for_every_query(workspace, stage):
         assert {len(docs) for docs in run.values()} == {depth}
 
 
-def test_one_epoch_over_the_warmup_de_triples(workspace, stage):
+def test_the_recipe_runs_over_the_warmup_de_triples(workspace, stage):
     folder, _ = stage
     cfg = workspace.cfg
     pairs = training_pairs(workspace, load_run(workspace.folder("baselines"), "bm25.train"),
@@ -85,7 +84,9 @@ def test_one_epoch_over_the_warmup_de_triples(workspace, stage):
     manifest = json.loads((folder / "manifest.json").read_text())
     history = json.loads((folder / "history.json").read_text())
     assert manifest["train_examples"] == len(pairs)
-    assert len(history) == math.ceil(len(pairs) / 16)          # batch 16, the last batch kept
+    recipe = st_mnrl.settings(cfg)
+    per_epoch = math.ceil(len(pairs) / recipe["batch_size"])   # the last batch kept
+    assert len(history) == round(per_epoch * recipe["epochs"])
     assert all(math.isfinite(row["loss"]) for row in history)
     assert history[-1]["lr"] == 0.0                            # linear decay to 0 at the end
 
@@ -107,13 +108,12 @@ def test_second_call_is_cached(workspace, stage):
     assert (folder / "manifest.json").read_text() == before
 
 
-def test_recipe_reads_an_optional_section_and_changes_the_hash(workspace):
-    assert st_mnrl.settings(workspace.cfg) == st_mnrl.DEFAULTS
-    cfg = load_config("toy", {"runtime.workdir": workspace.cfg.runtime.workdir})
-    cfg.st_mnrl = SimpleNamespace(batch_size=8)
-    other = Workspace(cfg)
-    assert st_mnrl.settings(cfg) == {**st_mnrl.DEFAULTS, "batch_size": 8}
-    assert st_mnrl.stage_hash(other) != st_mnrl.stage_hash(Workspace(load_config("toy")))
+def test_recipe_is_the_config_section_and_changes_the_hash(workspace):
+    recipe = st_mnrl.settings(workspace.cfg)
+    assert recipe["batch_size"] == 16 and recipe["max_length"] == 256 and recipe["scale"] == 20.0
+    cfg = load_config("toy", {"runtime.workdir": workspace.cfg.runtime.workdir, "st_mnrl.batch_size": 8})
+    assert st_mnrl.settings(cfg) == {**recipe, "batch_size": 8}
+    assert st_mnrl.stage_hash(Workspace(cfg)) != st_mnrl.stage_hash(Workspace(load_config("toy")))
 
 
 def test_objective_is_mnrl_with_the_positive_column_first(tiny_cache):

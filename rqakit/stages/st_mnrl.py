@@ -9,13 +9,14 @@ clip 1, batch 16, one epoch, max length 256. It runs in the kit's training loop 
 resume, bf16 autocast on a bf16 CPU) with the library's model and loss; `bf16: false` trains in
 fp32 as the library's own loop does.
 
-Settings come from an optional `st_mnrl` config section and fall back to `DEFAULTS`; the training
+Settings come from the `st_mnrl` config section (1 epoch, batch 16, lr 2e-5, max length 256); the training
 pairs follow `warmup_de` (`warmup_de.bm25_depth`, seed `joint.seed`), so both recipes see one set
 of triples. Writes `model/` (a sentence-transformers folder), `runs/st-mnrl.{val,test}.trec`,
 `history.json` and `metrics.json` (test).
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from pathlib import Path
 from typing import Callable, Mapping
@@ -35,23 +36,12 @@ from .warmup_de import training_pairs
 from .workspace import Workspace
 
 RUN_NAME = "st-mnrl"
-DEFAULTS = {
-    "epochs": 1.0,          # epochs over the (query, positive, negative) triples
-    "batch_size": 16,       # triples per step; the other triples' passages are in-batch negatives
-    "lr": 2e-5,             # AdamW learning rate
-    "warmup_ratio": 0.1,    # linear warm-up share of steps, then linear decay to 0
-    "weight_decay": 0.01,   # AdamW weight decay, not on biases and LayerNorm (library default)
-    "max_length": 256,      # max tokens of queries and passages (the model's max_seq_length)
-    "scale": 20.0,          # MNRL logit = scale * cosine (temperature 0.05)
-    "bf16": True,           # bf16 autocast on a bf16 CPU or a GPU; false: fp32 throughout
-}
 CORPUS_CHUNK = 50_000       # passages encoded per call, so memory stays flat on a large corpus
 
 
 def settings(cfg) -> dict:
-    """The recipe: fields of an optional `cfg.st_mnrl` section over `DEFAULTS`."""
-    section = getattr(cfg, "st_mnrl", None)
-    return {name: getattr(section, name, default) for name, default in DEFAULTS.items()}
+    """The recipe: the `st_mnrl` config section (rqakit.config.StMnrlConfig) as a dict."""
+    return dataclasses.asdict(cfg.st_mnrl)
 
 
 def stage_hash(ws: Workspace) -> str:

@@ -23,6 +23,13 @@ STAGE_SECTIONS = {
     "joint": ("data", "model", "evaluate", "warmup_de", "warmup_ce", "augment", "joint"),
     "st_mnrl": ("data", "model", "evaluate"),
 }
+# Fields no output depends on (batch size), or that only stages which re-rank read.
+NOT_READ = {
+    "baselines": ("evaluate.batch_size", "evaluate.rerank_depth"),
+    "warmup_de": ("evaluate.batch_size", "evaluate.rerank_depth"),
+    "augment": ("evaluate.batch_size",),
+    "st_mnrl": ("evaluate.batch_size", "evaluate.rerank_depth"),
+}
 
 
 class Workspace:
@@ -39,7 +46,11 @@ class Workspace:
 
     def hash(self, stage: str, extra: dict | None = None) -> str:
         base = stage.split("-")[0]
-        return config_hash(section_dict(self.cfg, *STAGE_SECTIONS[base]), extra=extra)
+        sections = section_dict(self.cfg, *STAGE_SECTIONS[base])
+        for key in NOT_READ.get(base, ("evaluate.batch_size",)):
+            section, name = key.split(".")
+            sections[section].pop(name, None)
+        return config_hash(sections, extra=extra)
 
     def config_dict(self) -> dict:
         return dataclasses.asdict(self.cfg)
