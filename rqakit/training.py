@@ -45,6 +45,10 @@ class OptimSettings:
                                 # per-parameter normalisation, so loss scale errors show)
 
 
+class TrainingStopped(RuntimeError):
+    """A run ended early on purpose (`stop_after`); its last checkpoint resumes it."""
+
+
 @dataclass
 class TrainResult:
     steps: int

@@ -27,7 +27,7 @@ from ..models import CrossEncoder, DualEncoder
 from ..objectives import JointDistillation, ListExample
 from ..rerank import rerank
 from ..retrieval import dense_retrieve
-from ..training import OptimSettings, make_plan, pick_device, train
+from ..training import OptimSettings, TrainingStopped, make_plan, pick_device, train
 from .common import load_run, metrics_of, ranked_ids, save_run, write_json
 from .workspace import Workspace
 
@@ -138,7 +138,7 @@ def run(ws: Workspace, variant: str = "dynamic", *, list_size: int | None = None
                        checkpoint_every=j.checkpoint_every, stop_after=stop_after, eval_fn=evaluator,
                        eval_every=j.eval_every, desc=name, seed=j.seed, log=log)
         if stop_after is not None and result.resumed_from + result.steps < len(plan):
-            raise KeyboardInterrupt(f"{name} stopped after step {stop_after} (resume to finish)")
+            raise TrainingStopped(f"{name} stopped after step {stop_after}; run it again to resume")
         de.eval().save_pretrained(tmp / "retriever")
         reranker = ce.eval()
         if j.mode != "static":
