@@ -85,6 +85,14 @@ def world() -> tuple[int, int]:
     return 0, 1
 
 
+def per_process(batch: int) -> int:
+    """A global batch split evenly over the processes (one micro-batch each)."""
+    rank, world_size = world()
+    if batch % world_size:
+        raise RqaError(f"a batch of {batch} does not split over {world_size} processes: use a multiple of {world_size}")
+    return batch // world_size
+
+
 def init_distributed() -> bool:
     """Join the process group when launched by torchrun (gloo on CPU, NCCL on GPU)."""
     if "RANK" not in os.environ or (dist.is_available() and dist.is_initialized()):

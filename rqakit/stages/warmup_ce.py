@@ -15,7 +15,7 @@ from ..artifacts import run_stage, work_dir
 from ..models import CrossEncoder
 from ..objectives import ListExample, ListwiseReranker
 from ..rerank import rerank
-from ..training import OptimSettings, make_plan, pick_device, train
+from ..training import OptimSettings, make_plan, per_process, pick_device, train
 from .common import load_run, metrics_of, ranked_ids, save_run, write_json
 from .workspace import Workspace
 
@@ -69,7 +69,7 @@ def run(ws: Workspace, force: bool = False, log=print) -> Path:
         plan = []
         for e, lists in enumerate(per_epoch):
             frac = min(1.0, c.epochs - e)
-            for step in make_plan(len(lists), batch_size=c.batch_queries, micro_batch_size=c.batch_queries,
+            for step in make_plan(len(lists), batch_size=c.batch_queries, micro_batch_size=per_process(c.batch_queries),
                                   epochs=frac, seed=cfg.joint.seed + e):
                 plan.append([[lists[i] for i in mb] for mb in step])
         ce = build_cross_encoder(ws)

@@ -15,7 +15,7 @@ from ..artifacts import run_stage, work_dir
 from ..models import DualEncoder
 from ..objectives import InBatchRetriever, ListExample
 from ..retrieval import dense_retrieve
-from ..training import OptimSettings, make_plan, pick_device, train
+from ..training import OptimSettings, make_plan, per_process, pick_device, train
 from .common import load_run, metrics_of, ranked_ids, save_run, write_json
 from .workspace import Workspace
 
@@ -57,7 +57,7 @@ def run(ws: Workspace, force: bool = False, log=print) -> Path:
         examples = training_pairs(ws, load_run(base, "bm25.train"), depth=c.bm25_depth, seed=cfg.joint.seed)
         de = build_dual_encoder(ws)
         objective = InBatchRetriever(de)
-        plan = make_plan(len(examples), batch_size=c.batch_queries, micro_batch_size=c.batch_queries,
+        plan = make_plan(len(examples), batch_size=c.batch_queries, micro_batch_size=per_process(c.batch_queries),
                          epochs=c.epochs, seed=cfg.joint.seed)
         result = train(objective, [[[examples[i] for i in mb] for mb in step] for step in plan], objective.collate,
                        optim=OptimSettings(lr=c.lr, weight_decay=c.weight_decay, warmup_ratio=c.warmup_ratio,
