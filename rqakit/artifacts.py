@@ -75,6 +75,7 @@ def run_stage(folder: Path, cfg_hash: str, build: Callable[[Path], dict | None],
         log(f"[{folder.name}] cached ({cfg_hash})")
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(folder)
     tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -110,6 +111,24 @@ def run_stage(folder: Path, cfg_hash: str, build: Callable[[Path], dict | None],
 
         dist.barrier()
     return folder
+
+
+def remove_stale_temporaries(folder: Path) -> None:
+    """Drop `<name>.tmp-<pid>` folders left by killed processes (a live pid's folder is kept)."""
+    for tmp in Path(folder).parent.glob(f"{Path(folder).name}.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def work_dir(folder: Path) -> Path:

@@ -63,3 +63,19 @@ def test_static_run_keeps_the_teacher_and_reports_only_the_retriever(ws):
     metrics = json.loads((folder / "metrics.json").read_text())
     assert set(metrics) == {"retriever"} and not (folder / "reranker").exists()
     assert all(0.0 <= v <= 1.0 for v in metrics["retriever"].values())
+
+
+def test_a_killed_stage_leaves_only_a_temporary_folder_that_the_next_run_removes(tmp_path):
+    import subprocess
+    import sys
+
+    from rqakit.artifacts import run_stage
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f"stage.tmp-{dead.stdout.strip()}"
+    stale.mkdir()
+    (stale / "half-written").write_text("x")
+    assert not is_complete(tmp_path / "stage", "h1")
+    run_stage(tmp_path / "stage", "h1", lambda out: (out / "result.txt").write_text("ok") and None, log=lambda *_: None)
+    assert not stale.exists() and is_complete(tmp_path / "stage", "h1")
+    assert not is_complete(tmp_path / "stage", "h2")  # another config is not taken as done
