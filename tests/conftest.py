@@ -31,3 +31,15 @@ def scifact_home() -> Path:
     shutil.copytree(SCIFACT_CACHE, SESSION_HOME, dirs_exist_ok=True)
     os.environ["IR_DATASETS_HOME"] = str(SESSION_HOME)
     return SESSION_HOME
+
+
+@pytest.fixture(scope="module")
+def tiny_cache(tmp_path_factory):
+    """A private RQAKIT_CACHE, so the tiny backbone is built afresh from code."""
+    previous = os.environ.get("RQAKIT_CACHE")
+    os.environ["RQAKIT_CACHE"] = str(tmp_path_factory.mktemp("rqakit_cache"))
+    yield
+    if previous is None:
+        os.environ.pop("RQAKIT_CACHE")
+    else:
+        os.environ["RQAKIT_CACHE"] = previous

@@ -34,15 +34,7 @@ TEXTS = [
 DOCS = [Doc(f"d{i}", f"title {i}", " ".join(["word"] * (i % 4)) + f" text {i}") for i in range(7)]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def tiny_cache(tmp_path_factory):
-    previous = os.environ.get("RQAKIT_CACHE")
-    os.environ["RQAKIT_CACHE"] = str(tmp_path_factory.mktemp("rqakit_cache"))
-    yield
-    if previous is None:
-        os.environ.pop("RQAKIT_CACHE")
-    else:
-        os.environ["RQAKIT_CACHE"] = previous
+pytestmark = pytest.mark.usefixtures("tiny_cache")
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 import json
 import math
-import os
 
 import ir_measures
 import pytest
@@ -18,17 +17,6 @@ from rqakit.stages import st_mnrl
 from rqakit.stages.common import load_run
 from rqakit.stages.warmup_de import training_pairs
 from rqakit.stages.workspace import Workspace
-
-
-@pytest.fixture(scope="module")
-def tiny_cache(tmp_path_factory):
-    previous = os.environ.get("RQAKIT_CACHE")
-    os.environ["RQAKIT_CACHE"] = str(tmp_path_factory.mktemp("rqakit_cache"))
-    yield
-    if previous is None:
-        os.environ.pop("RQAKIT_CACHE")
-    else:
-        os.environ["RQAKIT_CACHE"] = previous
 
 
 @pytest.fixture(scope="module")
