@@ -117,7 +117,7 @@ def run_chapter(chapter: str, parameters: dict, out: Path) -> dict:
                                             start_timeout=START_TIMEOUT_S)
     except Exception as error:  # papermill's execution error, a dead kernel, a missing kernel
         raise RqaError(failure_message(chapter, error, executed)) from None
-    return {**chapter_timing(nb, time.time() - start), "status": "ran", "executed": str(executed),
+    return {**chapter_timing(nb, time.time() - start), "status": "ran", "executed": str(executed.relative_to(out)),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
