@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 from ..evaluation import evaluate_run
-from ..search import Run, read_trec_run, top_k, write_trec_run
+from ..search import Run, ranked, read_trec_run, write_trec_run
 
 
 def save_run(folder: Path, name: str, run: Run) -> Path:
@@ -28,13 +28,6 @@ def write_json(path: Path, obj) -> None:
     Path(path).write_text(json.dumps(obj, indent=2, sort_keys=True, default=float))
 
 
-def read_json(path: Path):
-    return json.loads(Path(path).read_text())
-
-
 def ranked_ids(run: Run, qid: str, k: int | None = None) -> list[str]:
-    docs = sorted(run.get(qid, {}).items(), key=lambda x: (-x[1], x[0]))
-    return [d for d, _ in (docs if k is None else docs[:k])]
-
-
-__all__ = ["save_run", "load_run", "metrics_of", "write_json", "read_json", "ranked_ids", "top_k"]
+    """One query's doc ids by score (ties by id, as `search.ranked`), the first k."""
+    return [d for d, _ in ranked(run.get(qid, {}))[:k]]

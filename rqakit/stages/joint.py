@@ -22,6 +22,7 @@ import numpy as np
 
 from ..artifacts import run_stage, work_dir
 from ..encode import encode_passages, encode_queries, score_pairs
+from ..errors import RqaError
 from ..mining import read_lists, select_lists
 from ..models import CrossEncoder, DualEncoder
 from ..objectives import JointDistillation, ListExample
@@ -36,8 +37,6 @@ VARIANTS = ("dynamic", "static", "pointwise", "no-denoise")
 
 def variant_config(ws: Workspace, variant: str, list_size: int | None, seed: int | None):
     if variant not in VARIANTS:
-        from ..errors import RqaError
-
         raise RqaError(f"unknown joint variant {variant!r}; choose one of: {', '.join(VARIANTS)}")
     j = copy.deepcopy(ws.cfg.joint)
     if variant == "static":
