@@ -73,6 +73,7 @@ class Corpus:
         if not self._dataset.has_docs():
             raise RqaError(f"dataset '{dataset_id}' has no documents; pick an ID that provides docs")
         self._recent: OrderedDict[str, Doc] = OrderedDict()
+        self._store = None  # opened once, on the first lookup
 
     def __getstate__(self):
         return {"dataset_id": self.dataset_id, "use_titles": self.use_titles}
@@ -109,7 +110,9 @@ class Corpus:
         missing = [d for d in dict.fromkeys(doc_ids) if d not in docs]
         if missing:
             with reading(self.dataset_id):
-                found = self._dataset.docs_store().get_many(missing)
+                if self._store is None:
+                    self._store = self._dataset.docs_store()
+                found = self._store.get_many(missing)
             for doc_id in missing:
                 if doc_id not in found:
                     raise RqaError(f"doc id '{doc_id}' is not in {self.dataset_id}; check the id against its qrels or run")

@@ -14,7 +14,7 @@ import numpy as np
 from ..artifacts import run_stage, work_dir
 from ..models import CrossEncoder
 from ..objectives import ListExample, ListwiseReranker
-from ..rerank import rerank
+from ..rerank import ScoreCache, rerank
 from ..training import OptimSettings, make_plan, per_process, pick_device, train
 from .common import load_run, metrics_of, ranked_ids, save_run, write_json
 from .workspace import Workspace
@@ -80,10 +80,10 @@ def run(ws: Workspace, force: bool = False, log=print) -> Path:
                        device=pick_device(cfg.runtime.device), checkpoint_dir=work_dir(folder) / "ckpt",
                        checkpoint_every=cfg.joint.checkpoint_every, desc="warmup_ce", seed=cfg.joint.seed, log=log)
         ce.save_pretrained(tmp / "model")
-        metrics = {}
+        metrics, shared = {}, ScoreCache()  # the two runs share many (query, doc) pairs: score each once
         for name, source in (("warmup_de", load_run(wde, "warmup_de.test")), ("bm25", load_run(base, "bm25.test"))):
             reranked = rerank(ce, source, ws.test.queries, ws.corpus, top_n=cfg.evaluate.rerank_depth,
-                              batch_size=cfg.evaluate.batch_size)
+                              batch_size=cfg.evaluate.batch_size, cache=shared)
             save_run(tmp, f"warmup_ce.{name}.test", reranked)
             metrics[f"warmup_ce@{name}"] = metrics_of(reranked, ws.test, cfg.evaluate.measures)
         write_json(tmp / "metrics.json", metrics)
