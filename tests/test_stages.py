@@ -79,3 +79,12 @@ def test_a_killed_stage_leaves_only_a_temporary_folder_that_the_next_run_removes
     run_stage(tmp_path / "stage", "h1", lambda out: (out / "result.txt").write_text("ok") and None, log=lambda *_: None)
     assert not stale.exists() and is_complete(tmp_path / "stage", "h1")
     assert not is_complete(tmp_path / "stage", "h2")  # another config is not taken as done
+
+
+@pytest.mark.parametrize("key, value", [("model.ce_max_len", 192), ("model.ce_pooling", "cls"),
+                                        ("evaluate.rerank_depth", 50)])
+def test_cross_encoder_settings_leave_retriever_stages_cached(key, value):
+    before, after = Workspace(load_config("toy")), Workspace(load_config("toy", {key: value}))
+    for stage in ("baselines", "warmup_de", "st_mnrl"):
+        assert before.hash(stage) == after.hash(stage), stage
+    assert before.hash("warmup_ce") != after.hash("warmup_ce")

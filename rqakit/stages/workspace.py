@@ -23,12 +23,13 @@ STAGE_SECTIONS = {
     "joint": ("data", "model", "evaluate", "warmup_de", "warmup_ce", "augment", "joint"),
     "st_mnrl": ("data", "model", "evaluate"),
 }
-# Fields no output depends on (batch size), or that only stages which re-rank read.
+# Fields no output depends on (batch size), or that only stages with a cross-encoder read.
+CROSS_ENCODER_ONLY = ("evaluate.rerank_depth", "model.ce_max_len", "model.ce_pooling")
 NOT_READ = {
-    "baselines": ("evaluate.batch_size", "evaluate.rerank_depth"),
-    "warmup_de": ("evaluate.batch_size", "evaluate.rerank_depth"),
+    "baselines": ("evaluate.batch_size", *CROSS_ENCODER_ONLY),
+    "warmup_de": ("evaluate.batch_size", *CROSS_ENCODER_ONLY),
     "augment": ("evaluate.batch_size",),
-    "st_mnrl": ("evaluate.batch_size", "evaluate.rerank_depth"),
+    "st_mnrl": ("evaluate.batch_size", *CROSS_ENCODER_ONLY),
 }
 
 
