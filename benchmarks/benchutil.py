@@ -81,7 +81,7 @@ def matmul_peak_gflops(dtype: torch.dtype, *, size: int = 2048, repeats: int = 5
 def matmul_peaks() -> dict[str, float | None]:
     """{"fp32": GFLOP/s, "bf16": GFLOP/s}; bf16 is None on a CPU without native bf16 (emulated
     bf16 runs at a fraction of a GFLOP/s and would take minutes to time)."""
-    from rqakit.encode import cpu_supports_bf16
+    from rqakit.runtime import cpu_supports_bf16
 
     bf16 = matmul_peak_gflops(torch.bfloat16) if cpu_supports_bf16() else None
     return {"fp32": matmul_peak_gflops(torch.float32), "bf16": bf16}
@@ -95,7 +95,7 @@ def share_of_peak(gflops: float, peaks: dict, compute_dtype: torch.dtype) -> dic
 
 def machine_state() -> dict:
     """Threads and load average: the machine is shared, so a reader can judge the numbers."""
-    from rqakit.encode import cpu_supports_bf16
+    from rqakit.runtime import cpu_supports_bf16
 
     return {"torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "native_bf16": cpu_supports_bf16(),
             "load_average_1min": round(os.getloadavg()[0], 2)}

@@ -21,7 +21,8 @@ import benchutil  # first: points IR_DATASETS_HOME at a writable cache copy
 import numpy as np
 import torch
 
-from rqakit.encode import Throughput, encode_passages, inference_dtype
+from rqakit.encode import Throughput, encode_passages
+from rqakit.runtime import compute_dtype as runtime_dtype
 from rqakit.models import DualEncoder, resolve_backbone
 
 BACKBONE = "minilm"
@@ -30,7 +31,7 @@ BACKBONE = "minilm"
 def kit_encode(docs, max_length: int, batch_size: int) -> tuple[np.ndarray, float, Throughput, DualEncoder]:
     """(n, d) kit embeddings, wall seconds (tokenising included), forward-only figures, the model."""
     de = DualEncoder.from_backbone(BACKBONE, shared=True, pooling="mean", normalize=True,
-                                   passage_max_length=max_length, use_titles=False)
+                                   passage_max_length=max_length)
     encode_passages(de, docs[:batch_size], batch_size=batch_size, progress=False)  # warm-up, not timed
     stats = Throughput()
     started = time.perf_counter()
@@ -76,7 +77,7 @@ def main() -> None:
     cosine = np.sum(kit_emb.astype(np.float64) * st_emb.astype(np.float64), axis=1)  # both unit vectors
     flops = kit_forward_flops(de, docs, args.batch_size)
     kit_gflops = flops / stats.seconds / 1e9
-    compute_dtype = inference_dtype("cpu")
+    compute_dtype = runtime_dtype("cpu")
 
     print(json.dumps({
         "backbone": BACKBONE,

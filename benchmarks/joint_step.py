@@ -2,7 +2,7 @@
 
 MiniLM query tower, passage tower and cross-encoder; 4 queries x m passages with every sequence
 at its max length (query 32, passage 128, query + passage 160 tokens); the forward under
-`rqakit.training.autocast` (bf16 on a bf16 CPU, fp32 elsewhere), backward, clip 1, AdamW step.
+`rqakit.runtime.autocast` (bf16 on a bf16 CPU, fp32 elsewhere), backward, clip 1, AdamW step.
 For each m: steps/s, seconds per step, peak RSS of the process so far (m ascending), FLOPs of the
 three towers (forward + backward ~ 3 x forward) and their share of the matmul peak of the
 precision used. For m = 8 it also times the official code's way, the query re-encoded once per
@@ -22,11 +22,11 @@ import benchutil  # first: points IR_DATASETS_HOME at a writable cache copy
 import torch
 
 from rqakit.data.collection import Doc
-from rqakit.encode import cpu_supports_bf16
+from rqakit.runtime import cpu_supports_bf16
 from rqakit.losses import joint_loss
 from rqakit.models import CrossEncoder, DualEncoder
 from rqakit.objectives import JointDistillation, ListExample
-from rqakit.training import autocast
+from rqakit.runtime import autocast
 
 QUERIES, Q_LEN, P_LEN, CE_LEN = 4, 32, 128, 160
 WORDS = ("protein binding regulates cell growth in human tissue samples while receptor signalling "

@@ -33,8 +33,8 @@ def main() -> None:
 
     start = time.perf_counter()
     dataset = ir_datasets.load(args.dataset)
-    docs = (Doc(d.doc_id, d.title, d.text) for d in dataset.docs_iter())
-    index = BM25Index.build(docs, use_titles=not args.no_titles)
+    docs = (Doc(d.doc_id, "" if args.no_titles else d.title, d.text) for d in dataset.docs_iter())
+    index = BM25Index.build(docs)
     indexed = time.perf_counter()
     queries = {q.query_id: q.text for q in dataset.queries_iter()}
     run = index.search(queries, args.depth)

@@ -1,9 +1,10 @@
-"""Atomic, cached stage folders.
+"""Atomic, cached stage folders, one per config: `<workdir>/<profile>/<stage>/<config hash>/`.
 
-A stage writes into `<name>.tmp-<pid>` and renames it to `<name>` only once complete, with a
+A stage writes into `.<hash>.tmp-<pid>` and renames it to `<hash>` only once complete, with a
 `manifest.json` (config hash, kit version, git commit, wall time, and the stage's own figures).
 A folder whose manifest is missing or whose hash differs is never taken as done, so a killed run
-restarts that stage and nothing after it looks complete.
+restarts that stage and nothing after it looks complete. Another config writes another folder:
+no complete result is ever deleted except by `rqakit runs --clean` (or rebuilt by `--force`).
 """
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Callable
 
 from . import __version__
+from .atomic import atomic_path, remove_stale, temporary_sibling, write_json
+from .runtime import barrier, world
 
 
 def git_commit(cwd: Path | None = None) -> str:
@@ -53,37 +56,50 @@ def is_complete(folder: Path, cfg_hash: str) -> bool:
     return bool(manifest) and manifest.get("config_hash") == cfg_hash
 
 
-def write_json_atomic(path: Path, obj) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
-
-
 def run_stage(folder: Path, cfg_hash: str, build: Callable[[Path], dict | None], *,
               config: dict | None = None, force: bool = False, log=print) -> Path:
-    """Build `folder` with `build(tmp_folder) -> extra manifest fields`, unless it is complete.
+    """Build `folder` (`<stage>/<hash>`) with `build(tmp_folder) -> extra manifest fields`, unless
+    it is complete.
 
-    `build` may keep resumable state (checkpoints) in `<folder>.work/`, which survives a kill and is
-    removed once the folder is complete.
+    `build` may keep resumable state (checkpoints) in `work_dir(folder)` (`<stage>/<hash>.work`),
+    which survives a kill, belongs to this config alone, is cleared by `force`, and is removed once
+    the folder is complete. Results of other configs beside it are never touched. On completion
+    `<stage>/latest` links to the newest result.
     """
-    from .training import world
-
     folder = Path(folder)
     rank, world_size = world()
     if not force and is_complete(folder, cfg_hash):
-        log(f"[{folder.name}] cached ({cfg_hash})")
+        log(f"[{stage_label(folder)}] cached ({cfg_hash})")
+        link_latest(folder)
         return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
+    work = work_dir(folder)
     remove_stale_temporaries(folder)
-    tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    if force and rank == 0:
+        shutil.rmtree(work, ignore_errors=True)
+    barrier()
+    others = [p.name for p in completed(folder.parent) if p.name != folder.name]
+    if others:
+        log(f"[{stage_label(folder)}] config {cfg_hash}; results of {len(others)} other configs are kept "
+            f"beside it (`rqakit runs --clean` removes them)")
     start = time.time()
     try:
+        _build_into(folder, cfg_hash, build, config, start, rank)
+    except _NotPublished:
+        pass
+    if rank == 0:
+        shutil.rmtree(work, ignore_errors=True)
+        link_latest(folder)
+        log(f"[{stage_label(folder)}] done in {time.time() - start:.1f} s")
+    barrier()
+    return folder
+
+
+def _build_into(folder: Path, cfg_hash: str, build, config: dict | None, start: float, rank: int) -> None:
+    with atomic_path(folder) as tmp:
+        tmp.mkdir()
         extra = build(tmp) or {}
         manifest = {
-            "stage": folder.name,
+            "stage": stage_label(folder),
             "config_hash": cfg_hash,
             "kit_version": __version__,
             "git_commit": git_commit(),
@@ -93,42 +109,45 @@ def run_stage(folder: Path, cfg_hash: str, build: Callable[[Path], dict | None],
             **extra,
         }
         if config is not None:
-            write_json_atomic(tmp / "config.json", config)
-        write_json_atomic(tmp / "manifest.json", manifest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if rank == 0:
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-        shutil.rmtree(work_dir(folder), ignore_errors=True)
-        log(f"[{folder.name}] done in {manifest['wall_time_s']:.1f} s")
-    else:  # under torchrun every rank trains; rank 0 alone publishes the folder
-        shutil.rmtree(tmp, ignore_errors=True)
-    if world_size > 1:
-        import torch.distributed as dist
+            write_json(tmp / "config.json", config)
+        write_json(tmp / "manifest.json", manifest)
+        if rank != 0:  # under torchrun every rank trains; rank 0 alone publishes the folder
+            raise _NotPublished
 
-        dist.barrier()
-    return folder
+
+class _NotPublished(Exception):
+    """Raised inside `atomic_path` on ranks other than 0 so that their copy is dropped."""
+
+
+def stage_label(folder: Path) -> str:
+    """"warmup_de" for `runs/toy/warmup_de/<hash>`."""
+    return Path(folder).parent.name
+
+
+def completed(stage_dir: Path) -> list[Path]:
+    """The complete result folders of one stage (any config), oldest first."""
+    stage_dir = Path(stage_dir)
+    if not stage_dir.is_dir():
+        return []
+    found = [p for p in stage_dir.iterdir() if p.is_dir() and not p.is_symlink() and read_manifest(p)]
+    return sorted(found, key=lambda p: read_manifest(p).get("finished_at", ""))
+
+
+def link_latest(folder: Path) -> None:
+    """Point `<stage>/latest` at `folder` (relative link; skipped where links are not allowed)."""
+    link = Path(folder).parent / "latest"
+    try:
+        tmp = temporary_sibling(link)
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(Path(folder).name)
+        os.replace(tmp, link)
+    except OSError:
+        pass
 
 
 def remove_stale_temporaries(folder: Path) -> None:
-    """Drop `<name>.tmp-<pid>` folders left by killed processes (a live pid's folder is kept)."""
-    for tmp in Path(folder).parent.glob(f"{Path(folder).name}.tmp-*"):
-        pid = tmp.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    """Drop the `.<name>.tmp-<pid>` folders of `folder` left by killed processes."""
+    remove_stale(Path(folder).parent, f".{Path(folder).name}.tmp-*")
 
 
 def work_dir(folder: Path) -> Path:

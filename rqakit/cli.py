@@ -16,9 +16,9 @@ def _cmd_data_stats(args) -> dict:
 
 
 def _cmd_evaluate(args) -> dict:
-    from .retrieval import evaluate_command
+    from .commands import evaluate
 
-    return evaluate_command(
+    return evaluate(
         dataset=args.dataset, retriever=args.retriever, pooling=args.pooling, max_length=args.max_length,
         query_max_length=args.query_max_length, rerank=args.rerank, top=args.top, run_out=args.run_out,
         depth=args.depth, use_titles=not args.no_titles, measures=args.measures, batch_size=args.batch_size,
@@ -37,6 +37,13 @@ def _cmd_stage(args) -> dict:
 
     cfg = load_config(args.profile, args.set)
     return {"stage": args.name, "folder": str(run_named_stage(args.name, cfg, force=args.force))}
+
+
+def _cmd_runs(args) -> dict:
+    from .config import load_config
+    from .stages import stage_results
+
+    return stage_results(load_config(args.profile, args.set), clean=args.clean)
 
 
 def _cmd_config(args) -> dict:
@@ -85,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--force", action="store_true")
     st.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     st.set_defaults(func=_cmd_stage)
+
+    rn = sub.add_parser("runs", help="list a profile's cached stage results (one folder per config); --clean removes "
+                                      "those the current config does not use")
+    rn.add_argument("--profile", default="toy")
+    rn.add_argument("--clean", action="store_true", help="remove results of other configs and unfinished work")
+    rn.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    rn.set_defaults(func=_cmd_runs)
 
     cf = sub.add_parser("config", help="print a profile's resolved config as JSON")
     cf.add_argument("--profile", default="toy")

@@ -62,6 +62,8 @@ class WarmupDEConfig:
     warmup_ratio: float = _f(0.1, "linear warm-up share of steps (RocketQA step 1: 0.1)")
     weight_decay: float = _f(0.0, "AdamW weight decay (RocketQA step 1: 0)")
     bm25_depth: int = _f(30, "BM25 hard negative drawn from this depth, excluding labelled positives")
+    seed: int = _f(1, "seed of the hard negatives, the batch order and the initial RNG state")
+    checkpoint_every: int = _f(50, "write a resumable checkpoint every N optimizer steps")
 
 
 @dataclass
@@ -74,6 +76,8 @@ class WarmupCEConfig:
     list_size: int = _f(8, "1 positive + list_size-1 negatives, listwise cross-entropy")
     negatives_from: str = _f("bm25+de", "where negatives are sampled: bm25 | de | bm25+de")
     depth: int = _f(30, "negatives are sampled from this retrieval depth")
+    seed: int = _f(1, "seed of the negatives, the batch order and the initial RNG state")
+    checkpoint_every: int = _f(50, "write a resumable checkpoint every N optimizer steps")
 
 
 @dataclass
@@ -137,6 +141,8 @@ class StMnrlConfig:
     max_length: int = _f(256, "max tokens of queries and passages")
     scale: float = _f(20.0, "MNRL scale on cosine similarities (1 / temperature)")
     bf16: bool = _f(True, "bf16 autocast of the towers where the CPU/GPU supports it")
+    seed: int = _f(1, "seed of the batch order and the initial RNG state (the triples follow warmup_de.seed)")
+    checkpoint_every: int = _f(50, "write a resumable checkpoint every N optimizer steps")
 
 
 @dataclass
@@ -251,32 +257,105 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
+# The settings every layer checks the same way: config.validate before any stage runs, and the
+# library functions (losses, mining) for callers that use them without a config.
+CHOICES = {
+    "joint.mode": ("dynamic", "static"),
+    "joint.ce_loss": ("listwise", "pointwise"),
+    "joint.kl_direction": ("code", "paper"),
+    "joint.kl_reduction": ("mean", "batchmean"),
+    "model.pooling": ("cls", "mean"),
+    "model.ce_pooling": ("cls", "mean"),
+    "augment.calibration": ("platt", "sigmoid", "rank"),
+    "warmup_ce.negatives_from": ("bm25", "de", "bm25+de"),
+}
+
+
+def check_choice(key: str, value) -> None:
+    """`value` is one of `CHOICES[key]`, else a one-line RqaError naming the key."""
+    if value not in CHOICES[key]:
+        raise RqaError(f"{key} = {value!r}; choose one of: {', '.join(CHOICES[key])}")
+
+
+def check_thresholds(neg_threshold: float, pos_threshold: float, prefix: str = "augment.") -> None:
+    """Both are probabilities and the negative one is the lower."""
+    for name, value in (("neg_threshold", neg_threshold), ("pos_threshold", pos_threshold)):
+        if not 0.0 <= value <= 1.0:
+            raise RqaError(f"{prefix}{name} = {value} is outside [0, 1]: thresholds are probabilities")
+    if neg_threshold >= pos_threshold:
+        raise RqaError(f"{prefix}neg_threshold ({neg_threshold}) must be below {prefix}pos_threshold ({pos_threshold})")
+
+
+def check_list_size(key: str, m: int) -> None:
+    """A list holds 1 positive and at least 1 negative."""
+    if m < 2:
+        raise RqaError(f"{key} = {m}: a list needs 1 positive and at least 1 negative")
+
+
 def validate(cfg: RunConfig) -> None:
+    """Every inconsistency of a config, found before any stage runs (one-line RqaErrors)."""
     a, j = cfg.augment, cfg.joint
-    for name in ("neg_threshold", "pos_threshold"):
-        v = getattr(a, name)
-        if not 0.0 <= v <= 1.0:
-            raise RqaError(f"augment.{name} = {v} is outside [0, 1]: thresholds are probabilities")
-    if a.neg_threshold >= a.pos_threshold:
-        raise RqaError(f"augment.neg_threshold ({a.neg_threshold}) must be below augment.pos_threshold ({a.pos_threshold})")
-    choices = {
-        "joint.mode": (j.mode, ("dynamic", "static")),
-        "joint.ce_loss": (j.ce_loss, ("listwise", "pointwise")),
-        "joint.kl_direction": (j.kl_direction, ("code", "paper")),
-        "joint.kl_reduction": (j.kl_reduction, ("mean", "batchmean")),
-        "model.pooling": (cfg.model.pooling, ("cls", "mean")),
-        "model.ce_pooling": (cfg.model.ce_pooling, ("cls", "mean")),
-        "augment.calibration": (a.calibration, ("platt", "sigmoid", "rank")),
-        "warmup_ce.negatives_from": (cfg.warmup_ce.negatives_from, ("bm25", "de", "bm25+de")),
-    }
-    for key, (value, allowed) in choices.items():
-        if value not in allowed:
-            raise RqaError(f"{key} = {value!r}; choose one of: {', '.join(allowed)}")
-    for key, m in (("joint.list_size", j.list_size), ("augment.list_size", a.list_size), ("warmup_ce.list_size", cfg.warmup_ce.list_size)):
-        if m < 2:
-            raise RqaError(f"{key} = {m}: a list needs 1 positive and at least 1 negative")
+    check_thresholds(a.neg_threshold, a.pos_threshold)
+    for key in CHOICES:
+        section, name = key.split(".")
+        check_choice(key, getattr(getattr(cfg, section), name))
+    for key, m in (("joint.list_size", j.list_size), ("augment.list_size", a.list_size),
+                   ("warmup_ce.list_size", cfg.warmup_ce.list_size)):
+        check_list_size(key, m)
+    for key, m in [("joint.list_size", j.list_size)] + [("ablations.list_sizes", m) for m in cfg.ablations.list_sizes]:
+        check_list_size(key, m)
+        if m > a.list_size:
+            raise RqaError(f"{key} = {m} is larger than the lists augment builds (augment.list_size = {a.list_size}); "
+                           f"raise augment.list_size to at least {m}")
+    if a.score_depth > a.retrieve_depth:
+        raise RqaError(f"augment.score_depth ({a.score_depth}) is deeper than augment.retrieve_depth "
+                       f"({a.retrieve_depth}); the cross-encoder can only score what was retrieved")
+    if cfg.warmup_ce.depth < cfg.warmup_ce.list_size - 1:
+        raise RqaError(f"warmup_ce.depth ({cfg.warmup_ce.depth}) cannot supply the {cfg.warmup_ce.list_size - 1} "
+                       "negatives of a warmup_ce list; raise warmup_ce.depth or lower warmup_ce.list_size")
     if j.batch_queries % j.micro_batch_queries:
         raise RqaError(f"joint.batch_queries ({j.batch_queries}) must be a multiple of joint.micro_batch_queries ({j.micro_batch_queries})")
+    for key in ("data.val_fraction", "data.eval_fraction"):
+        section, name = key.split(".")
+        value = getattr(cfg.data, name)
+        if not 0.0 < value < 1.0:
+            raise RqaError(f"{key} = {value} must be between 0 and 1 (exclusive)")
+
+
+def plain(cfg):
+    """The config (or section) itself, whether given plainly or through a `RecordingConfig`."""
+    return cfg.unwrapped() if isinstance(cfg, RecordingConfig) else cfg
+
+
+class RecordingConfig:
+    """A read-only view of a RunConfig (or one section) that notes every "section.field" read.
+
+        view = RecordingConfig(cfg); view.joint.lr; view.reads   # {"joint.lr"}
+
+    `plain(view.joint)` hands out the section itself and counts all its fields as read. Used by
+    the test that proves each stage's hash covers what the stage reads.
+    """
+
+    def __init__(self, target, prefix: str = "", reads: set | None = None):
+        object.__setattr__(self, "_target", target)
+        object.__setattr__(self, "_prefix", prefix)
+        object.__setattr__(self, "reads", set() if reads is None else reads)
+
+    def __getattr__(self, name: str):
+        value = getattr(self._target, name)
+        key = f"{self._prefix}{name}"
+        if dataclasses.is_dataclass(value):
+            return RecordingConfig(value, key + ".", self.reads)
+        self.reads.add(key)
+        return value
+
+    def __setattr__(self, name, value):
+        raise AttributeError("a RecordingConfig is read-only")
+
+    def unwrapped(self):
+        if self._prefix:
+            self.reads.update(f"{self._prefix}{f.name}" for f in dataclasses.fields(self._target))
+        return self._target
 
 
 def section_dict(cfg: RunConfig, *sections: str) -> dict:

@@ -27,11 +27,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from rqakit.data.collection import Doc
+from rqakit.atomic import atomic_path, remove_stale, write_json, write_text
 from rqakit.errors import RqaError
 from rqakit.models.backbone import pad_encodings
 from rqakit.models.cross_encoder import CrossEncoder
 from rqakit.models.dual_encoder import DualEncoder
+from rqakit.runtime import compute_dtype as runtime_compute_dtype
+from rqakit.types import Doc
 
 CHUNK_SIZE = 8192          # texts tokenised and length-sorted together
 MANIFEST = "embeddings.json"
@@ -69,29 +71,6 @@ class Throughput:
 
 # -- precision -----------------------------------------------------------------------------------
 
-def cpu_supports_bf16() -> bool:
-    """True when the CPU has native bf16 matmuls (AVX512-BF16 or AMX-BF16)."""
-    get_capabilities = getattr(torch.cpu, "get_capabilities", None)
-    if get_capabilities is not None:
-        capabilities = get_capabilities()
-        return bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def inference_dtype(device: str | torch.device) -> torch.dtype:
-    """bf16 on bf16-capable CPUs and CUDA (fp16 on CUDA without bf16), fp32 otherwise."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and cpu_supports_bf16():
-        return torch.bfloat16
-    return torch.float32
-
-
 @contextlib.contextmanager
 def inference_model(model: torch.nn.Module, compute_dtype: torch.dtype | None = None):
     """Yield (model to run, autocast context) in eval mode; the caller's model is left as it was.
@@ -100,7 +79,7 @@ def inference_model(model: torch.nn.Module, compute_dtype: torch.dtype | None = 
     CUDA + bf16/fp16: the model itself under autocast. fp32: the model itself.
     """
     device = next(model.parameters()).device
-    compute_dtype = compute_dtype or inference_dtype(device)
+    compute_dtype = compute_dtype or runtime_compute_dtype(device)
     was_training = model.training
     try:
         if compute_dtype == torch.float32:
@@ -241,7 +220,6 @@ def encode_passages(
     dual_encoder: DualEncoder,
     docs: Iterable[Doc],
     *,
-    use_titles: bool | None = None,
     batch_size: int = 64,
     compute_dtype: torch.dtype | None = None,
     stats: Throughput | None = None,
@@ -249,14 +227,14 @@ def encode_passages(
 ) -> np.ndarray:
     """Docs -> (n, d) float32 E_P(p) in memory; for a whole corpus use encode_corpus."""
     return _run_all(
-        dual_encoder, list(docs), _passage_tokenizer(use_titles), _encode_passage_batch,
+        dual_encoder, list(docs), _tokenize_passages, _encode_passage_batch,
         (0, dual_encoder.embedding_dim),
         batch_size=batch_size, compute_dtype=compute_dtype, stats=stats, progress=progress, desc="encode passages",
     )
 
 
-def _passage_tokenizer(use_titles: bool | None):
-    return lambda model, chunk: model.tokenize_passages(chunk, use_titles=use_titles, pad=False)
+def _tokenize_passages(model, chunk):
+    return model.tokenize_passages(chunk, pad=False)
 
 
 def _encode_passage_batch(model, batch):
@@ -278,9 +256,7 @@ def _write_ids(path: Path, ids: list[str]) -> None:
     bad = next((doc_id for doc_id in ids if "\n" in doc_id or "\r" in doc_id), None)
     if bad is not None:
         raise RqaError(f"document id {bad!r} holds a line break; ids must be one line each")
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text("".join(doc_id + "\n" for doc_id in ids), encoding="utf-8")
-    os.replace(partial, path)
+    write_text(path, "".join(doc_id + "\n" for doc_id in ids))
 
 
 class EmbeddingShards:
@@ -336,12 +312,10 @@ def _complete_shards(out_dir: Path) -> list[int]:
     return indices
 
 
-def _start_manifest(out_dir: Path, shard_size: int, dtype: str, dual_encoder: DualEncoder, use_titles) -> dict:
+def _start_manifest(out_dir: Path, shard_size: int, dtype: str, dual_encoder: DualEncoder) -> dict:
     """Write (or check, when resuming) the settings every shard of the folder must share."""
     settings = dict(
-        shard_size=shard_size, dtype=dtype,
-        use_titles=dual_encoder.use_titles if use_titles is None else bool(use_titles),
-        **{key: value for key, value in dual_encoder.options().items() if key != "use_titles"},
+        shard_size=shard_size, dtype=dtype, **dual_encoder.options(),
     )
     path = out_dir / MANIFEST
     if path.is_file():
@@ -358,9 +332,7 @@ def _start_manifest(out_dir: Path, shard_size: int, dtype: str, dual_encoder: Du
 
 
 def _write_manifest(out_dir: Path, manifest: dict) -> None:
-    partial = out_dir / (MANIFEST + ".partial")
-    partial.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    os.replace(partial, out_dir / MANIFEST)
+    write_json(out_dir / MANIFEST, manifest)
 
 
 def encode_corpus(
@@ -371,7 +343,6 @@ def encode_corpus(
     shard_size: int = 50_000,
     dtype: str = "float16",
     batch_size: int = 64,
-    use_titles: bool | None = None,
     compute_dtype: torch.dtype | None = None,
     stats: Throughput | None = None,
     progress: bool = True,
@@ -388,7 +359,8 @@ def encode_corpus(
         raise RqaError(f"shard_size must be at least 1, got {shard_size}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    manifest = _start_manifest(out_dir, shard_size, dtype, dual_encoder, use_titles)
+    remove_stale(out_dir)  # shards half-written by a killed process
+    manifest = _start_manifest(out_dir, shard_size, dtype, dual_encoder)
     done = set(_complete_shards(out_dir))
     count, num_shards = 0, 0
     with inference_model(dual_encoder, compute_dtype) as (runner, autocast), \
@@ -399,7 +371,7 @@ def encode_corpus(
                 bar.update(len(shard_docs))
             else:
                 parts = _run_in_chunks(
-                    runner, shard_docs, _passage_tokenizer(use_titles), _encode_passage_batch,
+                    runner, shard_docs, _tokenize_passages, _encode_passage_batch,
                     dual_encoder.tokenizer.pad_token_id, batch_size, autocast, stats, bar,
                 )
                 _write_shard(out_dir, index, shard_docs, parts, dtype)
@@ -423,18 +395,17 @@ def _check_shard_ids(out_dir: Path, index: int, shard_docs: list[Doc]) -> None:
 def _write_shard(out_dir: Path, index: int, shard_docs: list[Doc], parts: Iterable[np.ndarray], dtype: str) -> None:
     """Fill a memmap under a temporary name, then rename ids and embeddings into place."""
     npy_path, ids_path = shard_paths(out_dir, index)
-    partial = npy_path.with_name(npy_path.name + ".partial")
-    memmap, offset = None, 0
-    for part in parts:  # (n_chunk, d) fp32
-        if memmap is None:
-            shape = (len(shard_docs), part.shape[1])
-            memmap = np.lib.format.open_memmap(partial, mode="w+", dtype=dtype, shape=shape)
-        memmap[offset:offset + len(part)] = part
-        offset += len(part)
-    memmap.flush()
-    del memmap
-    _write_ids(ids_path, [doc.doc_id for doc in shard_docs])
-    os.replace(partial, npy_path)
+    with atomic_path(npy_path) as partial:
+        memmap, offset = None, 0
+        for part in parts:  # (n_chunk, d) fp32
+            if memmap is None:
+                shape = (len(shard_docs), part.shape[1])
+                memmap = np.lib.format.open_memmap(partial, mode="w+", dtype=dtype, shape=shape)
+            memmap[offset:offset + len(part)] = part
+            offset += len(part)
+        memmap.flush()
+        del memmap
+        _write_ids(ids_path, [doc.doc_id for doc in shard_docs])
 
 
 # -- cross encoder -------------------------------------------------------------------------------
@@ -444,7 +415,6 @@ def score_pairs(
     queries: Sequence[str],
     docs: Sequence[Doc],
     *,
-    use_titles: bool | None = None,
     batch_size: int = 64,
     compute_dtype: torch.dtype | None = None,
     stats: Throughput | None = None,
@@ -456,7 +426,7 @@ def score_pairs(
         raise RqaError(f"score_pairs needs one query per document, got {len(queries)} and {len(docs)}")
 
     def tokenize(model, chunk):
-        return model.tokenize_pairs([q for q, _ in chunk], [d for _, d in chunk], use_titles=use_titles, pad=False)
+        return model.tokenize_pairs([q for q, _ in chunk], [d for _, d in chunk], pad=False)
 
     return _run_all(
         cross_encoder, list(zip(queries, docs)), tokenize, lambda model, batch: model(batch), (0,),

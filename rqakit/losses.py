@@ -9,31 +9,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from rqakit.config import check_choice
 from rqakit.errors import RqaError
-
-KL_DIRECTIONS = ("code", "paper")
-KL_REDUCTIONS = ("mean", "batchmean")
-CE_LOSSES = ("listwise", "pointwise")
 
 
 def _check_lists(scores: torch.Tensor, name: str) -> None:
     if not isinstance(scores, torch.Tensor) or scores.dim() != 2 or scores.numel() == 0:
         shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
         raise RqaError(f"{name} must be a non-empty (B, m) tensor of list scores, got {shape}")
-
-
-def _check_choice(value: str, allowed: tuple[str, ...], name: str) -> None:
-    if value not in allowed:
-        raise RqaError(f"unknown {name} {value!r}; use one of {', '.join(allowed)}")
-
-
-def listwise_log_probs(scores: torch.Tensor) -> torch.Tensor:
-    """Log of the listwise distribution s~ over each query's list (Eq. 2-3, no temperature).
-
-    scores: (B, m) raw DE inner products or CE logits -> (B, m) log-softmax along m.
-    """
-    _check_lists(scores, "scores")
-    return F.log_softmax(scores, dim=-1)
 
 
 def listwise_ce_loss(ce_scores: torch.Tensor) -> torch.Tensor:
@@ -75,8 +58,8 @@ def distillation_kl(
             f"de_scores {tuple(de_scores.shape)} and ce_scores {tuple(ce_scores.shape)} "
             "must have the same (B, m) shape"
         )
-    _check_choice(direction, KL_DIRECTIONS, "kl direction")
-    _check_choice(reduction, KL_REDUCTIONS, "kl reduction")
+    check_choice("joint.kl_direction", direction)
+    check_choice("joint.kl_reduction", reduction)
     if not grad_to_ce:
         ce_scores = ce_scores.detach()
     log_p_de = F.log_softmax(de_scores, dim=-1)  # (B, m)
@@ -156,7 +139,7 @@ def joint_loss(
     softmax of the CE scores, footnote 3). train_ce False is static distillation: sup is zero
     and the teacher is detached whatever kl_grad_to_ce says.
     """
-    _check_choice(ce_loss, CE_LOSSES, "ce_loss")
+    check_choice("joint.ce_loss", ce_loss)
     kl = distillation_kl(
         de_scores,
         ce_scores,

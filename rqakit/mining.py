@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,9 +26,11 @@ from scipy.optimize import minimize
 from scipy.special import expit
 
 from rqakit.data.collection import Split
+from rqakit.atomic import atomic_path
+from rqakit.config import CHOICES, check_list_size, check_thresholds
 from rqakit.errors import RqaError
 
-CALIBRATION_METHODS = ("platt", "sigmoid", "rank")
+CALIBRATION_METHODS = CHOICES["augment.calibration"]
 LIST_KINDS = ("undenoised", "denoised")
 LIST_COLUMNS = ("query_id", "kind", "doc_ids", "labels", "ce_scores", "positive_source", "fallback")
 _DEEPER = "retrieve deeper: augment.retrieve_depth, or lower the list size"
@@ -292,13 +293,8 @@ def _denoised_lists(view: _QueryView, denoising: _Denoising, list_size: int, see
 
 def _check_settings(list_size: int, neg_threshold: float, pos_threshold: float, calibrator: Calibrator,
                     rank_keep_from: int, max_pseudo_positives: int, score_depth: int) -> None:
-    for name, value in (("neg_threshold", neg_threshold), ("pos_threshold", pos_threshold)):
-        if not 0.0 <= value <= 1.0:
-            raise RqaError(f"{name} = {value} is outside [0, 1]: thresholds are probabilities")
-    if neg_threshold >= pos_threshold:
-        raise RqaError(f"neg_threshold ({neg_threshold}) must be below pos_threshold ({pos_threshold})")
-    if list_size < 2:
-        raise RqaError(f"list size m={list_size}: a list needs 1 positive and at least 1 negative")
+    check_thresholds(neg_threshold, pos_threshold, prefix="")
+    check_list_size("list_size", list_size)
     if score_depth < 1 or rank_keep_from < 0 or max_pseudo_positives < 0:
         raise RqaError(f"score_depth ({score_depth}) must be >= 1, rank_keep_from ({rank_keep_from}) and "
                        f"max_pseudo_positives ({max_pseudo_positives}) >= 0")
@@ -472,15 +468,9 @@ def select_lists(lists: pd.DataFrame, *, use_denoised: bool = True, list_size: i
 def write_lists(lists: pd.DataFrame, path: str | Path) -> Path:
     """Write the lists table to Parquet atomically (temporary file + rename)."""
     _check_lists_frame(lists)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         lists.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return Path(path)
 
 
 def read_lists(path: str | Path) -> pd.DataFrame:

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .data.collection import Doc
-from .distributed import gather_with_grad
-from .losses import cross_batch_listwise_loss, in_batch_listwise_loss, joint_loss, listwise_ce_loss
+from .types import Doc
+from .runtime import gather_with_grad
+from .losses import cross_batch_listwise_loss, joint_loss, listwise_ce_loss
 
 
 @dataclass
@@ -108,8 +108,9 @@ class JointDistillation(nn.Module):
         else:
             s_ce = self.ce(batch["pairs"]).float().view(b, m)           # (B, m)
         out = joint_loss(s_de, s_ce, **self.loss_options)
-        if self.in_batch:
-            out["in_batch"] = in_batch_listwise_loss(q, p)
+        if self.in_batch:  # the retriever loss of InBatchRetriever, over every process's lists
+            p_all, offset = gather_with_grad(p)                          # (W*B, m, d)
+            out["in_batch"] = cross_batch_listwise_loss(q / self.de.temperature, p_all, offset)
             out["loss"] = out["loss"] + out["in_batch"]
         out["acc_ce"] = (s_ce.argmax(-1) == 0).float().mean()
         out["acc_de"] = (s_de.argmax(-1) == 0).float().mean()

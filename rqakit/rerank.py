@@ -22,11 +22,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from rqakit.atomic import atomic_path
 from rqakit.errors import RqaError
-from rqakit.encode import Throughput, inference_dtype, score_pairs
+from rqakit.encode import Throughput, score_pairs
+from rqakit.runtime import compute_dtype as runtime_compute_dtype
 from rqakit.models.cross_encoder import CrossEncoder
+from rqakit.runs import Run, ranked
 
-Run = dict[str, dict[str, float]]
 CacheKey = tuple[str, str, str]  # (model tag, query id, doc id)
 
 
@@ -61,19 +63,18 @@ class ScoreCache:
         target = Path(path) if path is not None else self.path
         if target is None:
             raise RqaError("ScoreCache.save needs a path: give one here or when creating the cache")
-        target.parent.mkdir(parents=True, exist_ok=True)
         rows = [(*key, value) for key, value in self.scores.items()]
         table = pd.DataFrame(rows, columns=list(self.COLUMNS)).astype(
             {"model": str, "qid": str, "doc_id": str, "score": "float64"}
         )
-        partial = target.with_name(target.name + ".partial")
-        table.to_parquet(partial, index=False)
-        os.replace(partial, target)
+        with atomic_path(target) as partial:
+            table.to_parquet(partial, index=False)
         return target
 
 
 def model_tag(cross_encoder: CrossEncoder, use_titles: bool | None = None, compute_dtype=None) -> str:
-    """Fingerprint of what decides a score: weights, settings, title use and compute dtype."""
+    """Fingerprint of what decides a score: weights, settings, compute dtype, and whether the
+    corpus hands out titles (`Corpus.use_titles`; None when unknown)."""
     digest = hashlib.sha1()
     settings = {**cross_encoder.options()}
     if use_titles is not None:
@@ -83,13 +84,8 @@ def model_tag(cross_encoder: CrossEncoder, use_titles: bool | None = None, compu
         data = tensor.detach().cpu().contiguous().reshape(-1)
         digest.update(f"{name}:{data.dtype}:{tuple(tensor.shape)}".encode())
         digest.update(data.view(torch.uint8).numpy().tobytes())
-    compute_dtype = compute_dtype or inference_dtype(cross_encoder.device)
+    compute_dtype = compute_dtype or runtime_compute_dtype(cross_encoder.device)
     return f"{digest.hexdigest()[:16]}-{str(compute_dtype).removeprefix('torch.')}"
-
-
-def top_ids(ranking: Mapping[str, float], n: int) -> list[str]:
-    """The n best doc ids by score, ties broken by doc id."""
-    return [doc_id for doc_id, _ in sorted(ranking.items(), key=lambda item: (-item[1], item[0]))[:n]]
 
 
 def _fetch_docs(corpus, pairs: list[tuple[str, str]]) -> dict:
@@ -112,7 +108,6 @@ def rerank(
     top_n: int = 30,
     *,
     batch_size: int = 64,
-    use_titles: bool | None = None,
     compute_dtype: torch.dtype | None = None,
     cache: ScoreCache | None = None,
     tag: str | None = None,
@@ -122,16 +117,16 @@ def rerank(
     """Re-score each query's top_n documents by run score -> {qid: {doc_id: s_ce}}, best first.
 
     corpus: anything with get(doc_id) -> Doc. cache: reuse and store scores under `tag`
-    (default model_tag(cross_encoder, use_titles, compute_dtype)); the caller saves it.
+    (default model_tag(cross_encoder, corpus.use_titles, compute_dtype)); the caller saves it.
     """
     if top_n < 1:
         raise RqaError(f"top_n must be at least 1, got {top_n}")
     missing = next((qid for qid in run if qid not in queries), None)
     if missing is not None:
         raise RqaError(f"query {missing!r} of the run has no text in the queries given to rerank")
-    candidates = {qid: top_ids(ranking, top_n) for qid, ranking in run.items()}
+    candidates = {qid: [doc_id for doc_id, _ in ranked(ranking)[:top_n]] for qid, ranking in run.items()}
     if cache is not None and tag is None:
-        tag = model_tag(cross_encoder, use_titles, compute_dtype)
+        tag = model_tag(cross_encoder, getattr(corpus, "use_titles", None), compute_dtype)
     known = {} if cache is None else {
         (qid, doc_id): cache.get((tag, qid, doc_id))
         for qid, doc_ids in candidates.items() for doc_id in doc_ids if (tag, qid, doc_id) in cache
@@ -140,13 +135,13 @@ def rerank(
     docs = _fetch_docs(corpus, todo)
     scores = score_pairs(
         cross_encoder, [queries[qid] for qid, _ in todo], [docs[doc_id] for _, doc_id in todo],
-        use_titles=use_titles, batch_size=batch_size, compute_dtype=compute_dtype, stats=stats, progress=progress,
+        batch_size=batch_size, compute_dtype=compute_dtype, stats=stats, progress=progress,
     )
     fresh = dict(zip(todo, np.asarray(scores, dtype=np.float64).tolist()))
     if cache is not None:
         cache.update({(tag, qid, doc_id): score for (qid, doc_id), score in fresh.items()})
     all_scores = {**known, **fresh}
     return {
-        qid: dict(sorted(((d, all_scores[(qid, d)]) for d in doc_ids), key=lambda item: (-item[1], item[0])))
+        qid: dict(ranked({d: all_scores[(qid, d)] for d in doc_ids}))
         for qid, doc_ids in candidates.items()
     }

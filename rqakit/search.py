@@ -1,33 +1,30 @@
-"""First-stage search: exact dense search with faiss, BM25 with bm25s, TREC runs, and fusion.
-
-A run is ``dict[str, dict[str, float]]`` (query id -> {doc id -> score}, higher is better), the
-form ir_measures reads. Dense and BM25 runs come back with each query's documents in rank order.
+"""Index and search: exact dense search with faiss, BM25 with bm25s, and both over a corpus.
 
 Dense search follows the official code (``src/finetune/dual_encoder_infer.py``,
 ``src/index_search.py``, ``src/merge.py``): passage embeddings go into ``faiss.IndexFlatIP``
 (exact inner product, Eq. 1), the corpus is split into shards that are searched one at a time,
-and the per-shard top-k lists are merged by score.
+and the per-shard top-k lists are merged by score. ``dense_retrieve`` encodes a corpus once
+(``rqakit.encode``) and searches every query set against it. Runs come back with each query's
+documents in rank order (``rqakit.runs``).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import warnings
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import bm25s
 import faiss
-import ir_measures
 import numpy as np
 import Stemmer
 
-from rqakit.data.collection import Doc
 from rqakit.errors import RqaError
+from rqakit.runs import Run, check_k
+from rqakit.types import Doc, passage_text
 
-Run = dict[str, dict[str, float]]
 Shard = tuple[Sequence[str], np.ndarray]   # (doc ids, embeddings (n_i, d))
 
 GPU_MAX_K = 2048   # faiss GPU indexes return at most 2048 neighbours per query
@@ -54,12 +51,6 @@ def _resolve_use_gpu(use_gpu, k: int) -> bool:
                            "lower k or pass use_gpu='auto' to search on CPU")
         return False
     return True
-
-
-def _check_k(k) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise RqaError(f"k must be a positive integer, got {k!r}")
-    return int(k)
 
 
 def _check_queries(query_emb, query_ids) -> np.ndarray:
@@ -126,7 +117,7 @@ def dense_search(query_emb: np.ndarray, shards: Iterable[Shard], k: int, *,
     shards. ``use_gpu`` "auto" searches on GPU when faiss has GPU support. k beyond the corpus size
     is clamped to it with one warning. Returns each query's top k as {doc id: s_de(q, p)}.
     """
-    k = _check_k(k)
+    k = check_k(k)
     query_ids = list(query_ids)
     query_emb = _check_queries(query_emb, query_ids)
     gpu_resources = faiss.StandardGpuResources() if _resolve_use_gpu(use_gpu, k) else None
@@ -151,11 +142,6 @@ SETTINGS_FILE = "rqakit_bm25.json"
 DOC_IDS_FILE = "doc_ids.json"
 
 
-def _doc_text(doc: Doc, use_titles: bool) -> str:
-    """The indexed text: ``title + " " + text`` when titles are on and the doc has one."""
-    return f"{doc.title} {doc.text}" if use_titles and doc.title else doc.text
-
-
 def _iter_docs(docs) -> Iterable[Doc]:
     """A Corpus streams its docs with ``iter_docs()``; a plain iterable of Doc is used as is."""
     return docs.iter_docs() if hasattr(docs, "iter_docs") else docs
@@ -172,27 +158,28 @@ class BM25Index:
     def __init__(self, retriever: bm25s.BM25, doc_ids: list[str], settings: dict):
         self.retriever = retriever
         self.doc_ids = np.asarray(doc_ids, dtype=object)
-        self.settings = settings   # use_titles, stopwords, stemmer, k1, b
+        self.settings = settings   # stopwords, stemmer, k1, b
         self._stemmer = Stemmer.Stemmer(settings["stemmer"]) if settings["stemmer"] else None
 
     def __len__(self) -> int:
         return len(self.doc_ids)
 
     @classmethod
-    def build(cls, docs, *, use_titles: bool = True, stopwords="en", stemmer: str | None = "english",
+    def build(cls, docs, *, stopwords="en", stemmer: str | None = "english",
               k1: float = 1.5, b: float = 0.75) -> "BM25Index":
-        """Index ``docs`` (an iterable of Doc, or a Corpus) streamed once.
+        """Index ``docs`` (an iterable of Doc, or a Corpus) streamed once; the text is
+        ``rqakit.types.passage_text`` ("title text" when the doc has a title).
 
         stopwords: a bm25s language name ("en"), a list of words, or None; stemmer: a PyStemmer
         language ("english") or None.
         """
-        settings = dict(use_titles=bool(use_titles), stopwords=stopwords, stemmer=stemmer, k1=k1, b=b)
+        settings = dict(stopwords=stopwords, stemmer=stemmer, k1=k1, b=b)
         doc_ids: list[str] = []
 
         def texts():
             for doc in _iter_docs(docs):
                 doc_ids.append(doc.doc_id)
-                yield _doc_text(doc, use_titles)
+                yield passage_text(doc)
 
         stemmer_obj = _make_stemmer(stemmer)
         tokens = bm25s.tokenize(texts(), stopwords=_check_stopwords(stopwords), stemmer=stemmer_obj,
@@ -205,7 +192,7 @@ class BM25Index:
 
     def search(self, queries: Mapping[str, str], k: int) -> Run:
         """Top-k BM25 documents for each query text: {qid: {doc id: score}}, in rank order."""
-        k = _check_k(k)
+        k = check_k(k)
         if k > len(self):
             _warn_k_clamped(k, len(self))
             k = len(self)
@@ -255,121 +242,49 @@ def _check_stopwords(stopwords):
     return stopwords
 
 
-# ---------------------------------------------------------------- runs
+# ---------------------------------------------------------------- encode, then search
 
-def ranked(doc_scores: Mapping[str, float]) -> list[tuple[str, float]]:
-    """One query's (doc id, score) pairs, best first; ties broken by doc id so order is deterministic."""
-    return sorted(doc_scores.items(), key=lambda item: (-item[1], item[0]))
+def load_dual_encoder(spec: str, *, pooling: str | None = None, max_length: int | None = None,
+                      query_max_length: int | None = None):
+    """A kit checkpoint folder (keeps its own options unless overridden) or a backbone read zero-shot."""
+    from rqakit.models import DualEncoder
 
-
-def top_k(run: Mapping[str, Mapping[str, float]], k: int) -> Run:
-    """Each query's k best documents, in rank order."""
-    k = _check_k(k)
-    return {qid: dict(ranked(docs)[:k]) for qid, docs in run.items()}
-
-
-def write_trec_run(run: Mapping[str, Mapping[str, float]], path, tag: str = "rqakit") -> None:
-    """Write ``qid Q0 docid rank score tag`` lines (ranks from 1), atomically: temp file, then rename.
-
-    Scores are written with ``repr`` so reading the file back gives the same floats.
-    """
-    if not tag or any(ch.isspace() for ch in tag):
-        raise RqaError(f"run tag must be one word with no spaces, got {tag!r}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_path = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            for qid, docs in run.items():
-                for rank, (doc_id, score) in enumerate(ranked(docs), start=1):
-                    out.write(f"{qid} Q0 {doc_id} {rank} {float(score)!r} {tag}\n")
-        os.replace(temp_path, path)
-    except BaseException:
-        Path(temp_path).unlink(missing_ok=True)
-        raise
+    options = {}
+    if max_length:
+        options["passage_max_length"] = max_length
+    if query_max_length:
+        options["query_max_length"] = query_max_length
+    if Path(spec, "rqakit.json").exists():
+        de = DualEncoder.from_pretrained(spec)
+        for key, value in options.items():
+            setattr(de, key, value)
+        if pooling:
+            de.pooling = pooling
+        return de
+    pooling = pooling or "cls"
+    # A sentence-embedding model read with mean pooling is read as it was trained: normalised.
+    return DualEncoder.from_backbone(spec, shared=True, pooling=pooling, normalize=pooling == "mean", **options)
 
 
-def read_trec_run(path) -> Run:
-    """A TREC run file (read by ``ir_measures.read_trec_run``) as {qid: {doc id: score}}."""
-    path = Path(path)
-    if not path.is_file():
-        raise RqaError(f"run file {path} does not exist; write it with write_trec_run or check the path")
-    run: Run = {}
-    try:
-        for scored in ir_measures.read_trec_run(str(path)):
-            run.setdefault(scored.query_id, {})[scored.doc_id] = scored.score
-    except ValueError as error:
-        raise RqaError(f"{path} is not a TREC run (each line must be 'qid Q0 docid rank score tag'): {error}") from None
-    return run
+def dense_retrieve(de, corpus, query_sets: Mapping[str, Mapping[str, str]], depth: int, *,
+                   emb_dir: Path | None = None, batch_size: int = 64) -> dict[str, Run]:
+    """Encode the corpus once (cached shards in emb_dir, else a temporary folder) and search every
+    query set: {name: {qid: text}} -> {name: run}, exact inner-product top-depth."""
+    from rqakit.encode import encode_corpus, encode_queries
+
+    with tempfile.TemporaryDirectory() as scratch:
+        shards = encode_corpus(de, corpus.iter_docs(), Path(emb_dir or scratch), batch_size=batch_size)
+        return search_query_sets(lambda texts: encode_queries(de, texts, batch_size=batch_size), shards,
+                                 query_sets, depth)
 
 
-def check_run_docs(run: Mapping[str, Mapping[str, float]], known_doc_ids: Collection[str],
-                   collection_id: str = "") -> None:
-    """Raise RqaError naming the first document of the run that the collection does not hold."""
-    known = known_doc_ids if isinstance(known_doc_ids, (set, frozenset, Mapping)) else set(known_doc_ids)
-    for qid, docs in run.items():
-        for doc_id in docs:
-            if doc_id not in known:
-                where = f"the collection {collection_id}" if collection_id else "the collection"
-                raise RqaError(f"run names document {doc_id!r} which is not in {where}; "
-                               f"was the run (query {qid!r}) made on another collection? rebuild it on this one")
-
-
-# ---------------------------------------------------------------- fusion
-
-def reciprocal_rank_fusion(runs: Sequence[Mapping[str, Mapping[str, float]]], k: float = 60,
-                           weights: Sequence[float] | None = None) -> Run:
-    """RRF (Cormack et al., 2009): score(d) = sum_i w_i / (k + rank_i(d)), ranks from 1.
-
-    A document absent from a run adds nothing for that run. Ranks come from ``ranked``.
-    """
-    if not runs:
-        raise RqaError("reciprocal_rank_fusion needs at least one run")
-    weights = [1.0] * len(runs) if weights is None else list(weights)
-    if len(weights) != len(runs):
-        raise RqaError(f"got {len(weights)} weights for {len(runs)} runs; pass one weight per run")
-    if k < 0:
-        raise RqaError(f"RRF constant k must be >= 0, got {k}")
-    fused: dict[str, dict[str, float]] = {}
-    for run, weight in zip(runs, weights):
-        for qid, docs in run.items():
-            scores = fused.setdefault(qid, {})
-            for rank, (doc_id, _) in enumerate(ranked(docs), start=1):
-                scores[doc_id] = scores.get(doc_id, 0.0) + weight / (k + rank)
-    return {qid: dict(ranked(scores)) for qid, scores in fused.items()}
-
-
-def _min_max(doc_scores: Mapping[str, float]) -> dict[str, float]:
-    """Per-query min-max scaling to [0, 1]; a query whose documents all tie scores 1."""
-    if not doc_scores:
-        return {}
-    low, high = min(doc_scores.values()), max(doc_scores.values())
-    if high == low:
-        return {doc_id: 1.0 for doc_id in doc_scores}
-    return {doc_id: (score - low) / (high - low) for doc_id, score in doc_scores.items()}
-
-
-def interpolate(run_a: Mapping[str, Mapping[str, float]], run_b: Mapping[str, Mapping[str, float]],
-                weight_a: float, normalize: str | None = "minmax") -> Run:
-    """Score fusion: weight_a * a(d) + (1 - weight_a) * b(d) per query.
-
-    normalize "minmax" scales each run's scores per query to [0, 1] first, and a document missing
-    from a run gets that run's normalised minimum, 0. With None, raw scores are mixed and a missing
-    document gets the run's lowest score for the query.
-    """
-    if not 0.0 <= weight_a <= 1.0:
-        raise RqaError(f"weight_a must be in [0, 1], got {weight_a}")
-    if normalize not in ("minmax", None):
-        raise RqaError(f"normalize must be 'minmax' or None, got {normalize!r}")
-    fused: Run = {}
-    for qid in dict.fromkeys([*run_a, *run_b]):
-        a, b = run_a.get(qid, {}), run_b.get(qid, {})
-        if normalize == "minmax":
-            a, b = _min_max(a), _min_max(b)
-            floor_a = floor_b = 0.0
-        else:
-            floor_a, floor_b = min(a.values(), default=0.0), min(b.values(), default=0.0)
-        scores = {doc_id: weight_a * a.get(doc_id, floor_a) + (1.0 - weight_a) * b.get(doc_id, floor_b)
-                  for doc_id in dict.fromkeys([*a, *b])}
-        fused[qid] = dict(ranked(scores))
-    return fused
+def search_query_sets(encode: Callable[[list[str]], np.ndarray], shards: Iterable[Shard],
+                      query_sets: Mapping[str, Mapping[str, str]], depth: int) -> dict[str, Run]:
+    """Encode each query set ({qid: text} -> (nq, d)) and search it against the passage shards:
+    {name: {qid: text}} -> {name: run}. An empty query set gives an empty run."""
+    shards = shards if isinstance(shards, Sequence) or hasattr(shards, "num_shards") else list(shards)
+    runs = {}
+    for name, queries in query_sets.items():
+        qids = list(queries)
+        runs[name] = dense_search(encode([queries[q] for q in qids]), shards, depth, query_ids=qids) if qids else {}
+    return runs

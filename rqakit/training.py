@@ -24,12 +24,11 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from .encode import cpu_supports_bf16
 from .errors import RqaError
+from .runtime import autocast, barrier, pick_device, world
 
 NO_DECAY = ("bias", "LayerNorm.weight", "LayerNorm.bias", "layer_norm", "layernorm")
 
@@ -56,52 +55,6 @@ class TrainResult:
     evals: list[dict] = field(default_factory=list)     # one row per evaluation
     wall_time_s: float = 0.0
     resumed_from: int = 0
-
-
-# ----------------------------------------------------------------------------- devices, precision
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        if dist.is_available() and dist.is_initialized() and torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def autocast(device: torch.device, enabled: bool = True):
-    """bf16 autocast on a CPU that has bf16 units, bf16/fp16 on CUDA; fp32 master weights stay."""
-    if not enabled:
-        return contextlib.nullcontext()
-    if device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    if cpu_supports_bf16():
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def per_process(batch: int) -> int:
-    """A global batch split evenly over the processes (one micro-batch each)."""
-    rank, world_size = world()
-    if batch % world_size:
-        raise RqaError(f"a batch of {batch} does not split over {world_size} processes: use a multiple of {world_size}")
-    return batch // world_size
-
-
-def init_distributed() -> bool:
-    """Join the process group when launched by torchrun (gloo on CPU, NCCL on GPU)."""
-    if "RANK" not in os.environ or (dist.is_available() and dist.is_initialized()):
-        return dist.is_available() and dist.is_initialized()
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    dist.init_process_group(backend)
-    if torch.cuda.is_available():
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    return True
 
 
 def seed_everything(seed: int) -> None:
@@ -271,8 +224,7 @@ def train(model: nn.Module, plan: Sequence[Sequence[Any]], collate: Callable[[An
                 (checkpoint_every and done % checkpoint_every == 0) or done == total):
             save_checkpoint(checkpoint_dir, model=model, optimizer=optimizer, scheduler=scheduler,
                             step=done, history=history, evals=evals)
-        if ddp:
-            dist.barrier()
+        barrier()
         if stop_after is not None and done >= stop_after:
             break
     bar.close()

@@ -1,12 +1,14 @@
 """Batched inference: length-sorted batches, bf16 copies, corpus shards with resume, re-ranking."""
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
-from rqakit import encode
+from rqakit import runtime
 from rqakit.data.collection import Doc
 from rqakit.encode import (
     EmbeddingShards,
@@ -123,16 +125,17 @@ def test_bf16_copy_is_close_to_fp32_and_leaves_the_model_untouched(dual_encoder,
     np.testing.assert_allclose(bf16_scores, fp32_scores, atol=0.02)
 
 
-def test_inference_dtype_follows_the_cpu(monkeypatch):
-    monkeypatch.setattr(encode, "cpu_supports_bf16", lambda: True)
-    assert encode.inference_dtype("cpu") == torch.bfloat16
-    monkeypatch.setattr(encode, "cpu_supports_bf16", lambda: False)
-    assert encode.inference_dtype("cpu") == torch.float32
+def test_compute_dtype_follows_the_cpu(monkeypatch):
+    monkeypatch.setattr(runtime, "cpu_supports_bf16", lambda: True)
+    assert runtime.compute_dtype("cpu") == torch.bfloat16
+    monkeypatch.setattr(runtime, "cpu_supports_bf16", lambda: False)
+    assert runtime.compute_dtype("cpu") == torch.float32
+    assert runtime.autocast(torch.device("cpu")).__class__.__name__ == "nullcontext"  # fp32: no autocast
 
 
 def test_cpu_bf16_check_agrees_with_cpuinfo_flags():
     flags = open("/proc/cpuinfo").read().split()
-    assert encode.cpu_supports_bf16() == ("avx512_bf16" in flags or "amx_bf16" in flags)
+    assert runtime.cpu_supports_bf16() == ("avx512_bf16" in flags or "amx_bf16" in flags)
 
 
 def test_empty_strings_and_empty_inputs(dual_encoder, cross_encoder):
@@ -169,12 +172,14 @@ def test_encode_corpus_writes_shards_and_resumes_only_missing_ones(dual_encoder,
     np.testing.assert_allclose(stored, expected, atol=0.01, rtol=2e-3)
 
     os.remove(tmp_path / "shard_00001.npy")  # as if killed while writing shard 1
-    (tmp_path / "shard_00001.npy.partial").write_bytes(b"half")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    partial = tmp_path / f".shard_00001.npy.tmp-{dead.stdout.strip()}"   # left by a killed process
+    partial.write_bytes(b"half")
     counter.rows = 0
     resumed = encode_corpus(dual_encoder, DOCS, tmp_path, shard_size=3, compute_dtype=FP32, progress=False)
     assert counter.rows == 3  # only shard 1's docs were encoded again
     assert np.array_equal(np.concatenate([emb for _, emb in resumed]).astype(np.float32), stored)
-    assert not (tmp_path / "shard_00001.npy.partial").exists()
+    assert not partial.exists()
 
     counter.rows = 0
     encode_corpus(dual_encoder, DOCS, tmp_path, shard_size=3, compute_dtype=FP32, progress=False)

@@ -106,7 +106,7 @@ def test_passage_input_puts_sep_between_title_and_text():
     assert batch["input_ids"].tolist() == [[CLS, alpha, SEP, beta, gamma, SEP], [CLS, beta, SEP, 0, 0, 0]]
     assert batch["token_type_ids"].tolist() == [[0, 0, 0, 1, 1, 1], [0, 0, 0, 0, 0, 0]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0]]
-    no_titles = model.tokenize_passages([Doc("a", "Alpha", "beta gamma")], use_titles=False)
+    no_titles = model.tokenize_passages([Doc("a", "", "beta gamma")])  # as a Corpus with titles off gives it
     assert no_titles["input_ids"].tolist() == [[CLS, beta, gamma, SEP]]
     assert model.tokenize_queries(["Hello World"])["input_ids"].tolist() == [HELLO_WORLD_IDS]
 
@@ -223,7 +223,7 @@ def saved_files(folder):
 def test_dual_encoder_round_trip_is_bit_identical_and_loadable_by_transformers(tmp_path, shared):
     model = DualEncoder.from_backbone(
         "tiny", shared=shared, pooling="mean", normalize=True, temperature=0.5,
-        query_max_length=16, passage_max_length=64, use_titles=False,
+        query_max_length=16, passage_max_length=64,
     )
     with torch.no_grad():
         model.passage_encoder.embeddings.word_embeddings.weight.mul_(1.5)  # differ from the backbone

@@ -105,7 +105,7 @@ def make_workspace(tmp_path: Path) -> Workspace:
     write(augment / "manifest.json", {"wall_time_s": 2.0})
     write(augment / "summary.json", {"lists": {"undenoised": 4, "denoised": 4}, "pseudo_positives": 0,
                                      "dropped_as_false_negative": 3, "fallback_lists": 0,
-                                     "scoring": {"tokens_per_s": 100.0, "share_of_bf16_peak": 0.01},
+                                     "scoring": {"tokens_per_s": 100.0, "gflops_per_s": 2.0},
                                      "denoising_quality": {"pseudo": {"flagged": 0, "true": 0, "precision": float("nan"), "recall": 0.0}}})
     (augment / "denoising.json").write_text('{"pseudo": {"flagged": 0, "true": 0, "precision": NaN, "recall": 0.0}}')
     pd.DataFrame({"query_id": ["q1"] * 4, "doc_id": ["a", "b", "c", "d"], "ce_score": [2.0, 0.5, -1.0, -2.0],

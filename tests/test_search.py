@@ -6,19 +6,11 @@ import warnings
 import numpy as np
 import pytest
 
-from rqakit.data.collection import Doc
 from rqakit.errors import RqaError
-from rqakit.search import (
-    BM25Index,
-    check_run_docs,
-    dense_search,
-    interpolate,
-    ranked,
-    read_trec_run,
-    reciprocal_rank_fusion,
-    top_k,
-    write_trec_run,
-)
+from rqakit.fusion import interpolate, reciprocal_rank_fusion
+from rqakit.runs import check_run_docs, ranked, read_trec_run, top_k, write_trec_run
+from rqakit.search import BM25Index, dense_search
+from rqakit.types import Doc
 
 # ------------------------------------------------------------------ dense search
 
@@ -113,7 +105,7 @@ def test_bm25_ignores_stop_words_and_uses_titles():
     with_stop_words = index.search({"q": "the bread of the cooking"}, 2)["q"]
     without = index.search({"q": "bread cooking"}, 2)["q"]
     assert with_stop_words == without and list(without) == ["d3"]   # "cooking" is only in d3's title
-    no_titles = BM25Index.build(TOY_DOCS, use_titles=False)
+    no_titles = BM25Index.build([Doc(d.doc_id, "", d.text) for d in TOY_DOCS])  # as a Corpus with titles off
     assert no_titles.search({"q": "cooking"}, 2) == {"q": {}}
 
 

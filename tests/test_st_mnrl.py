@@ -12,7 +12,7 @@ from rqakit.artifacts import is_complete
 from rqakit.config import load_config
 from rqakit.data.collection import Doc
 from rqakit.objectives import ListExample
-from rqakit.search import read_trec_run
+from rqakit.runs import read_trec_run
 from rqakit.stages import st_mnrl
 from rqakit.stages.common import load_run
 from rqakit.stages.warmup_de import training_pairs
@@ -35,7 +35,7 @@ def stage(workspace):
 
 def test_folder_is_complete(workspace, stage):
     folder, _ = stage
-    assert is_complete(folder, st_mnrl.stage_hash(workspace))
+    assert is_complete(folder, workspace.hash("st_mnrl"))
     for name in ("config.json", "history.json", "metrics.json", "runs/st-mnrl.val.trec", "runs/st-mnrl.test.trec",
                  "model/modules.json"):
         assert (folder / name).is_file(), name
@@ -101,7 +101,7 @@ def test_recipe_is_the_config_section_and_changes_the_hash(workspace):
     assert recipe["batch_size"] == 16 and recipe["max_length"] == 256 and recipe["scale"] == 20.0
     cfg = load_config("toy", {"runtime.workdir": workspace.cfg.runtime.workdir, "st_mnrl.batch_size": 8})
     assert st_mnrl.settings(cfg) == {**recipe, "batch_size": 8}
-    assert st_mnrl.stage_hash(Workspace(cfg)) != st_mnrl.stage_hash(Workspace(load_config("toy")))
+    assert Workspace(cfg).hash("st_mnrl") != Workspace(load_config("toy")).hash("st_mnrl")
 
 
 def test_objective_is_mnrl_with_the_positive_column_first(tiny_cache):

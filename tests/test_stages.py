@@ -72,7 +72,7 @@ def test_a_killed_stage_leaves_only_a_temporary_folder_that_the_next_run_removes
     from rqakit.artifacts import run_stage
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    stale = tmp_path / f"stage.tmp-{dead.stdout.strip()}"
+    stale = tmp_path / f".stage.tmp-{dead.stdout.strip()}"
     stale.mkdir()
     (stale / "half-written").write_text("x")
     assert not is_complete(tmp_path / "stage", "h1")

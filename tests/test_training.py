@@ -12,7 +12,7 @@ from torch import nn
 from rqakit.data.collection import Doc
 from rqakit.errors import RqaError
 from rqakit.losses import cross_batch_listwise_loss, in_batch_listwise_loss
-from rqakit.distributed import gather_with_grad
+from rqakit.runtime import gather_with_grad
 from rqakit.models import CrossEncoder, DualEncoder
 from rqakit.objectives import JointDistillation, ListExample
 from rqakit.training import OptimSettings, make_plan, param_groups, train

@@ -1,14 +1,11 @@
 """Data: every collection, public, synthetic (`rqakit/toy`) or local (`local/<name>`), loads
-through ir_datasets. Importing this package registers the toy collection and makes a file that
-is missing from the ir_datasets cache an `RqaError` that names it (rqakit.data.irds)."""
-from rqakit.data import toy
-from rqakit.data.collection import Corpus, Doc, Split
-from rqakit.data.irds import install_download_guard
+through ir_datasets. Importing this package changes nothing; the first dataset opened
+(`rqakit.data.irds.open_dataset`) registers the toy collection and makes a file missing from the
+ir_datasets cache an `RqaError` that names it."""
+from rqakit.data.collection import Corpus, Split
 from rqakit.data.loading import dataset_stats, holdout, load_corpus, load_split, train_eval_splits
 from rqakit.data.local import register_local
-
-install_download_guard()
-toy.register()
+from rqakit.types import Doc
 
 __all__ = ["Corpus", "Doc", "Split", "dataset_stats", "holdout", "load_corpus", "load_split",
-           "register_local", "toy", "train_eval_splits"]
+           "register_local", "train_eval_splits"]

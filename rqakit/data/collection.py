@@ -8,16 +8,11 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Iterator, NamedTuple
+from typing import Iterator
 
 from rqakit.data.irds import open_dataset, reading
 from rqakit.errors import RqaError
-
-
-class Doc(NamedTuple):
-    doc_id: str
-    title: str   # "" when the collection has no titles or titles are switched off
-    text: str
+from rqakit.types import Doc, passage_text
 
 
 @dataclass
@@ -29,6 +24,10 @@ class Split:
     qrels: dict[str, dict[str, int]]              # query id -> {doc id -> relevance}
     answers: dict[str, list[str]] | None = None   # query id -> answer strings (NQ)
     name: str = ""                                # "train", "test", "val", ...
+    # Known facts beyond the qrels, where a collection has them (the synthetic rqakit/toy):
+    # {"unlabelled": {qid: [relevant docs missing from the qrels]}, "distractors": {qid: [...]}}.
+    # "unlabelled" is the ground truth a denoising audit measures against.
+    annotations: dict[str, dict[str, list[str]]] = field(default_factory=dict)
 
     def positives(self, qid: str, min_rel: int = 1) -> list[str]:
         """Doc ids judged relevant (relevance >= min_rel) for one query, best grade first."""
@@ -43,6 +42,7 @@ class Split:
             qrels={q: self.qrels[q] for q in qids if q in self.qrels},
             answers=None if self.answers is None else {q: self.answers[q] for q in qids if q in self.answers},
             name=name or self.name,
+            annotations={kind: {q: table[q] for q in qids if q in table} for kind, table in self.annotations.items()},
         )
 
 
@@ -125,5 +125,5 @@ class Corpus:
         return [docs[d] for d in doc_ids]
 
     def passage_text(self, doc: Doc) -> str:
-        """The text a model reads: "title text" with titles on and a title present, else text."""
-        return f"{doc.title} {doc.text}" if self.use_titles and doc.title else doc.text
+        """The text a model reads (`rqakit.types.passage_text`): "title text", or the text alone."""
+        return passage_text(doc)

@@ -102,12 +102,26 @@ def reading(dataset_id: str):
         raise RqaError(f"dataset '{dataset_id}': {exc}") from exc
 
 
+def prepare() -> None:
+    """Guard ir_datasets' downloads and register the kit's own collection `rqakit/toy` (idempotent).
+
+    Called by `open_dataset`, the one door through which the kit opens a dataset, so importing
+    `rqakit.data` changes nothing in ir_datasets until a dataset is opened.
+    """
+    from rqakit.data import toy
+
+    install_download_guard()
+    toy.register()
+
+
 def known_ids() -> list[str]:
+    prepare()
     return list(ir_datasets.registry)
 
 
 def open_dataset(dataset_id: str):
     """`ir_datasets.load(dataset_id)`, with an unknown ID named with up to 3 close matches."""
+    prepare()
     try:
         return ir_datasets.load(dataset_id)
     except KeyError:

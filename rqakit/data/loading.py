@@ -49,12 +49,14 @@ def load_split(dataset_id: str, require_qrels: bool = True, name: str = "") -> S
         for qrel in dataset.qrels_iter() if dataset.has_qrels() else ():
             qrels.setdefault(qrel.query_id, {})[qrel.doc_id] = int(qrel.relevance)
     has_answers = "answers" in dataset.queries_cls()._fields
+    annotations = dataset.qrels_annotations() if hasattr(dataset, "qrels_annotations") else {}
     return Split(
         dataset_id=dataset_id,
         queries={q.query_id: _query_text(q) for q in records},
         qrels=qrels,
         answers={q.query_id: list(q.answers) for q in records} if has_answers else None,
         name=name or dataset_id.rsplit("/", 1)[-1],
+        annotations={kind: {q: sorted(docs) for q, docs in table.items()} for kind, table in annotations.items()},
     )
 
 

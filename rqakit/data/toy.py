@@ -322,6 +322,10 @@ class _ToyQrels(BaseQrels):
     def qrels_count(self):
         return sum(len(judged) for judged in _split(self._split_name).qrels.values())
 
+    def qrels_annotations(self) -> dict[str, dict[str, set[str]]]:
+        """What the qrels leave out, read by `rqakit.data.load_split` into `Split.annotations`."""
+        return {"unlabelled": unlabeled_positives(self._split_name), "distractors": distractors(self._split_name)}
+
     def qrels_cls(self):
         return TrecQrel
 

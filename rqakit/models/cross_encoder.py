@@ -36,8 +36,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from rqakit.data.collection import Doc
 from rqakit.errors import RqaError
+from rqakit.types import Doc, passage_text
 from rqakit.models.backbone import (
     check_max_length,
     check_pooling,
@@ -55,13 +55,6 @@ HEAD_FILE = "score_head.safetensors"
 HEAD_INIT_STD = 0.02
 
 
-def passage_text(doc: Doc, use_titles: bool) -> str:
-    """`title text` joined by one space (no [SEP]), or the text alone."""
-    if use_titles and doc.title:
-        return f"{doc.title} {doc.text}"
-    return doc.text
-
-
 class CrossEncoder(nn.Module):
     """A transformers AutoModel backbone with a dropout + linear head on [CLS] (or the mean)."""
 
@@ -73,7 +66,6 @@ class CrossEncoder(nn.Module):
         pooling: str = "cls",
         max_length: int = 160,
         head_dropout: float = 0.1,
-        use_titles: bool = True,
     ):
         super().__init__()
         if not 0.0 <= head_dropout < 1.0:
@@ -82,7 +74,6 @@ class CrossEncoder(nn.Module):
         self.tokenizer = tokenizer
         self.pooling = check_pooling(pooling)
         self.max_length = check_max_length(max_length, "max_length", backbone)
-        self.use_titles = bool(use_titles)
         self.dropout = nn.Dropout(head_dropout)
         self.score_head = nn.Linear(backbone.config.hidden_size, 1)
         self.reset_head()
@@ -96,16 +87,15 @@ class CrossEncoder(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def tokenize_pairs(self, queries: list[str], docs: list[Doc], use_titles: bool | None = None, pad: bool = True):
+    def tokenize_pairs(self, queries: list[str], docs: list[Doc], pad: bool = True):
         """`[CLS] q [SEP] title text [SEP]` for each (query, doc) -> padded (N, L) tensors, or lists."""
         queries, docs = list(queries), list(docs)
         if len(queries) != len(docs):
             raise RqaError(f"tokenize_pairs needs one query per document, got {len(queries)} and {len(docs)}")
-        use_titles = self.use_titles if use_titles is None else use_titles
         if not docs:
             encodings = {"input_ids": [], "token_type_ids": [], "attention_mask": []}
         else:
-            passages = [passage_text(doc, use_titles) for doc in docs]
+            passages = [passage_text(doc) for doc in docs]
             encodings = dict(self.tokenizer(queries, passages, truncation="longest_first", max_length=self.max_length))
         if not pad:
             return encodings
@@ -126,7 +116,6 @@ class CrossEncoder(nn.Module):
             pooling=self.pooling,
             max_length=self.max_length,
             head_dropout=self.dropout.p,
-            use_titles=self.use_titles,
         )
 
     def save_pretrained(self, folder: str | os.PathLike) -> Path:
@@ -158,7 +147,7 @@ class CrossEncoder(nn.Module):
     def from_backbone(cls, name: str, **options) -> "CrossEncoder":
         """Backbone from resolve_backbone(name), fresh head (eval mode; call .train() to fine-tune).
 
-        options: pooling ("cls" | "mean"), max_length, head_dropout, use_titles.
+        options: pooling ("cls" | "mean"), max_length, head_dropout.
         """
         unknown = set(options) - set(cls._option_names())
         if unknown:
@@ -168,4 +157,4 @@ class CrossEncoder(nn.Module):
 
     @staticmethod
     def _option_names() -> tuple[str, ...]:
-        return ("pooling", "max_length", "head_dropout", "use_titles")
+        return ("pooling", "max_length", "head_dropout")

@@ -13,7 +13,7 @@ A saved dual encoder is plain transformers folders plus a small json::
 
     folder/query_encoder/     config.json, model.safetensors, tokenizer files
     folder/passage_encoder/   the same (absent when the towers are shared)
-    folder/rqakit.json        kind, shared, pooling, normalize, temperature, lengths, use_titles
+    folder/rqakit.json        kind, shared, pooling, normalize, temperature, lengths
 
 Loading it with transformers alone (pooling "cls", normalize off)::
 
@@ -36,8 +36,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from rqakit.data.collection import Doc
 from rqakit.errors import RqaError
+from rqakit.types import Doc
 from rqakit.models.backbone import (
     check_max_length,
     check_pooling,
@@ -69,7 +69,6 @@ class DualEncoder(nn.Module):
         temperature: float = 1.0,
         query_max_length: int = 32,
         passage_max_length: int = 128,
-        use_titles: bool = True,
     ):
         """passage_encoder None (or the query encoder itself) shares one tower for both sides."""
         super().__init__()
@@ -83,7 +82,6 @@ class DualEncoder(nn.Module):
         self.temperature = float(temperature)
         self.query_max_length = check_max_length(query_max_length, "query_max_length", query_encoder)
         self.passage_max_length = check_max_length(passage_max_length, "passage_max_length", self.passage_encoder)
-        self.use_titles = bool(use_titles)
 
     @property
     def shared(self) -> bool:
@@ -107,17 +105,16 @@ class DualEncoder(nn.Module):
         encodings = self.tokenizer(texts, truncation=True, max_length=self.query_max_length)
         return self._finish(dict(encodings), pad)
 
-    def tokenize_passages(self, docs: list[Doc], use_titles: bool | None = None, pad: bool = True):
-        """`[CLS] title [SEP] text [SEP]` (titles on, title non-empty) or `[CLS] text [SEP]`.
+    def tokenize_passages(self, docs: list[Doc], pad: bool = True):
+        """`[CLS] title [SEP] text [SEP]` (the doc has a title) or `[CLS] text [SEP]`.
 
         Title and text are truncated together, longest first, to passage_max_length; segment ids
         are 0 for `[CLS] title [SEP]` and 1 for `text [SEP]` (official `task_reader_shuffle.py`).
         A document with an empty title is encoded as text alone. -> padded (N, L) tensors.
         """
-        use_titles = self.use_titles if use_titles is None else use_titles
         docs = list(docs)
-        titled = [i for i, doc in enumerate(docs) if use_titles and doc.title]
-        untitled = [i for i, doc in enumerate(docs) if not (use_titles and doc.title)]
+        titled = [i for i, doc in enumerate(docs) if doc.title]
+        untitled = [i for i, doc in enumerate(docs) if not doc.title]
         rows: list[dict | None] = [None] * len(docs)
         if titled:
             pairs = self.tokenizer(
@@ -189,7 +186,6 @@ class DualEncoder(nn.Module):
             temperature=self.temperature,
             query_max_length=self.query_max_length,
             passage_max_length=self.passage_max_length,
-            use_titles=self.use_titles,
         )
 
     def save_pretrained(self, folder: str | os.PathLike) -> Path:
@@ -219,7 +215,7 @@ class DualEncoder(nn.Module):
     def from_backbone(cls, name: str, *, shared: bool = False, **options) -> "DualEncoder":
         """Both towers initialised from resolve_backbone(name) (eval mode; call .train() to fine-tune).
 
-        options: pooling, normalize, temperature, query_max_length, passage_max_length, use_titles.
+        options: pooling, normalize, temperature, query_max_length, passage_max_length.
         """
         unknown = set(options) - set(cls._option_names())
         if unknown:
@@ -231,4 +227,4 @@ class DualEncoder(nn.Module):
 
     @staticmethod
     def _option_names() -> tuple[str, ...]:
-        return ("pooling", "normalize", "temperature", "query_max_length", "passage_max_length", "use_titles")
+        return ("pooling", "normalize", "temperature", "query_max_length", "passage_max_length")

@@ -22,7 +22,8 @@ from pathlib import Path
 import pandas as pd
 
 from .. import __version__
-from ..artifacts import git_commit, machine, write_json_atomic
+from ..artifacts import git_commit, machine
+from ..atomic import write_json as write_json_atomic
 from ..config import config_hash
 from . import figures, paper, results, tables
 from .chapter import read_chapter_times

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..artifacts import git_commit, write_json_atomic
+from ..artifacts import git_commit
+from ..atomic import write_json as write_json_atomic
 from ..config import RunConfig, config_hash
 
 

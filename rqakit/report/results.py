@@ -28,7 +28,8 @@ import pandas as pd
 
 from ..errors import RqaError
 from ..evaluation import evaluate_run, paired_test, per_query
-from ..search import interpolate, read_trec_run, reciprocal_rank_fusion
+from ..fusion import interpolate, reciprocal_rank_fusion
+from ..runs import read_trec_run
 
 TABLES = ("retrieval", "rerank", "ablation", "listsize", "paired", "run")
 VARIANTS = ("dynamic", "static", "pointwise", "no-denoise")
@@ -251,7 +252,7 @@ def augment_rows(ws) -> list[dict]:
     for key in ("pseudo_positives", "dropped_as_false_negative", "fallback_lists"):
         if key in summary:
             figures[key] = summary[key]
-    for key in ("tokens_per_s", "share_of_bf16_peak"):
+    for key in ("tokens_per_s", "gflops_per_s"):
         if key in summary.get("scoring", {}):
             figures[key] = summary["scoring"][key]
     for group, pr in summary.get("denoising_quality", {}).items():

@@ -57,29 +57,18 @@ def corpus_table(ws, sample: int = CORPUS_SAMPLE) -> pd.DataFrame:
 
 def example_query(ws, qid: str | None = None) -> pd.DataFrame:
     """One test query and the passages that matter for it: labelled positives (with grade) and,
-    on rqakit/toy, the near-duplicate distractors and the unlabelled positive (a false negative)."""
+    where the collection knows them (`Split.annotations`, e.g. rqakit/toy), near-duplicate
+    distractors and relevant passages missing from the qrels (false negatives)."""
     split = ws.test
+    distractors, unlabelled = (split.annotations.get(kind, {}) for kind in ("distractors", "unlabelled"))
     if qid is None:
-        with_unlabelled = [q for q in sorted(split.qrels) if _is_toy(ws) and _toy_role(ws, q, "unlabeled")]
-        qid = (with_unlabelled or sorted(split.qrels))[0]
+        qid = ([q for q in sorted(split.qrels) if unlabelled.get(q)] or sorted(split.qrels))[0]
     roles = [(d, f"labelled relevant (grade {g})") for d, g in sorted(split.qrels[qid].items(), key=lambda x: -x[1])]
-    if _is_toy(ws):
-        roles += [(d, "near-duplicate distractor (hard negative)") for d in sorted(_toy_role(ws, qid, "distractors"))]
-        roles += [(d, "relevant but NOT in the qrels (false negative)") for d in sorted(_toy_role(ws, qid, "unlabeled"))]
+    roles += [(d, "near-duplicate distractor (hard negative)") for d in sorted(distractors.get(qid, ()))]
+    roles += [(d, "relevant but NOT in the qrels (false negative)") for d in sorted(unlabelled.get(qid, ()))]
     docs = ws.corpus.get_many([d for d, _ in roles])
     return pd.DataFrame([{"query": split.queries[qid], "role": role, "doc_id": d, "passage": ws.corpus.passage_text(doc)}
                          for (d, role), doc in zip(roles, docs)])
-
-
-def _is_toy(ws) -> bool:
-    return ws.cfg.data.train.startswith("rqakit/toy")
-
-
-def _toy_role(ws, qid: str, role: str) -> set[str]:
-    from ..data import toy
-
-    table = toy.unlabeled_positives("test") if role == "unlabeled" else toy.distractors("test")
-    return set(table.get(qid, ()))
 
 
 def history_summary(folder: str | Path) -> dict:
@@ -100,7 +89,7 @@ def augment_table(summary: dict) -> pd.DataFrame:
              "candidates dropped as likely false negatives": summary.get("dropped_as_false_negative"),
              "denoised lists filled from beyond the scored window": summary.get("fallback_lists"),
              "CE scoring, tokens/s": round(scoring.get("tokens_per_s", float("nan")), 1),
-             "CE scoring, share of the bf16 peak": round(scoring.get("share_of_bf16_peak", float("nan")), 4)}
+             "CE scoring, GFLOP/s": round(scoring.get("gflops_per_s", float("nan")), 1)}
     return pd.Series(items, dtype=object).to_frame("value")
 
 

@@ -17,7 +17,7 @@ def run_named_stage(name: str, cfg: RunConfig, *, force: bool = False, **options
     """`rqakit stage NAME`: one stage (and, cached, the stages it needs)."""
     from importlib import import_module
 
-    from ..training import init_distributed
+    from ..runtime import init_distributed
 
     init_distributed()  # a no-op unless launched by torchrun
 
@@ -31,4 +31,36 @@ def run_named_stage(name: str, cfg: RunConfig, *, force: bool = False, **options
     return module.run(ws, force=force, **options)
 
 
-__all__ = ["Workspace", "run_named_stage", "STAGES"]
+def stage_results(cfg: RunConfig, *, clean: bool = False) -> dict:
+    """`rqakit runs`: every result folder under `<workdir>/<profile>/`, whether the config gives
+    it now ("current"), and with `clean` the removal of the others, of unfinished work folders and
+    of temporaries left by killed processes. Current results and their work folders are kept."""
+    import shutil
+
+    from ..artifacts import read_manifest, remove_stale_temporaries
+
+    ws = Workspace(cfg)
+    rows, removed = [], []
+    for stage_dir in sorted(p for p in ws.root.glob("*") if p.is_dir()) if ws.root.is_dir() else []:
+        try:
+            current = ws.folder(stage_dir.name).name
+        except RqaError:
+            current = None  # not a stage this kit version knows
+        for entry in sorted(stage_dir.iterdir()):
+            if entry.name == "latest" or entry.name.startswith("."):
+                continue
+            cfg_hash = entry.name.removesuffix(".work")
+            kind = "work" if entry.name.endswith(".work") else "result" if read_manifest(entry) else "incomplete"
+            row = {"stage": stage_dir.name, "hash": cfg_hash, "kind": kind, "current": cfg_hash == current,
+                   "finished_at": (read_manifest(entry) or {}).get("finished_at")}
+            if clean and not row["current"]:
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(str(entry))
+            rows.append(row)
+        if clean:
+            for folder in stage_dir.iterdir():
+                remove_stale_temporaries(folder)
+    return {"root": str(ws.root), "folders": rows, "removed": removed}
+
+
+__all__ = ["Workspace", "run_named_stage", "stage_results", "STAGES"]

@@ -21,12 +21,9 @@ def planned_runs(ws: Workspace) -> list[dict]:
     return runs
 
 
-def run_all(ws: Workspace, *, force: bool = False, log=print, only: list[str] | None = None) -> list[tuple[dict, Path]]:
-    """Run (or reuse) every planned joint run; `only` restricts to some variants."""
-    done = []
-    for spec in planned_runs(ws):
-        if only and spec["variant"] not in only:
-            continue
-        done.append((spec, joint.run(ws, spec["variant"], list_size=spec["list_size"], seed=spec["seed"],
-                                     force=force, log=log)))
-    return done
+def run_all(ws: Workspace, *, force: bool = False, rebuilt: list[dict] = (), log=print) -> list[tuple[dict, Path]]:
+    """Run (or reuse) every planned joint run -> [(spec, folder)]. With `force`, every run is
+    rebuilt except those in `rebuilt` (specs an earlier chapter has just rebuilt)."""
+    return [(spec, joint.run(ws, spec["variant"], list_size=spec["list_size"], seed=spec["seed"],
+                             force=force and spec not in rebuilt, log=log))
+            for spec in planned_runs(ws)]

@@ -3,13 +3,14 @@ warm re-ranker.
 
 1. the warm dual encoder's top `retrieve_depth` for every training query (faiss, from `warmup_de`);
 2. the warm cross-encoder scores the first `score_depth` of them and the labelled positives, in
-   length-sorted bf16 batches (tokens/s and share of peak go in the manifest);
+   length-sorted batches (tokens/s and GFLOP/s go in the manifest);
 3. logits become probabilities (`augment.calibration`: Platt scaling fitted on the labelled pairs,
    since a listwise-trained CE's logits are no probabilities and v1's 0.1 / 0.9 were set on them);
 4. `rqakit.mining.build_lists` writes undenoised and denoised lists of m (positive at index 0).
 
 Writes `lists.parquet`, `candidates.parquet` (every scored pair with its fate), `summary.json`,
-`calibration.json`, and on `rqakit/toy` `denoising.json` (precision and recall against the known
+`calibration.json`, and where the collection knows its unlabelled positives (`Split.annotations`,
+e.g. `rqakit/toy`) `denoising.json` (precision and recall against the known
 unlabelled positives).
 """
 from __future__ import annotations
@@ -23,11 +24,11 @@ from ..artifacts import run_stage
 from ..encode import Throughput, score_pairs
 from ..mining import Calibrator, build_lists, denoising_quality, labelled_pairs, write_lists
 from ..models import CrossEncoder
-from .common import load_run, ranked_ids, write_json
+from .common import ranked_ids, warm_retriever_run, write_json
 from .workspace import Workspace
 
-# bf16 matmul peak of the machine kind this profile was planned on (measured.md): 388 GFLOP/s.
-BF16_PEAK_GFLOPS = 388.0
+NEEDS = ("warmup_de", "warmup_ce")
+READS = ("data", "augment")
 
 
 def forward_flops_per_token(cross_encoder) -> float:
@@ -44,7 +45,7 @@ def run(ws: Workspace, force: bool = False, log=print) -> Path:
     wde, wce = warmup_de.run(ws, log=log), warmup_ce.run(ws, log=log)
 
     def build(tmp: Path) -> dict:
-        de_run = load_run(wde, "warmup_de.train")
+        de_run = warm_retriever_run(wde, ws.train.queries, a.retrieve_depth, cfg.evaluate.batch_size)
         candidates = {q: ranked_ids(de_run, q, a.retrieve_depth) for q in sorted(ws.train.queries)}
         pairs = []
         for qid, docs in candidates.items():
@@ -80,13 +81,11 @@ def run(ws: Workspace, force: bool = False, log=print) -> Path:
         throughput = stats.as_dict()
         flops = forward_flops_per_token(ce) * throughput.get("tokens", 0)
         throughput["gflops_per_s"] = flops / 1e9 / max(throughput.get("seconds", 1e-9), 1e-9)
-        throughput["share_of_bf16_peak"] = throughput["gflops_per_s"] / BF16_PEAK_GFLOPS
         summary["scoring"] = throughput
-        if cfg.data.train.startswith("rqakit/toy"):
-            from ..data.toy import unlabeled_positives
-
+        unlabelled = ws.train.annotations.get("unlabelled")
+        if unlabelled is not None:  # the collection knows the relevant passages its qrels miss
             window = {q: docs[: a.score_depth] for q, docs in candidates.items()}
-            quality = denoising_quality(dropped, pseudo, unlabeled_positives("train"), window)
+            quality = denoising_quality(dropped, pseudo, {q: set(d) for q, d in unlabelled.items()}, window)
             write_json(tmp / "denoising.json", quality)
             summary["denoising_quality"] = quality
         write_json(tmp / "summary.json", summary)

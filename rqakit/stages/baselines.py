@@ -1,17 +1,20 @@
 """Stage `baselines`: BM25 (bm25s) and the backbone read zero-shot (mean and [CLS] pooling).
 
-Writes the BM25 index, BM25 runs for the train/val/test queries (the train run is the source of
-BM25 hard negatives for the warm-up stages), zero-shot test runs, and `metrics.json`.
+Writes the BM25 index (later stages search it for their training queries at their own depth),
+BM25 runs for the validation and test queries, zero-shot runs, and `metrics.json` (test).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from ..artifacts import run_stage
-from ..retrieval import dense_retrieve, load_dual_encoder
-from ..search import BM25Index
+from ..search import BM25Index, dense_retrieve, load_dual_encoder
 from .common import metrics_of, save_run, write_json
 from .workspace import Workspace
+
+NEEDS: tuple[str, ...] = ()
+READS = ("data", "model.backbone", "model.p_max_len", "model.q_max_len", "evaluate.retrieve_depth",
+         "evaluate.measures")
 
 
 def run(ws: Workspace, force: bool = False, log=print) -> Path:
@@ -19,17 +22,15 @@ def run(ws: Workspace, force: bool = False, log=print) -> Path:
 
     def build(tmp: Path) -> dict:
         measures, depth = cfg.evaluate.measures, cfg.evaluate.retrieve_depth
-        bm25 = BM25Index.build(ws.corpus, use_titles=cfg.data.use_titles)
+        bm25 = BM25Index.build(ws.corpus)
         bm25.save(tmp / "bm25_index")
-        train_depth = max(cfg.warmup_de.bm25_depth, cfg.warmup_ce.depth, depth)
-        save_run(tmp, "bm25.train", bm25.search(ws.train.queries, train_depth))
         save_run(tmp, "bm25.val", bm25.search(ws.val.queries, depth))
         test_run = bm25.search(ws.test.queries, depth)
         save_run(tmp, "bm25.test", test_run)
         metrics = {"bm25": metrics_of(test_run, ws.test, measures)}
         for pooling in ("mean", "cls"):
             de = load_dual_encoder(cfg.model.backbone, pooling=pooling, max_length=cfg.model.p_max_len,
-                                   query_max_length=cfg.model.q_max_len, use_titles=cfg.data.use_titles)
+                                   query_max_length=cfg.model.q_max_len)
             name = f"zeroshot-{pooling}"
             runs = dense_retrieve(de, ws.corpus, {"val": ws.val.queries, "test": ws.test.queries}, depth,
                                   batch_size=cfg.evaluate.batch_size)

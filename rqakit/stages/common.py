@@ -1,33 +1,67 @@
-"""Small helpers the stages share: runs on disk, metrics of a run, optimizer settings."""
+"""What the stages share: runs on disk and their metrics, the first-stage runs of earlier stages
+searched at the depth a later stage needs, and one call that trains a stage's objective."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import Callable, Sequence
 
+from ..artifacts import work_dir
+from ..atomic import write_json  # noqa: F401  (the stages' one JSON writer)
 from ..evaluation import evaluate_run
-from ..search import Run, ranked, read_trec_run, write_trec_run
+from ..runs import Run, ranked, read_trec_run, write_trec_run
+from ..runtime import pick_device
+from ..training import OptimSettings, TrainResult, make_plan, train
 
 
 def save_run(folder: Path, name: str, run: Run) -> Path:
     path = Path(folder) / "runs" / f"{name}.trec"
-    path.parent.mkdir(parents=True, exist_ok=True)
     write_trec_run(run, path)
     return path
 
 
 def load_run(folder: Path, name: str) -> Run:
-    path = Path(folder) / "runs" / f"{name}.trec"
-    return read_trec_run(path)
+    return read_trec_run(Path(folder) / "runs" / f"{name}.trec")
 
 
 def metrics_of(run: Run, split, measures) -> dict:
     return {k: float(v) for k, v in evaluate_run(run, split.qrels, list(measures)).items()}
 
 
-def write_json(path: Path, obj) -> None:
-    Path(path).write_text(json.dumps(obj, indent=2, sort_keys=True, default=float))
-
-
 def ranked_ids(run: Run, qid: str, k: int | None = None) -> list[str]:
-    """One query's doc ids by score (ties by id, as `search.ranked`), the first k."""
+    """One query's doc ids by score (ties by id, as `runs.ranked`), the first k."""
     return [d for d, _ in ranked(run.get(qid, {}))[:k]]
+
+
+def bm25_run(baselines_folder: Path, queries: dict[str, str], depth: int) -> Run:
+    """BM25's top `depth` for `queries`, from the index the `baselines` stage saved."""
+    from ..search import BM25Index
+
+    return BM25Index.load(Path(baselines_folder) / "bm25_index").search(queries, depth)
+
+
+def warm_retriever_run(warmup_de_folder: Path, queries: dict[str, str], depth: int, batch_size: int = 64) -> Run:
+    """The warm retriever's top `depth` for `queries`, against the corpus embeddings `warmup_de`
+    saved (only the queries are encoded)."""
+    from ..encode import EmbeddingShards, encode_queries
+    from ..models import DualEncoder
+    from ..search import dense_search
+
+    folder = Path(warmup_de_folder)
+    de = DualEncoder.from_pretrained(folder / "model")
+    qids = list(queries)
+    q_emb = encode_queries(de, [queries[q] for q in qids], batch_size=batch_size, progress=False)
+    return dense_search(q_emb, EmbeddingShards(folder / "corpus_emb"), depth, query_ids=qids)
+
+
+def fit(objective, examples: Sequence, plan: list[list[list[int]]], *, optim: OptimSettings, section, ws,
+        folder: Path, desc: str, log: Callable = print, **options) -> TrainResult:
+    """Train `objective` on `plan` (example indices per micro-batch per step), checkpointing in the
+    stage's work folder every `section.checkpoint_every` steps and seeding from `section.seed`."""
+    batches = [[[examples[i] for i in micro] for micro in step] for step in plan]
+    return train(objective, batches, objective.collate, optim=optim, device=pick_device(ws.config.runtime.device),
+                 checkpoint_dir=work_dir(folder) / "ckpt", checkpoint_every=section.checkpoint_every,
+                 desc=desc, seed=section.seed, log=log, **options)
+
+
+__all__ = ["bm25_run", "fit", "load_run", "make_plan", "metrics_of", "ranked_ids", "save_run", "warm_retriever_run",
+           "write_json"]

@@ -15,30 +15,35 @@ improvement, seen), `metrics.json` (test retrieval and re-ranking) and the runs.
 """
 from __future__ import annotations
 
-import copy
+import dataclasses
+import re
 from pathlib import Path
 
 import numpy as np
 
-from ..artifacts import run_stage, work_dir
+from ..artifacts import run_stage
+from ..config import plain
 from ..encode import encode_passages, encode_queries, score_pairs
 from ..errors import RqaError
 from ..mining import read_lists, select_lists
 from ..models import CrossEncoder, DualEncoder
 from ..objectives import JointDistillation, ListExample
 from ..rerank import rerank
-from ..retrieval import dense_retrieve
-from ..training import OptimSettings, TrainingStopped, make_plan, pick_device, train
-from .common import load_run, metrics_of, ranked_ids, save_run, write_json
+from ..search import dense_retrieve
+from ..training import OptimSettings, TrainingStopped
+from .common import fit, load_run, make_plan, metrics_of, ranked_ids, save_run, write_json
 from .workspace import Workspace
 
 VARIANTS = ("dynamic", "static", "pointwise", "no-denoise")
+NEEDS = ("baselines", "warmup_de", "warmup_ce", "augment")
+READS = ("data", "evaluate.retrieve_depth", "evaluate.rerank_depth", "evaluate.measures")  # + the variant's joint section
 
 
 def variant_config(ws: Workspace, variant: str, list_size: int | None, seed: int | None):
+    """The `joint` section with the variant's switch, list size and seed applied."""
     if variant not in VARIANTS:
         raise RqaError(f"unknown joint variant {variant!r}; choose one of: {', '.join(VARIANTS)}")
-    j = copy.deepcopy(ws.cfg.joint)
+    j = dataclasses.replace(plain(ws.cfg.joint))
     if variant == "static":
         j.mode = "static"
     elif variant == "pointwise":
@@ -54,6 +59,18 @@ def variant_config(ws: Workspace, variant: str, list_size: int | None, seed: int
 
 def folder_name(variant: str, list_size: int, seed: int) -> str:
     return f"joint-{variant}-m{list_size}-s{seed}"
+
+
+def stage_hash(ws: Workspace, name: str) -> str:
+    """Config hash of the joint run `name` ("joint-static-m8-s2"): READS, the stages it needs and
+    its own joint section (checkpoint interval aside)."""
+    found = re.fullmatch(r"joint-(.+)-m(\d+)-s(-?\d+)", name)
+    if not found:
+        raise RqaError(f"{name!r} is not a joint run name (joint-VARIANT-mM-sSEED)")
+    variant, list_size, seed = found.group(1), int(found.group(2)), int(found.group(3))
+    j = variant_config(ws, variant, list_size, seed)
+    section = {k: v for k, v in dataclasses.asdict(j).items() if k != "checkpoint_every"}
+    return ws.hash("joint", extra={"variant": variant, "joint": section})
 
 
 def teacher_scores(lists, ws: Workspace, ce: CrossEncoder, batch_size: int) -> list[list[float]]:
@@ -107,7 +124,7 @@ def run(ws: Workspace, variant: str = "dynamic", *, list_size: int | None = None
     base, wde, wce, aug = (baselines.run(ws, log=log), warmup_de.run(ws, log=log),
                            warmup_ce.run(ws, log=log), augment.run(ws, log=log))
     name = folder_name(variant, j.list_size, j.seed)
-    folder = ws.folder(name)
+    folder, cfg_hash = ws.folder(name), stage_hash(ws, name)
 
     def build(tmp: Path) -> dict:
         lists = select_lists(read_lists(aug / "lists.parquet"), use_denoised=j.use_denoised, list_size=j.list_size)
@@ -123,19 +140,16 @@ def run(ws: Workspace, variant: str = "dynamic", *, list_size: int | None = None
                                       kl_grad_to_ce=j.kl_grad_to_ce, kl_reduction=j.kl_reduction, in_batch=j.in_batch)
         plan = make_plan(len(examples), batch_size=min(j.batch_queries, len(examples)),
                          micro_batch_size=j.micro_batch_queries, epochs=j.epochs, seed=j.seed)
-        plan = [[[examples[i] for i in mb] for mb in step] for step in plan]
         evaluator = None
         if j.eval_every:
             bm25_val, wde_val = load_run(base, "bm25.val"), load_run(wde, "warmup_de.val")
             pools = {q: list(dict.fromkeys(ranked_ids(bm25_val, q, 10) + ranked_ids(wde_val, q, 10)))
                      for q in ws.val.queries}
             evaluator = curve_evaluator(ws, de, None if j.mode == "static" else ce, pools, batch_size)
-        result = train(objective, plan, objective.collate,
-                       optim=OptimSettings(lr=j.lr, weight_decay=j.weight_decay, warmup_ratio=0.0,
-                                           schedule="constant", clip=j.clip),
-                       device=pick_device(cfg.runtime.device), checkpoint_dir=work_dir(folder) / "ckpt",
-                       checkpoint_every=j.checkpoint_every, stop_after=stop_after, eval_fn=evaluator,
-                       eval_every=j.eval_every, desc=name, seed=j.seed, log=log)
+        result = fit(objective, examples, plan, ws=ws, section=j, folder=folder, desc=name, log=log,
+                     optim=OptimSettings(lr=j.lr, weight_decay=j.weight_decay, warmup_ratio=0.0,
+                                         schedule="constant", clip=j.clip),
+                     stop_after=stop_after, eval_fn=evaluator, eval_every=j.eval_every)
         if stop_after is not None and result.resumed_from + result.steps < len(plan):
             raise TrainingStopped(f"{name} stopped after step {stop_after}; run it again to resume")
         de.eval().save_pretrained(tmp / "retriever")
@@ -162,5 +176,4 @@ def run(ws: Workspace, variant: str = "dynamic", *, list_size: int | None = None
                 "steps": len(result.history), "mean_step_s": float(np.mean(step_s)) if step_s else None,
                 "train_wall_time_s": result.wall_time_s}
 
-    return run_stage(folder, ws.hash("joint", extra={"variant": variant, "joint": vars(j)}), build,
-                     config=ws.config_dict(), force=force, log=log)
+    return run_stage(folder, cfg_hash, build, config=ws.config_dict(), force=force, log=log)

@@ -10,7 +10,7 @@ resume, bf16 autocast on a bf16 CPU) with the library's model and loss; `bf16: f
 fp32 as the library's own loop does.
 
 Settings come from the `st_mnrl` config section (1 epoch, batch 16, lr 2e-5, max length 256); the training
-pairs follow `warmup_de` (`warmup_de.bm25_depth`, seed `joint.seed`), so both recipes see one set
+pairs follow `warmup_de` (`warmup_de.bm25_depth`, `warmup_de.seed`), so both recipes see one set
 of triples. Writes `model/` (a sentence-transformers folder), `runs/st-mnrl.{val,test}.trec`,
 `history.json` and `metrics.json` (test).
 """
@@ -25,29 +25,29 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..artifacts import run_stage, work_dir
-from ..data.collection import Doc
+from ..artifacts import run_stage
+from ..config import plain
 from ..models import resolve_backbone
 from ..objectives import ListExample
-from ..search import Run, dense_search
-from ..training import OptimSettings, make_plan, pick_device, train
-from .common import load_run, metrics_of, save_run, write_json
-from .warmup_de import training_pairs
+from ..runs import Run
+from ..runtime import pick_device
+from ..search import search_query_sets
+from ..training import OptimSettings
+from ..types import Doc, passage_text
+from .common import fit, make_plan, metrics_of, save_run, write_json
+from .warmup_de import bm25_training_pairs
 from .workspace import Workspace
 
+NEEDS = ("baselines",)
+READS = ("data", "model.backbone", "st_mnrl", "warmup_de.bm25_depth", "warmup_de.seed", "evaluate.retrieve_depth",
+         "evaluate.measures")  # the triples are warmup_de's: its BM25 depth and seed
 RUN_NAME = "st-mnrl"
 CORPUS_CHUNK = 50_000       # passages encoded per call, so memory stays flat on a large corpus
 
 
 def settings(cfg) -> dict:
     """The recipe: the `st_mnrl` config section (rqakit.config.StMnrlConfig) as a dict."""
-    return dataclasses.asdict(cfg.st_mnrl)
-
-
-def stage_hash(ws: Workspace) -> str:
-    """Config hash of the stage: data, model, evaluate, the recipe and how the triples are drawn."""
-    pairs = {"bm25_depth": ws.cfg.warmup_de.bm25_depth, "seed": ws.cfg.joint.seed}
-    return ws.hash("st_mnrl", extra={"st_mnrl": settings(ws.cfg), "pairs": pairs})
+    return dataclasses.asdict(plain(cfg.st_mnrl))
 
 
 def load_sentence_transformer(backbone: str, *, max_length: int, device: torch.device | str = "cpu"):
@@ -111,34 +111,25 @@ def retrieve(model, corpus, query_sets: Mapping[str, Mapping[str, str]], depth: 
     every query set exactly by inner product: {name: {qid: text}} -> {name: run}."""
     shards, docs = [], corpus.iter_docs()
     while chunk := list(itertools.islice(docs, CORPUS_CHUNK)):
-        embeddings = encode_texts(model, [corpus.passage_text(doc) for doc in chunk], batch_size)
+        embeddings = encode_texts(model, [passage_text(doc) for doc in chunk], batch_size)
         shards.append(([doc.doc_id for doc in chunk], embeddings.astype(np.float16)))
         log(f"[st_mnrl] encoded {sum(len(ids) for ids, _ in shards)} passages")
-    runs = {}
-    for name, queries in query_sets.items():
-        qids = list(queries)
-        if not qids:
-            runs[name] = {}
-            continue
-        query_emb = encode_texts(model, [queries[q] for q in qids], batch_size)  # (nq, d)
-        runs[name] = dense_search(query_emb, shards, depth, query_ids=qids)
-    return runs
+    return search_query_sets(lambda texts: encode_texts(model, texts, batch_size), shards, query_sets, depth)
 
 
-def fine_tune(ws: Workspace, examples: list[ListExample], recipe: dict, checkpoint_dir: Path, log=print):
+def fine_tune(ws: Workspace, examples: list[ListExample], recipe: dict, folder: Path, log=print):
     """One sentence-transformers model trained on `examples` with MNRL -> (model, TrainResult)."""
     cfg = ws.cfg
     device = pick_device(cfg.runtime.device)
     model = load_sentence_transformer(cfg.model.backbone, max_length=recipe["max_length"], device=device)
-    objective = MNRLObjective(model, ws.corpus.passage_text, scale=recipe["scale"])
+    objective = MNRLObjective(model, passage_text, scale=recipe["scale"])
     # The library's loader keeps the last, smaller batch: every triple is seen once per epoch.
     plan = make_plan(len(examples), batch_size=recipe["batch_size"], micro_batch_size=recipe["batch_size"],
-                     epochs=recipe["epochs"], seed=cfg.joint.seed, drop_last=False)
-    result = train(objective, [[[examples[i] for i in mb] for mb in step] for step in plan], objective.collate,
-                   optim=OptimSettings(lr=recipe["lr"], weight_decay=recipe["weight_decay"],
-                                       warmup_ratio=recipe["warmup_ratio"], schedule="linear", clip=1.0),
-                   device=device, precision=bool(recipe["bf16"]), checkpoint_dir=checkpoint_dir,
-                   checkpoint_every=cfg.joint.checkpoint_every, desc="st_mnrl", seed=cfg.joint.seed, log=log)
+                     epochs=recipe["epochs"], seed=cfg.st_mnrl.seed, drop_last=False)
+    result = fit(objective, examples, plan, ws=ws, section=cfg.st_mnrl, folder=folder, desc="st_mnrl", log=log,
+                 optim=OptimSettings(lr=recipe["lr"], weight_decay=recipe["weight_decay"],
+                                     warmup_ratio=recipe["warmup_ratio"], schedule="linear", clip=1.0),
+                 precision=bool(recipe["bf16"]))
     return model.eval(), result
 
 
@@ -150,8 +141,8 @@ def run(ws: Workspace, force: bool = False, log=print) -> Path:
     folder = ws.folder("st_mnrl")
 
     def build(tmp: Path) -> dict:
-        examples = training_pairs(ws, load_run(base, "bm25.train"), depth=cfg.warmup_de.bm25_depth, seed=cfg.joint.seed)
-        model, result = fine_tune(ws, examples, recipe, work_dir(folder) / "ckpt", log=log)
+        examples = bm25_training_pairs(ws, base)
+        model, result = fine_tune(ws, examples, recipe, folder, log=log)
         model.save(str(tmp / "model"))
         runs = retrieve(model, ws.corpus, {"val": ws.val.queries, "test": ws.test.queries},
                         cfg.evaluate.retrieve_depth, batch_size=cfg.evaluate.batch_size, log=log)
@@ -164,4 +155,4 @@ def run(ws: Workspace, force: bool = False, log=print) -> Path:
         return {"metrics": metrics, "settings": recipe, "train_examples": len(examples), "steps": result.steps,
                 "train_wall_time_s": result.wall_time_s}
 
-    return run_stage(folder, stage_hash(ws), build, config=ws.config_dict(), force=force, log=log)
+    return run_stage(folder, ws.hash("st_mnrl"), build, config=ws.config_dict(), force=force, log=log)

@@ -11,13 +11,18 @@ from pathlib import Path
 
 import numpy as np
 
-from ..artifacts import run_stage, work_dir
+from ..artifacts import run_stage
 from ..models import CrossEncoder
 from ..objectives import ListExample, ListwiseReranker
 from ..rerank import ScoreCache, rerank
-from ..training import OptimSettings, make_plan, per_process, pick_device, train
-from .common import load_run, metrics_of, ranked_ids, save_run, write_json
+from ..runtime import per_process
+from ..training import OptimSettings
+from .common import bm25_run, fit, load_run, make_plan, metrics_of, ranked_ids, save_run, warm_retriever_run, write_json
 from .workspace import Workspace
+
+NEEDS = ("baselines", "warmup_de")
+READS = ("data", "model.backbone", "model.ce_pooling", "model.ce_max_len", "warmup_ce", "evaluate.rerank_depth",
+         "evaluate.measures")
 
 
 def negative_pools(ws: Workspace, runs: list, depth: int) -> dict[str, list[str]]:
@@ -49,8 +54,7 @@ def listwise_examples(ws: Workspace, pools: dict[str, list[str]], *, m: int, epo
 
 def build_cross_encoder(ws: Workspace) -> CrossEncoder:
     m = ws.cfg.model
-    return CrossEncoder.from_backbone(m.backbone, pooling=m.ce_pooling, max_length=m.ce_max_len,
-                                      use_titles=ws.cfg.data.use_titles)
+    return CrossEncoder.from_backbone(m.backbone, pooling=m.ce_pooling, max_length=m.ce_max_len)
 
 
 def run(ws: Workspace, force: bool = False, log=print) -> Path:
@@ -61,24 +65,27 @@ def run(ws: Workspace, force: bool = False, log=print) -> Path:
     folder = ws.folder("warmup_ce")
 
     def build(tmp: Path) -> dict:
-        sources = {"bm25": [load_run(base, "bm25.train")], "de": [load_run(wde, "warmup_de.train")]}
-        runs = sources["bm25"] + sources["de"] if c.negatives_from == "bm25+de" else sources[c.negatives_from]
+        runs = []
+        if c.negatives_from in ("bm25", "bm25+de"):
+            runs.append(bm25_run(base, ws.train.queries, c.depth))
+        if c.negatives_from in ("de", "bm25+de"):
+            runs.append(warm_retriever_run(wde, ws.train.queries, c.depth, cfg.evaluate.batch_size))
         pools = negative_pools(ws, runs, c.depth)
         n_epochs = max(1, int(np.ceil(c.epochs)))
-        per_epoch = listwise_examples(ws, pools, m=c.list_size, epochs=n_epochs, seed=cfg.joint.seed)
-        plan = []
+        per_epoch = listwise_examples(ws, pools, m=c.list_size, epochs=n_epochs, seed=c.seed)
+        examples, plan = [], []  # negatives are drawn afresh each epoch: one list set per epoch
         for e, lists in enumerate(per_epoch):
-            frac = min(1.0, c.epochs - e)
-            for step in make_plan(len(lists), batch_size=c.batch_queries, micro_batch_size=per_process(c.batch_queries),
-                                  epochs=frac, seed=cfg.joint.seed + e):
-                plan.append([[lists[i] for i in mb] for mb in step])
+            offset = len(examples)
+            examples += lists
+            plan += [[[offset + i for i in micro] for micro in step]
+                     for step in make_plan(len(lists), batch_size=c.batch_queries,
+                                           micro_batch_size=per_process(c.batch_queries),
+                                           epochs=min(1.0, c.epochs - e), seed=c.seed + e)]
         ce = build_cross_encoder(ws)
         objective = ListwiseReranker(ce)
-        result = train(objective, plan, objective.collate,
-                       optim=OptimSettings(lr=c.lr, weight_decay=c.weight_decay, warmup_ratio=c.warmup_ratio,
-                                           schedule="linear", clip=1.0),
-                       device=pick_device(cfg.runtime.device), checkpoint_dir=work_dir(folder) / "ckpt",
-                       checkpoint_every=cfg.joint.checkpoint_every, desc="warmup_ce", seed=cfg.joint.seed, log=log)
+        result = fit(objective, examples, plan, ws=ws, section=c, folder=folder, desc="warmup_ce", log=log,
+                     optim=OptimSettings(lr=c.lr, weight_decay=c.weight_decay, warmup_ratio=c.warmup_ratio,
+                                         schedule="linear", clip=1.0))
         ce.save_pretrained(tmp / "model")
         metrics, shared = {}, ScoreCache()  # the two runs share many (query, doc) pairs: score each once
         for name, source in (("warmup_de", load_run(wde, "warmup_de.test")), ("bm25", load_run(base, "bm25.test"))):

@@ -1,9 +1,10 @@
 """Stage `warmup_de` (RocketQA step 1): the dual encoder trained with in-batch negatives plus one
 BM25 hard negative per (query, positive) pair, the DPR recipe. Under torchrun the passages of every
-process join the negatives (cross-batch negatives, `rqakit.distributed.gather_with_grad`).
+process join the negatives (cross-batch negatives, `rqakit.runtime.gather_with_grad`).
 
-Writes `model/` (the warm retriever), its train/val/test runs (the train run feeds `warmup_ce` and
-`augment`), `history.json` and `metrics.json` (test).
+Writes `model/` (the warm retriever), `corpus_emb/` (its passage embeddings, which `warmup_ce` and
+`augment` search for the training queries at their own depth), its val/test runs, `history.json`
+and `metrics.json` (test).
 """
 from __future__ import annotations
 
@@ -11,13 +12,18 @@ from pathlib import Path
 
 import numpy as np
 
-from ..artifacts import run_stage, work_dir
+from ..artifacts import run_stage
 from ..models import DualEncoder
 from ..objectives import InBatchRetriever, ListExample
-from ..retrieval import dense_retrieve
-from ..training import OptimSettings, make_plan, per_process, pick_device, train
-from .common import load_run, metrics_of, ranked_ids, save_run, write_json
+from ..runtime import per_process
+from ..search import dense_retrieve
+from ..training import OptimSettings
+from .common import bm25_run, fit, make_plan, metrics_of, ranked_ids, save_run, write_json
 from .workspace import Workspace
+
+NEEDS = ("baselines",)
+READS = ("data", "model.backbone", "model.shared_towers", "model.pooling", "model.normalize", "model.temperature",
+         "model.q_max_len", "model.p_max_len", "warmup_de", "evaluate.retrieve_depth", "evaluate.measures")
 
 
 def training_pairs(ws: Workspace, bm25_train_run, *, depth: int, seed: int) -> list[ListExample]:
@@ -38,12 +44,19 @@ def training_pairs(ws: Workspace, bm25_train_run, *, depth: int, seed: int) -> l
     return examples
 
 
+def bm25_training_pairs(ws: Workspace, baselines_folder: Path) -> list[ListExample]:
+    """The pairs of RocketQA step 1 under this config (`warmup_de.bm25_depth`, `warmup_de.seed`);
+    the sentence-transformers peer trains on the same ones."""
+    c = ws.cfg.warmup_de
+    bm25 = bm25_run(baselines_folder, ws.train.queries, c.bm25_depth)
+    return training_pairs(ws, bm25, depth=c.bm25_depth, seed=c.seed)
+
+
 def build_dual_encoder(ws: Workspace) -> DualEncoder:
     m = ws.cfg.model
     return DualEncoder.from_backbone(m.backbone, shared=m.shared_towers, pooling=m.pooling,
                                      normalize=m.normalize, temperature=m.temperature,
-                                     query_max_length=m.q_max_len, passage_max_length=m.p_max_len,
-                                     use_titles=ws.cfg.data.use_titles)
+                                     query_max_length=m.q_max_len, passage_max_length=m.p_max_len)
 
 
 def run(ws: Workspace, force: bool = False, log=print) -> Path:
@@ -54,23 +67,18 @@ def run(ws: Workspace, force: bool = False, log=print) -> Path:
     folder = ws.folder("warmup_de")
 
     def build(tmp: Path) -> dict:
-        examples = training_pairs(ws, load_run(base, "bm25.train"), depth=c.bm25_depth, seed=cfg.joint.seed)
+        examples = bm25_training_pairs(ws, base)
         de = build_dual_encoder(ws)
         objective = InBatchRetriever(de)
         plan = make_plan(len(examples), batch_size=c.batch_queries, micro_batch_size=per_process(c.batch_queries),
-                         epochs=c.epochs, seed=cfg.joint.seed)
-        result = train(objective, [[[examples[i] for i in mb] for mb in step] for step in plan], objective.collate,
-                       optim=OptimSettings(lr=c.lr, weight_decay=c.weight_decay, warmup_ratio=c.warmup_ratio,
-                                           schedule="linear", clip=1.0),
-                       device=pick_device(cfg.runtime.device), checkpoint_dir=work_dir(folder) / "ckpt",
-                       checkpoint_every=cfg.joint.checkpoint_every, desc="warmup_de", seed=cfg.joint.seed, log=log)
+                         epochs=c.epochs, seed=c.seed)
+        result = fit(objective, examples, plan, ws=ws, section=c, folder=folder, desc="warmup_de", log=log,
+                     optim=OptimSettings(lr=c.lr, weight_decay=c.weight_decay, warmup_ratio=c.warmup_ratio,
+                                         schedule="linear", clip=1.0))
         de.save_pretrained(tmp / "model")
-        depth = cfg.evaluate.retrieve_depth
-        train_depth = max(cfg.augment.retrieve_depth, cfg.warmup_ce.depth)
-        runs = dense_retrieve(de, ws.corpus, {"train": ws.train.queries}, train_depth, emb_dir=tmp / "corpus_emb",
-                              batch_size=cfg.evaluate.batch_size)
-        runs.update(dense_retrieve(de, ws.corpus, {"val": ws.val.queries, "test": ws.test.queries}, depth,
-                                   emb_dir=tmp / "corpus_emb", batch_size=cfg.evaluate.batch_size))
+        # The corpus embeddings stay: later stages search them for the training queries at their depth.
+        runs = dense_retrieve(de, ws.corpus, {"val": ws.val.queries, "test": ws.test.queries},
+                              cfg.evaluate.retrieve_depth, emb_dir=tmp / "corpus_emb", batch_size=cfg.evaluate.batch_size)
         for name, r in runs.items():
             save_run(tmp, f"warmup_de.{name}", r)
         metrics = {"warmup_de": metrics_of(runs["test"], ws.test, cfg.evaluate.measures)}

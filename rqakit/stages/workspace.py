@@ -3,58 +3,87 @@
     ws = Workspace(load_config("toy"))
     ws.train, ws.val, ws.test      # Split: training queries, validation slice held out of them, test
     ws.corpus                       # Corpus, streamed
-    ws.folder("warmup_de")          # runs/<profile>/warmup_de
     ws.hash("warmup_de")            # config hash of that stage and everything upstream
+    ws.folder("warmup_de")          # runs/<profile>/warmup_de/<hash>: one folder per config
+
+What a stage's hash covers is declared beside the stage: `READS`, the config fields (or whole
+sections) its code reads, and `NEEDS`, the stages whose outputs it reads; their hashes enter its
+own. `tests/test_stage_hashes.py` runs every stage under a config that records each field read
+and fails when a read field is not covered. Fields no output depends on (`NEUTRAL`: batch sizes
+of inference, checkpoint intervals, the runtime section) stay out.
 """
 from __future__ import annotations
 
 import dataclasses
 from functools import cached_property
+from importlib import import_module
 from pathlib import Path
 
-from ..config import RunConfig, config_hash, section_dict
+from ..config import RunConfig, config_hash, plain
 
-# Each stage depends on the config sections of its own and of every stage before it.
-STAGE_SECTIONS = {
-    "baselines": ("data", "model", "evaluate"),
-    "warmup_de": ("data", "model", "evaluate", "warmup_de"),
-    "warmup_ce": ("data", "model", "evaluate", "warmup_de", "warmup_ce"),
-    "augment": ("data", "model", "evaluate", "warmup_de", "warmup_ce", "augment"),
-    "joint": ("data", "model", "evaluate", "warmup_de", "warmup_ce", "augment", "joint"),
-    "st_mnrl": ("data", "model", "evaluate"),
-}
-# Fields no output depends on (batch size), or that only stages with a cross-encoder read.
-CROSS_ENCODER_ONLY = ("evaluate.rerank_depth", "model.ce_max_len", "model.ce_pooling")
-NOT_READ = {
-    "baselines": ("evaluate.batch_size", *CROSS_ENCODER_ONLY),
-    "warmup_de": ("evaluate.batch_size", *CROSS_ENCODER_ONLY),
-    "augment": ("evaluate.batch_size",),
-    "st_mnrl": ("evaluate.batch_size", *CROSS_ENCODER_ONLY),
-}
+# Fields that change how fast a stage runs, never what it writes.
+NEUTRAL = ("evaluate.batch_size", "warmup_de.checkpoint_every", "warmup_ce.checkpoint_every",
+           "joint.checkpoint_every", "st_mnrl.checkpoint_every", "runtime", "notes", "profile")
+
+
+def stage_module(stage: str):
+    """`rqakit.stages.<base>` for "warmup_de", "joint", "joint-dynamic-m8-s1" ..."""
+    base = stage.split("-")[0].split(":")[0]
+    return import_module(f"{__package__}.{base}")
+
+
+def expand(cfg: RunConfig, keys) -> set[str]:
+    """"section" or "section.field" patterns -> the set of "section.field" names they cover."""
+    out = set()
+    for key in keys:
+        section, _, name = key.partition(".")
+        value = getattr(cfg, section)
+        if name or not dataclasses.is_dataclass(value):
+            out.add(key)
+        else:
+            out.update(f"{section}.{f.name}" for f in dataclasses.fields(value))
+    return out
+
+
+def covered(cfg: RunConfig, stage: str) -> set[str]:
+    """Every field the hash of `stage` depends on: its READS and those of all it NEEDS."""
+    module = stage_module(stage)
+    fields = expand(cfg, module.READS)
+    for upstream in module.NEEDS:
+        fields |= covered(cfg, upstream)
+    return fields
 
 
 class Workspace:
     def __init__(self, cfg: RunConfig, root: Path | str | None = None):
-        self.cfg = cfg
-        self.root = Path(root) if root is not None else Path(cfg.runtime.workdir) / cfg.profile
-        if cfg.runtime.threads:
+        self.cfg = cfg                     # what stages read (a recording view in the hash test)
+        self.config: RunConfig = plain(cfg)  # the config itself, for hashes and manifests
+        self.root = Path(root) if root is not None else Path(self.config.runtime.workdir) / self.config.profile
+        if self.config.runtime.threads:
             import torch
 
-            torch.set_num_threads(cfg.runtime.threads)
-
-    def folder(self, name: str) -> Path:
-        return self.root / name
+            torch.set_num_threads(self.config.runtime.threads)
 
     def hash(self, stage: str, extra: dict | None = None) -> str:
-        base = stage.split("-")[0]
-        sections = section_dict(self.cfg, *STAGE_SECTIONS[base])
-        for key in NOT_READ.get(base, ("evaluate.batch_size",)):
-            section, name = key.split(".")
-            sections[section].pop(name, None)
-        return config_hash(sections, extra=extra)
+        """Hash of the fields `stage` reads (minus NEUTRAL ones) and of the stages it needs."""
+        module = stage_module(stage)
+        neutral = expand(self.config, NEUTRAL)
+        reads = {key: _get(self.config, key) for key in sorted(expand(self.config, module.READS) - neutral)}
+        needs = {name: self.hash(name) for name in module.NEEDS}
+        return config_hash({"stage": stage.split("-")[0], "reads": reads, "needs": needs}, extra=extra)
+
+    def folder(self, stage: str, cfg_hash: str | None = None) -> Path:
+        """`<root>/<stage>/<hash>`: the stage's result for this config (or for `cfg_hash`).
+
+        `stage` is a stage name or a run name its module hashes itself ("joint-dynamic-m8-s1").
+        """
+        if cfg_hash is None:
+            module = stage_module(stage)
+            cfg_hash = module.stage_hash(self, stage) if hasattr(module, "stage_hash") else self.hash(stage)
+        return self.root / stage / cfg_hash
 
     def config_dict(self) -> dict:
-        return dataclasses.asdict(self.cfg)
+        return dataclasses.asdict(self.config)
 
     # -- data -----------------------------------------------------------------------------------
     @cached_property
@@ -85,3 +114,9 @@ class Workspace:
         from ..data import load_corpus
 
         return load_corpus(self.cfg.data.train, use_titles=self.cfg.data.use_titles)
+
+
+def _get(cfg: RunConfig, key: str):
+    section, _, name = key.partition(".")
+    value = getattr(cfg, section)
+    return getattr(value, name) if name else value
