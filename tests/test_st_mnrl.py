@@ -14,8 +14,7 @@ from rqakit.data.collection import Doc
 from rqakit.objectives import ListExample
 from rqakit.runs import read_trec_run
 from rqakit.stages import st_mnrl
-from rqakit.stages.common import load_run
-from rqakit.stages.warmup_de import training_pairs
+from rqakit.stages.warmup_de import bm25_training_pairs
 from rqakit.stages.workspace import Workspace
 
 
@@ -67,8 +66,7 @@ def test_runs_rank_the_whole_depth_for_every_query(workspace, stage):
 def test_the_recipe_runs_over_the_warmup_de_triples(workspace, stage):
     folder, _ = stage
     cfg = workspace.cfg
-    pairs = training_pairs(workspace, load_run(workspace.folder("baselines"), "bm25.train"),
-                           depth=cfg.warmup_de.bm25_depth, seed=cfg.joint.seed)
+    pairs = bm25_training_pairs(workspace, workspace.folder("baselines"))
     manifest = json.loads((folder / "manifest.json").read_text())
     history = json.loads((folder / "history.json").read_text())
     assert manifest["train_examples"] == len(pairs)

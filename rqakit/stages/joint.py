@@ -36,7 +36,7 @@ from .workspace import Workspace
 
 VARIANTS = ("dynamic", "static", "pointwise", "no-denoise")
 NEEDS = ("baselines", "warmup_de", "warmup_ce", "augment")
-READS = ("data", "evaluate.retrieve_depth", "evaluate.rerank_depth", "evaluate.measures")  # + the variant's joint section
+READS = ("data", "joint", "evaluate.retrieve_depth", "evaluate.rerank_depth", "evaluate.measures")
 
 
 def variant_config(ws: Workspace, variant: str, list_size: int | None, seed: int | None):
@@ -62,15 +62,13 @@ def folder_name(variant: str, list_size: int, seed: int) -> str:
 
 
 def stage_hash(ws: Workspace, name: str) -> str:
-    """Config hash of the joint run `name` ("joint-static-m8-s2"): READS, the stages it needs and
-    its own joint section (checkpoint interval aside)."""
+    """Config hash of the joint run `name` ("joint-static-m8-s2"): READS with the variant's joint
+    section in place of the profile's, and the stages it needs."""
     found = re.fullmatch(r"joint-(.+)-m(\d+)-s(-?\d+)", name)
     if not found:
         raise RqaError(f"{name!r} is not a joint run name (joint-VARIANT-mM-sSEED)")
     variant, list_size, seed = found.group(1), int(found.group(2)), int(found.group(3))
-    j = variant_config(ws, variant, list_size, seed)
-    section = {k: v for k, v in dataclasses.asdict(j).items() if k != "checkpoint_every"}
-    return ws.hash("joint", extra={"variant": variant, "joint": section})
+    return ws.hash("joint", extra={"variant": variant}, sections={"joint": variant_config(ws, variant, list_size, seed)})
 
 
 def teacher_scores(lists, ws: Workspace, ce: CrossEncoder, batch_size: int) -> list[list[float]]:

@@ -64,11 +64,13 @@ class Workspace:
 
             torch.set_num_threads(self.config.runtime.threads)
 
-    def hash(self, stage: str, extra: dict | None = None) -> str:
-        """Hash of the fields `stage` reads (minus NEUTRAL ones) and of the stages it needs."""
+    def hash(self, stage: str, extra: dict | None = None, sections: dict | None = None) -> str:
+        """Hash of the fields `stage` reads (minus NEUTRAL ones) and of the stages it needs;
+        `sections` ({"joint": JointConfig}) stands in for config sections (a joint variant's)."""
         module = stage_module(stage)
-        neutral = expand(self.config, NEUTRAL)
-        reads = {key: _get(self.config, key) for key in sorted(expand(self.config, module.READS) - neutral)}
+        cfg = dataclasses.replace(self.config, **(sections or {}))
+        neutral = expand(cfg, NEUTRAL)
+        reads = {key: _get(cfg, key) for key in sorted(expand(cfg, module.READS) - neutral)}
         needs = {name: self.hash(name) for name in module.NEEDS}
         return config_hash({"stage": stage.split("-")[0], "reads": reads, "needs": needs}, extra=extra)
 
