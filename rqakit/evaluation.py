@@ -20,8 +20,7 @@ import regex
 from scipy import stats
 
 from rqakit.errors import RqaError
-
-Run = Mapping[str, Mapping[str, float]]
+from rqakit.types import Run
 Qrels = Mapping[str, Mapping[str, int]]
 
 DEFAULT_MEASURES = ("nDCG@10", "RR@10", "R@100")

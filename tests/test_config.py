@@ -30,6 +30,11 @@ def test_overrides_from_the_command_line_and_from_a_dict():
     (["augment.neg_threshold=0.9", "augment.pos_threshold=0.1"], "must be below"),
     (["joint.kl_direction=sideways"], "choose one of: code, paper"),
     (["joint.list_size=1"], "at least 1 negative"),
+    (["joint.list_size=6"], "joint.list_size = 6 is larger than the lists augment builds .augment.list_size = 4."),
+    (["ablations.list_sizes=[2, 8]"], "ablations.list_sizes = 8 is larger than the lists augment builds"),
+    (["augment.score_depth=80"], "augment.score_depth .80. is deeper than augment.retrieve_depth .60."),
+    (["warmup_ce.depth=2"], "warmup_ce.depth .2. cannot supply the 3 negatives"),
+    (["data.val_fraction=0"], "data.val_fraction = 0.0 must be between 0 and 1"),
 ])
 def test_bad_overrides_say_what_to_do(overrides, message):
     with pytest.raises(RqaError, match=message):
@@ -51,3 +56,16 @@ def test_hash_follows_the_sections_a_stage_reads():
 def test_every_field_has_help():
     helps = field_help()
     assert "joint.kl_direction" in helps and all(helps.values())
+
+
+def test_the_library_checks_are_the_config_checks():
+    """mining and losses check their arguments with the functions config.validate uses."""
+    import torch
+
+    from rqakit.losses import joint_loss
+    from rqakit.mining import Calibrator, build_lists
+
+    with pytest.raises(RqaError, match="joint.kl_direction = 'both'; choose one of: code, paper"):
+        joint_loss(torch.zeros(1, 2), torch.zeros(1, 2), kl_direction="both")
+    with pytest.raises(RqaError, match="neg_threshold .0.9. must be below pos_threshold .0.1."):
+        build_lists(None, {}, {}, list_size=4, calibrator=Calibrator("sigmoid"), neg_threshold=0.9, pos_threshold=0.1)

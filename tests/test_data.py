@@ -260,3 +260,18 @@ def test_non_utf8_and_missing_files(tmp_path):
         register_local("broken", tmp_path / "nothing.tsv")
     with pytest.raises(RqaError, match="must be letters, digits"):
         register_local("two words", path)
+
+
+def test_importing_the_kit_leaves_ir_datasets_untouched():
+    """Registering rqakit/toy and guarding downloads happen when a dataset is first opened."""
+    import subprocess
+    import sys
+
+    code = ("import ir_datasets; from ir_datasets.util.download import Download; "
+            "import rqakit.data, rqakit.models, rqakit.encode, rqakit.search, rqakit.stages; "
+            "assert not getattr(Download.path, 'rqakit_guard', False), 'guard installed on import'; "
+            "assert 'rqakit/toy' not in set(ir_datasets.registry), 'toy registered on import'; "
+            "from rqakit.data import load_split; load_split('rqakit/toy/test'); "
+            "assert getattr(Download.path, 'rqakit_guard', False) and 'rqakit/toy' in set(ir_datasets.registry)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-500:]

@@ -88,3 +88,34 @@ def test_cross_encoder_settings_leave_retriever_stages_cached(key, value):
     for stage in ("baselines", "warmup_de", "st_mnrl"):
         assert before.hash(stage) == after.hash(stage), stage
     assert before.hash("warmup_ce") != after.hash("warmup_ce")
+
+
+def test_another_config_keeps_the_results_of_the_first_and_resumes_only_its_own_work(ws):
+    """Stage folders are keyed by config hash: a changed lr trains afresh beside the old run
+    (never resuming the old run's checkpoints), and `rqakit runs --clean` removes the old one."""
+    from rqakit.stages import stage_results
+
+    quiet = lambda *_: None  # noqa: E731
+    first = joint.run(ws, "dynamic", seed=9, log=quiet)
+    other = Workspace(load_config("toy", {**SMALL, "runtime.workdir": ws.config.runtime.workdir, "joint.lr": 5e-3}))
+    messages = []
+    with pytest.raises(TrainingStopped):
+        joint.run(other, "dynamic", seed=9, stop_after=1, log=messages.append)
+    assert not any("resumed" in m for m in messages)                  # the first run's work is not this config's
+    second = other.folder(joint.folder_name("dynamic", other.cfg.joint.list_size, 9))
+    assert second.parent == first.parent and second != first and first.exists()
+    assert any(work_dir(second).glob("ckpt/step-*"))
+    messages.clear()
+    with pytest.raises(TrainingStopped):  # --force clears the work folder: training starts again at step 0
+        joint.run(other, "dynamic", seed=9, force=True, stop_after=1, log=messages.append)
+    assert not any("resumed" in m for m in messages)
+    with pytest.raises(TrainingStopped):  # without --force the same config resumes its own checkpoint
+        joint.run(other, "dynamic", seed=9, stop_after=2, log=messages.append)
+    assert any("resumed from step 1" in m for m in messages)
+    listing = stage_results(other.config)
+    mine = [r for r in listing["folders"] if r["stage"] == first.parent.name]
+    assert {(r["hash"], r["kind"], r["current"]) for r in mine} == {(first.name, "result", False),
+                                                                    (second.name, "work", True)}
+    cleaned = stage_results(other.config, clean=True)
+    assert str(first) in cleaned["removed"] and not first.exists() and work_dir(second).exists()
+    assert ws.folder("augment").exists()  # shared upstream results are current for both configs

@@ -186,3 +186,24 @@ def test_cross_batch_negatives_line_up_with_their_queries():
     assert abs((out[0]["loss"] + out[1]["loss"]) / 2 - expected) < 1e-5
     # Gradients reach the passages a process encoded, from its own queries' loss.
     assert out[0]["grad"].abs().sum() > 0 and out[1]["grad"].abs().sum() > 0
+
+
+def test_the_joint_in_batch_term_is_the_warm_up_loss_with_its_temperature():
+    """joint.in_batch adds InBatchRetriever's loss: inner products over the temperature, every
+    passage of the batch a negative (by hand from the towers' embeddings)."""
+    torch.manual_seed(0)
+    de = DualEncoder.from_backbone("tiny", query_max_length=16, passage_max_length=24, normalize=True,
+                                   temperature=0.05)
+    ce = CrossEncoder.from_backbone("tiny", max_length=32)
+    model = JointDistillation(de.eval(), ce.eval(), in_batch=True)
+    examples = lists(n=3, m=2)
+    batch = model.collate(examples)
+    with torch.no_grad():
+        out = model(batch)
+        q = de.encode_queries(batch["q"]).float()                          # (3, d) unit vectors
+        p = de.encode_passages(batch["p"]).float().view(3, 2, -1)          # (3, 2, d)
+    scores = (q @ p.reshape(6, -1).T) / 0.05                               # (3, 6)
+    expected = -torch.log_softmax(scores, dim=-1)[torch.arange(3), torch.tensor([0, 2, 4])].mean()
+    assert abs(float(out["in_batch"]) - float(expected)) < 1e-5
+    unscaled = -torch.log_softmax(q @ p.reshape(6, -1).T, dim=-1)[torch.arange(3), torch.tensor([0, 2, 4])].mean()
+    assert abs(float(expected) - float(unscaled)) > 0.01  # the temperature matters here

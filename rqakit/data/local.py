@@ -29,6 +29,7 @@ from ir_datasets.indices import DEFAULT_DOCSTORE_OPTIONS, PickleLz4FullStore
 from ir_datasets.util import LocalDownload
 
 from rqakit.errors import RqaError
+from rqakit.types import passage_text
 
 BEIR_QRELS_HEADER = "query-id\tcorpus-id\tscore"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9._-]+)*")
@@ -41,8 +42,8 @@ class TitledDoc(NamedTuple):
     text: str
 
     def default_text(self):
-        """title text"""
-        return f"{self.title} {self.text}"
+        """"title text" (ir_datasets' record text), as `rqakit.types.passage_text`."""
+        return passage_text(self)
 
 
 @dataclass

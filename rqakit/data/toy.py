@@ -45,6 +45,7 @@ from ir_datasets.formats import BaseDocs, BaseQrels, BaseQueries, GenericQuery, 
 from ir_datasets.indices import Docstore
 
 from rqakit.errors import RqaError
+from rqakit.types import passage_text
 
 TOY_ID = "rqakit/toy"
 SPLITS = {"train": 200, "test": 100}
@@ -156,8 +157,8 @@ class ToyDoc(NamedTuple):
     text: str
 
     def default_text(self):
-        """title text"""
-        return f"{self.title} {self.text}"
+        """"title text" (ir_datasets' record text), as `rqakit.types.passage_text`."""
+        return passage_text(self)
 
 
 @dataclass(frozen=True)

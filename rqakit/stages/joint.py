@@ -122,7 +122,8 @@ def run(ws: Workspace, variant: str = "dynamic", *, list_size: int | None = None
     base, wde, wce, aug = (baselines.run(ws, log=log), warmup_de.run(ws, log=log),
                            warmup_ce.run(ws, log=log), augment.run(ws, log=log))
     name = folder_name(variant, j.list_size, j.seed)
-    folder, cfg_hash = ws.folder(name), stage_hash(ws, name)
+    cfg_hash = stage_hash(ws, name)
+    folder = ws.folder(name, cfg_hash)
 
     def build(tmp: Path) -> dict:
         lists = select_lists(read_lists(aug / "lists.parquet"), use_denoised=j.use_denoised, list_size=j.list_size)
