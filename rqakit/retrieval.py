@@ -59,9 +59,11 @@ def evaluate_command(*, dataset: str, retriever: str, pooling: str | None = None
                      query_max_length: int | None = None, rerank: str | None = None, top: int = 30,
                      run_out: str | None = None, depth: int = 100, use_titles: bool = True,
                      measures: list[str] | None = None, batch_size: int = 64) -> dict:
-    """`rqakit evaluate`: one JSON object of ir_measures metrics (+ re-ranked metrics) and timings."""
+    """`rqakit evaluate`: one JSON object of ir_measures metrics (+ re-ranked metrics) and timings;
+    a split with answers (NQ) is scored by them (DPR has_answer), as the stages do."""
     from .data import load_corpus, load_split
-    from .evaluation import DEFAULT_MEASURES, evaluate_run
+    from .evaluation import DEFAULT_MEASURES
+    from .stages.common import metrics_of  # by answers where the split has them (NQ), else qrels
     from .search import BM25Index, write_trec_run
 
     measures = list(measures or DEFAULT_MEASURES)
@@ -75,7 +77,7 @@ def evaluate_command(*, dataset: str, retriever: str, pooling: str | None = None
                                query_max_length=query_max_length, use_titles=use_titles)
         run = dense_retrieve(de, corpus, {"eval": split.queries}, depth, batch_size=batch_size)["eval"]
     result = {"dataset": dataset, "retriever": retriever, "queries": len(split.queries),
-              **evaluate_run(run, split.qrels, measures), "retrieve_s": round(time.time() - start, 2)}
+              **metrics_of(run, split, measures, corpus), "retrieve_s": round(time.time() - start, 2)}
     if rerank:
         from .models import CrossEncoder
         from .rerank import rerank as rerank_run
@@ -85,7 +87,7 @@ def evaluate_command(*, dataset: str, retriever: str, pooling: str | None = None
         t0 = time.time()
         ce = CrossEncoder.from_pretrained(rerank)
         run = rerank_run(ce, run, split.queries, corpus, top_n=top, batch_size=batch_size)
-        result["rerank"] = {"top": top, **evaluate_run(run, split.qrels, measures), "rerank_s": round(time.time() - t0, 2)}
+        result["rerank"] = {"top": top, **metrics_of(run, split, measures, corpus), "rerank_s": round(time.time() - t0, 2)}
     if run_out:
         write_trec_run(run, run_out)
     return result

@@ -30,6 +30,13 @@ def test_overrides_from_the_command_line_and_from_a_dict():
     (["augment.neg_threshold=0.9", "augment.pos_threshold=0.1"], "must be below"),
     (["joint.kl_direction=sideways"], "choose one of: code, paper"),
     (["joint.list_size=1"], "at least 1 negative"),
+    (["ablations.list_size=1"], "ablations.list_size = 1: a list needs 1 positive"),
+    (["ablations.no_denoise_budget=lists"], "choose one of: steps, epochs"),
+    (["warmup_ce.loss=pairwise"], "choose one of: listwise, pointwise"),
+    (["warmup_ce.schedule=cosine"], "choose one of: linear, constant"),
+    (["evaluate.relevance=grades"], "choose one of: auto, qrels, answers"),
+    (["augment.calibration_prior=1.5"], "between 0 and 1 \\(exclusive\\), or null"),
+    (["model.ce_query_max_len=158"], "leaves no room for the passage"),
 ])
 def test_bad_overrides_say_what_to_do(overrides, message):
     with pytest.raises(RqaError, match=message):

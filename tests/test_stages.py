@@ -88,3 +88,18 @@ def test_cross_encoder_settings_leave_retriever_stages_cached(key, value):
     for stage in ("baselines", "warmup_de", "st_mnrl"):
         assert before.hash(stage) == after.hash(stage), stage
     assert before.hash("warmup_ce") != after.hash("warmup_ce")
+
+
+@pytest.mark.parametrize("key, value, first_changed", [
+    ("data.answer_free_negatives", False, "warmup_de"), ("evaluate.relevance", "qrels", "baselines"),
+    ("model.ce_query_max_len", 30, "warmup_ce"), ("warmup_ce.loss", "pointwise", "warmup_ce"),
+    ("warmup_ce.schedule", "constant", "warmup_ce")])
+def test_switches_added_later_keep_cached_stages_at_their_default(key, value, first_changed):
+    default = Workspace(load_config("toy"))
+    explicit = Workspace(load_config("toy", {key: load_config("toy").to_dict()[key.split(".")[0]][key.split(".")[1]]}))
+    changed = Workspace(load_config("toy", {key: value}))
+    stages = ("baselines", "warmup_de", "warmup_ce", "augment", "joint")
+    assert [default.hash(s) for s in stages] == [explicit.hash(s) for s in stages]
+    first = stages.index(first_changed)
+    assert all(default.hash(s) == changed.hash(s) for s in stages[:first])
+    assert all(default.hash(s) != changed.hash(s) for s in stages[first:])

@@ -26,7 +26,7 @@ def run(ws: Workspace, force: bool = False, log=print) -> Path:
         save_run(tmp, "bm25.val", bm25.search(ws.val.queries, depth))
         test_run = bm25.search(ws.test.queries, depth)
         save_run(tmp, "bm25.test", test_run)
-        metrics = {"bm25": metrics_of(test_run, ws.test, measures)}
+        metrics = {"bm25": metrics_of(test_run, ws.test, measures, ws.corpus, cfg.evaluate.relevance)}
         for pooling in ("mean", "cls"):
             de = load_dual_encoder(cfg.model.backbone, pooling=pooling, max_length=cfg.model.p_max_len,
                                    query_max_length=cfg.model.q_max_len, use_titles=cfg.data.use_titles)
@@ -35,7 +35,7 @@ def run(ws: Workspace, force: bool = False, log=print) -> Path:
                                   batch_size=cfg.evaluate.batch_size)
             for split_name, run_ in runs.items():
                 save_run(tmp, f"{name}.{split_name}", run_)
-            metrics[name] = metrics_of(runs["test"], ws.test, measures)
+            metrics[name] = metrics_of(runs["test"], ws.test, measures, ws.corpus, cfg.evaluate.relevance)
             log(f"[baselines] {name}: {metrics[name]}")
         log(f"[baselines] bm25: {metrics['bm25']}")
         write_json(tmp / "metrics.json", metrics)

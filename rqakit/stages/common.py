@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..evaluation import evaluate_run
+from ..evaluation import evaluate_split
 from ..search import Run, ranked, read_trec_run, write_trec_run
 
 
@@ -20,8 +20,16 @@ def load_run(folder: Path, name: str) -> Run:
     return read_trec_run(path)
 
 
-def metrics_of(run: Run, split, measures) -> dict:
-    return {k: float(v) for k, v in evaluate_run(run, split.qrels, list(measures)).items()}
+def passage_texts(corpus):
+    """doc ids -> passage texts without titles (what DPR's has_answer reads), for answer scoring."""
+    return lambda doc_ids: [doc.text for doc in corpus.get_many(doc_ids)]
+
+
+def metrics_of(run: Run, split, measures, corpus=None, relevance: str = "auto") -> dict:
+    """Mean of each measure on `split`: by its answers when it has them (NQ; `evaluate.relevance`),
+    which needs the corpus, else by its qrels."""
+    texts = passage_texts(corpus) if corpus is not None else None
+    return {k: float(v) for k, v in evaluate_split(run, split, list(measures), texts, relevance).items()}
 
 
 def write_json(path: Path, obj) -> None:

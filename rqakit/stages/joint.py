@@ -73,7 +73,7 @@ def teacher_scores(lists, ws: Workspace, ce: CrossEncoder, batch_size: int) -> l
 def curve_evaluator(ws: Workspace, de: DualEncoder, ce: CrossEncoder | None, pools: dict[str, list[str]], batch_size: int):
     """Both models on the validation slice: each ranks a fixed candidate pool per query (BM25 and
     warm-retriever top candidates), nDCG@10 and RR@10 of the pool ranking. Cheap enough to repeat."""
-    measures = ["nDCG@10", "RR@10"]
+    measures, relevance = ["nDCG@10", "RR@10"], ws.cfg.evaluate.relevance
     qids = [q for q in sorted(pools) if pools[q]]
     flat = [(q, d) for q in qids for d in pools[q]]
     docs = ws.corpus.get_many([d for _, d in flat])
@@ -86,13 +86,14 @@ def curve_evaluator(ws: Workspace, de: DualEncoder, ce: CrossEncoder | None, poo
         de_run: dict = {}
         for (q, d), p in zip(flat, p_emb):
             de_run.setdefault(q, {})[d] = float(row[q] @ p)
-        out = {f"retriever_{k}": v for k, v in metrics_of(de_run, ws.val, measures).items()}
+        out = {f"retriever_{k}": v for k, v in metrics_of(de_run, ws.val, measures, ws.corpus, relevance).items()}
         if ce is not None:
             scores = score_pairs(ce, texts, docs, batch_size=batch_size, progress=False)
             ce_run: dict = {}
             for (q, d), s in zip(flat, scores):
                 ce_run.setdefault(q, {})[d] = float(s)
-            out.update({f"reranker_{k}": v for k, v in metrics_of(ce_run, ws.val, measures).items()})
+            ce_metrics = metrics_of(ce_run, ws.val, measures, ws.corpus, relevance)
+            out.update({f"reranker_{k}": v for k, v in ce_metrics.items()})
         return out
 
     return evaluate
@@ -142,17 +143,17 @@ def run(ws: Workspace, variant: str = "dynamic", *, list_size: int | None = None
         reranker = ce.eval()
         if j.mode != "static":
             reranker.save_pretrained(tmp / "reranker")
-        depth, measures = cfg.evaluate.retrieve_depth, cfg.evaluate.measures
+        depth, measures, relevance = cfg.evaluate.retrieve_depth, cfg.evaluate.measures, cfg.evaluate.relevance
         runs = dense_retrieve(de, ws.corpus, {"val": ws.val.queries, "test": ws.test.queries}, depth,
                               batch_size=batch_size)
         for split_name, r in runs.items():
             save_run(tmp, f"retriever.{split_name}", r)
-        metrics = {"retriever": metrics_of(runs["test"], ws.test, measures)}
+        metrics = {"retriever": metrics_of(runs["test"], ws.test, measures, ws.corpus, relevance)}
         if j.mode != "static":  # static's re-ranker is the warm one, measured in warmup_ce
             reranked = rerank(reranker, runs["test"], ws.test.queries, ws.corpus, top_n=cfg.evaluate.rerank_depth,
                               batch_size=batch_size)
             save_run(tmp, "reranker.test", reranked)
-            metrics["reranker"] = metrics_of(reranked, ws.test, measures)
+            metrics["reranker"] = metrics_of(reranked, ws.test, measures, ws.corpus, relevance)
         write_json(tmp / "metrics.json", metrics)
         write_json(tmp / "history.json", result.history)
         write_json(tmp / "curves.json", result.evals)

@@ -157,7 +157,8 @@ def run(ws: Workspace, force: bool = False, log=print) -> Path:
                         cfg.evaluate.retrieve_depth, batch_size=cfg.evaluate.batch_size, log=log)
         for split_name, run_ in runs.items():
             save_run(tmp, f"{RUN_NAME}.{split_name}", run_)
-        metrics = {RUN_NAME: metrics_of(runs["test"], ws.test, cfg.evaluate.measures)}
+        metrics = {RUN_NAME: metrics_of(runs["test"], ws.test, cfg.evaluate.measures, ws.corpus,
+                                        cfg.evaluate.relevance)}
         write_json(tmp / "metrics.json", metrics)
         write_json(tmp / "history.json", result.history)
         log(f"[st_mnrl] {len(examples)} triples, {result.steps} steps, test {metrics[RUN_NAME]}")

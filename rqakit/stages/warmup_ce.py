@@ -85,7 +85,8 @@ def run(ws: Workspace, force: bool = False, log=print) -> Path:
             reranked = rerank(ce, source, ws.test.queries, ws.corpus, top_n=cfg.evaluate.rerank_depth,
                               batch_size=cfg.evaluate.batch_size, cache=shared)
             save_run(tmp, f"warmup_ce.{name}.test", reranked)
-            metrics[f"warmup_ce@{name}"] = metrics_of(reranked, ws.test, cfg.evaluate.measures)
+            metrics[f"warmup_ce@{name}"] = metrics_of(reranked, ws.test, cfg.evaluate.measures, ws.corpus,
+                                                        cfg.evaluate.relevance)
         write_json(tmp / "metrics.json", metrics)
         write_json(tmp / "history.json", result.history)
         log(f"[warmup_ce] {result.steps} steps, test {metrics}")

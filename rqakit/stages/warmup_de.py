@@ -73,7 +73,8 @@ def run(ws: Workspace, force: bool = False, log=print) -> Path:
                                    emb_dir=tmp / "corpus_emb", batch_size=cfg.evaluate.batch_size))
         for name, r in runs.items():
             save_run(tmp, f"warmup_de.{name}", r)
-        metrics = {"warmup_de": metrics_of(runs["test"], ws.test, cfg.evaluate.measures)}
+        metrics = {"warmup_de": metrics_of(runs["test"], ws.test, cfg.evaluate.measures, ws.corpus,
+                                           cfg.evaluate.relevance)}
         write_json(tmp / "metrics.json", metrics)
         write_json(tmp / "history.json", result.history)
         log(f"[warmup_de] {len(examples)} pairs, {result.steps} steps, test {metrics['warmup_de']}")

@@ -24,9 +24,18 @@ STAGE_SECTIONS = {
     "st_mnrl": ("data", "model", "evaluate"),
 }
 # Fields no output depends on (batch size), or that only stages with a cross-encoder read.
-CROSS_ENCODER_ONLY = ("evaluate.rerank_depth", "model.ce_max_len", "model.ce_pooling")
+CROSS_ENCODER_ONLY = ("evaluate.rerank_depth", "model.ce_max_len", "model.ce_pooling", "model.ce_query_max_len")
+# Switches added after stages were cached: hashed only when set away from their default, which
+# reproduces the earlier behaviour on collections without answers, so those caches stay valid.
+HASHED_WHEN_SET = {
+    "data.answer_free_negatives": True,
+    "model.ce_query_max_len": 0,
+    "warmup_ce.loss": "listwise",
+    "warmup_ce.schedule": "linear",
+    "evaluate.relevance": "auto",
+}
 NOT_READ = {
-    "baselines": ("evaluate.batch_size", *CROSS_ENCODER_ONLY),
+    "baselines": ("evaluate.batch_size", "data.answer_free_negatives", *CROSS_ENCODER_ONLY),
     "warmup_de": ("evaluate.batch_size", *CROSS_ENCODER_ONLY),
     "augment": ("evaluate.batch_size",),
     "st_mnrl": ("evaluate.batch_size", *CROSS_ENCODER_ONLY),
@@ -51,6 +60,10 @@ class Workspace:
         for key in NOT_READ.get(base, ("evaluate.batch_size",)):
             section, name = key.split(".")
             sections[section].pop(name, None)
+        for key, default in HASHED_WHEN_SET.items():
+            section, name = key.split(".")
+            if section in sections and sections[section].get(name, default) == default:
+                sections[section].pop(name, None)
         return config_hash(sections, extra=extra)
 
     def config_dict(self) -> dict:
