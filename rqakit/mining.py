@@ -12,6 +12,10 @@ passages are built per query with a labelled positive, positive at index 0 (offi
 
 `method="rank"` replaces probabilities with CE ranks for a listwise CE whose logits have no
 absolute scale.
+
+On an open-domain QA set (NQ), a retrieved passage that contains a gold answer (DPR's
+has_answer, `answer_bearing`) is never a negative in either kind of list, as in DPR's data and
+RocketQA's `construct_nq_train_de.py`; it may still lead a denoised list as a pseudo-positive.
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ from scipy.special import expit
 
 from rqakit.data.collection import Split
 from rqakit.errors import RqaError
+from rqakit.evaluation import has_answer
 
 CALIBRATION_METHODS = ("platt", "sigmoid", "rank")
 LIST_KINDS = ("undenoised", "denoised")
@@ -160,14 +165,18 @@ class _QueryView:
     candidates: list[str]         # top-n, rank order, de-duplicated
     scored: list[str]             # candidates[:score_depth]
     logits: dict[str, float]      # CE logit of every scored doc (the scored window at least)
+    answer_bearing: set[str] = field(default_factory=set)   # unlabelled, contain an answer: no negatives
+
+    def can_be_negative(self, doc_id: str) -> bool:
+        return doc_id not in self.labelled and doc_id not in self.answer_bearing
 
     @property
     def unlabelled_pool(self) -> list[str]:
-        return [d for d in self.candidates if d not in self.labelled]
+        return [d for d in self.candidates if self.can_be_negative(d)]
 
     @property
     def beyond_window_pool(self) -> list[str]:
-        return [d for d in self.candidates[len(self.scored):] if d not in self.labelled]
+        return [d for d in self.candidates[len(self.scored):] if self.can_be_negative(d)]
 
 
 @dataclass
@@ -286,6 +295,22 @@ def _denoised_lists(view: _QueryView, denoising: _Denoising, list_size: int, see
     return rows
 
 
+def answer_bearing(candidates: dict[str, list[str]], answers: dict[str, list[str]],
+                   passage_texts) -> dict[str, set[str]]:
+    """qid -> the candidates whose text contains one of the query's gold answers (DPR has_answer).
+
+    passage_texts(doc_ids) -> texts without titles (DPR matches the text). Queries without answers
+    get an empty set.
+    """
+    out = {}
+    for qid, docs in candidates.items():
+        strings = answers.get(qid) or []
+        docs = list(dict.fromkeys(docs))
+        texts = passage_texts(docs) if strings and docs else []
+        out[qid] = {d for d, text in zip(docs, texts) if has_answer(text, strings)}
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # build_lists
 # ---------------------------------------------------------------------------------------------
@@ -309,7 +334,7 @@ def _check_settings(list_size: int, neg_threshold: float, pos_threshold: float, 
 
 
 def _query_views(split: Split, candidates: dict[str, list[str]], ce_scores: dict[str, dict[str, float]],
-                 score_depth: int) -> tuple[list[_QueryView], int]:
+                 score_depth: int, answer_bearing: dict[str, set[str]] | None = None) -> tuple[list[_QueryView], int]:
     """Views of the queries with a labelled positive (split order) and the count of those without."""
     unknown = [q for q in candidates if q not in split.queries]
     if unknown:
@@ -324,8 +349,9 @@ def _query_views(split: Split, candidates: dict[str, list[str]], ce_scores: dict
         ranked = list(dict.fromkeys(candidates[qid]))
         scored = ranked[:score_depth]
         logits = ce_scores.get(qid, {})
+        bearing = set((answer_bearing or {}).get(qid, ())) - set(split.positives(qid))
         views.append(_QueryView(qid, _ground_truth_positive(grades), set(split.positives(qid)), ranked,
-                                scored, {d: float(s) for d, s in logits.items()}))
+                                scored, {d: float(s) for d, s in logits.items()}, bearing))
     return views, without_positive
 
 
@@ -344,32 +370,39 @@ def _check_inputs(views: list[_QueryView], list_size: int, score_depth: int) -> 
 def _denoise(view: _QueryView, calibrator: Calibrator, neg_threshold: float, pos_threshold: float,
              rank_keep_from: int, max_pseudo: int) -> _Denoising:
     if not calibrator.gives_probabilities:
-        return _denoise_by_rank(view, rank_keep_from, max_pseudo)
-    scored_logits = np.array([view.logits[d] for d in view.scored], dtype=np.float64)   # (n_scored,)
-    probs = dict(zip(view.scored, calibrator(scored_logits).tolist()))
-    return _denoise_by_probability(view, probs, neg_threshold, pos_threshold, max_pseudo)
+        denoising = _denoise_by_rank(view, rank_keep_from, max_pseudo)
+    else:
+        scored_logits = np.array([view.logits[d] for d in view.scored], dtype=np.float64)   # (n_scored,)
+        probs = dict(zip(view.scored, calibrator(scored_logits).tolist()))
+        denoising = _denoise_by_probability(view, probs, neg_threshold, pos_threshold, max_pseudo)
+    if view.answer_bearing:  # never negatives; neither counted as dropped false negatives
+        denoising.negatives = [d for d in denoising.negatives if d not in view.answer_bearing]
+        denoising.dropped = [d for d in denoising.dropped if d not in view.answer_bearing]
+    return denoising
 
 
 def build_lists(split: Split, candidates: dict[str, list[str]], ce_scores: dict[str, dict[str, float]], *,
                 list_size: int, calibrator: Calibrator, neg_threshold: float = 0.1, pos_threshold: float = 0.9,
                 rank_keep_from: int = 10, max_pseudo_positives: int = 1, score_depth: int = 50,
-                seed: int = 0) -> tuple[pd.DataFrame, dict]:
+                seed: int = 0, answer_bearing: dict[str, set[str]] | None = None) -> tuple[pd.DataFrame, dict]:
     """Undenoised + denoised training lists of m passages, positive at index 0.
 
     candidates: qid -> top-n doc ids in retrieval order; ce_scores: qid -> {doc id: CE logit} for
     (at least) candidates[qid][:score_depth]. The queries of `candidates` are used, in split order;
     those without a labelled positive are skipped (never turned into all-negative lists).
     max_pseudo_positives: 0 disables pseudo-positives, 1 is v1 (the single most confident); k > 1
-    builds up to k denoised lists, one per pseudo-positive.
+    builds up to k denoised lists, one per pseudo-positive. answer_bearing: qid -> candidates that
+    contain a gold answer (`answer_bearing()`); they are never negatives (NQ).
 
     Returns (lists, summary): lists has LIST_COLUMNS, one row per list, undenoised lists first then
     denoised ones (the released file is rand + aug); summary has `lists` (count per kind),
     queries_used, queries_without_positive, pseudo_positives, dropped_as_false_negative,
-    fallback_lists, and `dropped` / `pseudo` (qid -> doc ids) for `denoising_quality`.
+    fallback_lists, and `dropped` / `pseudo` (qid -> doc ids) for `denoising_quality`; with
+    answer_bearing also `answer_bearing_candidates` (unlabelled top-n passages kept out as such).
     """
     _check_settings(list_size, neg_threshold, pos_threshold, calibrator, rank_keep_from,
                     max_pseudo_positives, score_depth)
-    views, without_positive = _query_views(split, candidates, ce_scores, score_depth)
+    views, without_positive = _query_views(split, candidates, ce_scores, score_depth, answer_bearing)
     _check_inputs(views, list_size, score_depth)
     undenoised, denoised, dropped, pseudo, too_short = [], [], {}, {}, []
     for view in views:
@@ -385,7 +418,10 @@ def build_lists(split: Split, candidates: dict[str, list[str]], ce_scores: dict[
         raise RqaError(f"{len(too_short)} queries (e.g. {too_short[0]!r}) have fewer than {list_size - 1} denoised "
                        f"negatives even after filling from beyond the scored window ({_DEEPER})")
     lists = pd.DataFrame(undenoised + denoised, columns=list(LIST_COLUMNS))
-    return lists, _summary(lists, len(views), without_positive, dropped, pseudo)
+    summary = _summary(lists, len(views), without_positive, dropped, pseudo)
+    if answer_bearing is not None:
+        summary["answer_bearing_candidates"] = sum(len(v.answer_bearing & set(v.candidates)) for v in views)
+    return lists, summary
 
 
 def _summary(lists: pd.DataFrame, queries_used: int, without_positive: int,

@@ -9,6 +9,7 @@ from rqakit.data.collection import Split
 from rqakit.errors import RqaError
 from rqakit.mining import (
     Calibrator,
+    answer_bearing,
     build_lists,
     denoising_quality,
     labelled_pairs,
@@ -326,3 +327,40 @@ def test_a_probability_exactly_at_a_threshold_is_dropped(neg, pos):
     assert summary["dropped"] == {"q1": ["d3"]}
     assert summary["pseudo"] == {"q1": []}
     assert "d3" not in _row(lists, "q1", "denoised").doc_ids
+
+
+# --- open-domain QA (NQ): passages that contain an answer are never negatives -------------------
+
+QA_TEXTS = {
+    "p": "Mount Everest is the highest mountain on Earth.",
+    "d1": "Climbers call Mount Everest Chomolungma.",          # contains the answer, CE-confident
+    "d2": "MOUNT EVEREST rises 8,849 metres.",                  # contains it (uncased), CE 0.05
+    "d3": "Everest base camp sits below the Khumbu icefall.",   # "Everest" alone: no match
+    "d4": "K2 is the second highest mountain.",
+    "d5": "The summit of mount everest's north face.",          # contains it, CE 0.93
+    "d6": "Kangchenjunga lies in Sikkim.",
+    "d7": "Lhotse is joined to it by the South Col.",
+    "d8": "Mountaineering in the Alps.",
+    "d9": "Mount Everest was surveyed in 1856.",                # contains it, beyond the scored window
+    "d10": "Mount Kenya is in Africa.",
+}
+
+
+def test_answer_bearing_candidates_by_dpr_has_answer():
+    found = answer_bearing({"q1": CANDIDATES, "q2": ["d1"]}, {"q1": ["Mount Everest"]},
+                           lambda ids: [QA_TEXTS[d] for d in ids])
+    assert found == {"q1": {"p", "d1", "d2", "d5", "d9"}, "q2": set()}
+
+
+def test_answer_bearing_passages_are_never_negatives_but_may_be_pseudo_positives():
+    split, candidates, ce_scores = _hand_case()
+    bearing = answer_bearing(candidates, {"q1": ["Mount Everest"]}, lambda ids: [QA_TEXTS[d] for d in ids])
+    lists, summary = _build(split, candidates, ce_scores, answer_bearing=bearing)
+    denoised, undenoised = _row(lists, "q1", "denoised"), _row(lists, "q1", "undenoised")
+    assert denoised.doc_ids[0] == "d1" and denoised.positive_source == "pseudo"
+    assert set(denoised.doc_ids[1:]) == {"d4", "d6", "d7"}      # d2 (CE 0.05) is kept out
+    assert not set(undenoised.doc_ids[1:]) & {"d1", "d2", "d5", "d9"}
+    assert summary["dropped"] == {"q1": ["d3"]}                 # d5 is not counted as a false negative
+    assert summary["answer_bearing_candidates"] == 4            # d1, d2, d5, d9 (p is labelled)
+    _, plain = _build(*_hand_case())                           # without answers: d5 is a dropped false negative
+    assert plain["dropped"] == {"q1": ["d3", "d5"]} and "answer_bearing_candidates" not in plain

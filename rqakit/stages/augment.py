@@ -23,7 +23,7 @@ from ..artifacts import run_stage
 from ..encode import Throughput, score_pairs
 from ..mining import Calibrator, build_lists, denoising_quality, labelled_pairs, write_lists
 from ..models import CrossEncoder
-from .common import load_run, ranked_ids, write_json
+from .common import answer_bearing, load_run, ranked_ids, write_json
 from .workspace import Workspace
 
 # bf16 matmul peak of the machine kind this profile was planned on (measured.md): 388 GFLOP/s.
@@ -59,10 +59,11 @@ def run(ws: Workspace, force: bool = False, log=print) -> Path:
             ce_scores.setdefault(qid, {})[doc] = float(s)
         calibrator = Calibrator(a.calibration)
         calibrator.fit(*labelled_pairs(ws.train, ce_scores))
+        bearing = answer_bearing(ws, candidates)  # NQ: passages with an answer are no negatives
         lists, summary = build_lists(ws.train, candidates, ce_scores, list_size=a.list_size, calibrator=calibrator,
                                      neg_threshold=a.neg_threshold, pos_threshold=a.pos_threshold,
                                      rank_keep_from=a.rank_keep_from, max_pseudo_positives=a.max_pseudo_positives,
-                                     score_depth=a.score_depth, seed=a.seed)
+                                     score_depth=a.score_depth, seed=a.seed, answer_bearing=bearing)
         write_lists(lists, tmp / "lists.parquet")
         dropped, pseudo = summary.pop("dropped"), summary.pop("pseudo")
         cand = pd.DataFrame([(q, d, s) for q, ds in ce_scores.items() for d, s in ds.items()],
@@ -72,8 +73,10 @@ def run(ws: Workspace, force: bool = False, log=print) -> Path:
         cand["prob"] = calibrator(cand.ce_score.to_numpy()) if calibrator.gives_probabilities else np.nan
         drop_set = {(q, d) for q, ds in dropped.items() for d in ds}
         pseudo_set = {(q, d) for q, ds in pseudo.items() for d in ds}
+        bearing_set = {(q, d) for q, ds in (bearing or {}).items() for d in ds}
         cand["fate"] = ["positive" if lab else "pseudo-positive" if (q, d) in pseudo_set
-                        else "dropped" if (q, d) in drop_set else "negative"
+                        else "dropped" if (q, d) in drop_set else "contains an answer" if (q, d) in bearing_set
+                        else "negative"
                         for q, d, lab in zip(cand.query_id, cand.doc_id, cand.labelled)]
         cand.to_parquet(tmp / "candidates.parquet")
         write_json(tmp / "calibration.json", calibrator.to_dict())

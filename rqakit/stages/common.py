@@ -25,6 +25,16 @@ def passage_texts(corpus):
     return lambda doc_ids: [doc.text for doc in corpus.get_many(doc_ids)]
 
 
+def answer_bearing(ws, candidates: dict[str, list[str]]) -> dict[str, set[str]] | None:
+    """Per training query, the candidates that contain a gold answer (DPR has_answer): never
+    negatives. None when the training split has no answers or `data.answer_free_negatives` is off."""
+    from ..mining import answer_bearing as find_answer_bearing
+
+    if not (ws.cfg.data.answer_free_negatives and ws.train.answers):
+        return None
+    return find_answer_bearing(candidates, ws.train.answers, passage_texts(ws.corpus))
+
+
 def metrics_of(run: Run, split, measures, corpus=None, relevance: str = "auto") -> dict:
     """Mean of each measure on `split`: by its answers when it has them (NQ; `evaluate.relevance`),
     which needs the corpus, else by its qrels."""

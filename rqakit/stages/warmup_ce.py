@@ -16,17 +16,21 @@ from ..models import CrossEncoder
 from ..objectives import ListExample, ListwiseReranker
 from ..rerank import ScoreCache, rerank
 from ..training import OptimSettings, make_plan, per_process, pick_device, train
-from .common import load_run, metrics_of, ranked_ids, save_run, write_json
+from .common import answer_bearing, load_run, metrics_of, ranked_ids, save_run, write_json
 from .workspace import Workspace
 
 
 def negative_pools(ws: Workspace, runs: list, depth: int) -> dict[str, list[str]]:
-    """Per training query: the union of the runs' top `depth`, labelled positives removed."""
+    """Per training query: the union of the runs' top `depth`, labelled positives removed (and, on
+    a split with answers, passages that contain one: `data.answer_free_negatives`)."""
     pools = {}
     for qid in sorted(ws.train.queries):
         labelled = set(ws.train.positives(qid))
         seen = dict.fromkeys(d for r in runs for d in ranked_ids(r, qid, depth) if d not in labelled)
         pools[qid] = list(seen)
+    bearing = answer_bearing(ws, pools)
+    if bearing:
+        pools = {qid: [d for d in pool if d not in bearing[qid]] for qid, pool in pools.items()}
     return pools
 
 

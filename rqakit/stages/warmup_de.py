@@ -16,19 +16,22 @@ from ..models import DualEncoder
 from ..objectives import InBatchRetriever, ListExample
 from ..retrieval import dense_retrieve
 from ..training import OptimSettings, make_plan, per_process, pick_device, train
-from .common import load_run, metrics_of, ranked_ids, save_run, write_json
+from .common import answer_bearing, load_run, metrics_of, ranked_ids, save_run, write_json
 from .workspace import Workspace
 
 
 def training_pairs(ws: Workspace, bm25_train_run, *, depth: int, seed: int) -> list[ListExample]:
     """(query, [positive, BM25 negative]) for every labelled (query, positive) pair.
 
-    The negative is drawn uniformly from BM25's top `depth`, never a labelled positive.
+    The negative is drawn uniformly from BM25's top `depth`, never a labelled positive, nor (NQ,
+    DPR's BM25 negatives) a passage that contains an answer.
     """
     examples = []
+    bearing = answer_bearing(ws, {q: ranked_ids(bm25_train_run, q, depth) for q in sorted(ws.train.queries)}) or {}
     for qid in sorted(ws.train.queries):
         positives = ws.train.positives(qid)
-        pool = [d for d in ranked_ids(bm25_train_run, qid, depth) if d not in set(positives)]
+        excluded = set(positives) | bearing.get(qid, set())
+        pool = [d for d in ranked_ids(bm25_train_run, qid, depth) if d not in excluded]
         if not positives or not pool:
             continue
         rng = np.random.default_rng([seed, len(examples)])
