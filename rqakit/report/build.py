@@ -81,13 +81,15 @@ def update_run_rows(out_dir: str | Path, new_rows: list[dict]) -> Path | None:
 
 # ------------------------------------------------------------------------------ tables and figures
 def write_tables(ws, frame: pd.DataFrame, data: dict, folder: Path) -> dict[str, Path]:
+    from ..stages.ablations import ablation_list_size
+
     cfg, measures = ws.cfg, list(ws.cfg.evaluate.measures)
     written = {
         "table2": tables.write_table(tables.table2(frame, measures), folder, "table2_retrieval",
                                      "Table 2 analogue: first-stage retrieval, test queries (mean ± sd over seeds)."),
         "table3": tables.write_table(tables.table3(frame, measures, cfg.evaluate.rerank_depth), folder, "table3_rerank",
                                      f"Table 3 analogue: re-ranking the top-{cfg.evaluate.rerank_depth}, test queries."),
-        "table4": tables.write_table(tables.table4(frame, measures, cfg.joint.list_size), folder, "table4_ablation",
+        "table4": tables.write_table(tables.table4(frame, measures, ablation_list_size(cfg)), folder, "table4_ablation",
                                      "Table 4 analogue: the retriever under each ablation, test queries (mean ± sd)."),
         "list_size": tables.write_table(tables.list_size_table(frame), folder, "list_size",
                                         "Figure 4 analogue: instances per query vs test nDCG@10 (dynamic)."),
@@ -204,7 +206,10 @@ def _num(v, digits: int = 1) -> str:
 
 
 def render_report(ws, out_dir: Path, frame: pd.DataFrame, data: dict, written: dict, figs: dict, stamp_: dict) -> str:
+    from ..stages.ablations import ablation_list_size
+
     cfg = ws.cfg
+    table4_m = ablation_list_size(cfg)
     rel = lambda p: Path(p).relative_to(out_dir).as_posix()  # noqa: E731
     md = lambda key: Path(written[key]).read_text().strip()  # noqa: E731
     parts = [f"# RocketQAv2 reproduction: profile `{cfg.profile}`", "", *headline(frame, data["paired"]), ""]
@@ -213,7 +218,8 @@ def render_report(ws, out_dir: Path, frame: pd.DataFrame, data: dict, written: d
                   "the pipeline runs end to end, not what RocketQAv2 achieves.", ""]
     parts += ["| stamp | |", "|---|---|", *[f"| {k} | {v} |" for k, v in stamp_.items()], "",
               f"Data: train `{cfg.data.train}`, test `{cfg.data.eval or 'held out of train'}`; backbone "
-              f"`{cfg.model.backbone}`; list size m = {cfg.joint.list_size}; seeds {list(cfg.ablations.seeds)} "
+              f"`{cfg.model.backbone}`; list size m = {cfg.joint.list_size} (Table 4: m = {table4_m}); "
+              f"seeds {list(cfg.ablations.seeds)} "
               f"(other variants {list(cfg.ablations.variant_seeds)}). Every number is in `results.json`.", "",
               "## Retrieval (Table 2 analogue)", "", md("table2"), "",
               "The hybrid row fuses BM25 with the dynamic retriever; the fusion method and weight are chosen on the "

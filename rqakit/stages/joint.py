@@ -7,7 +7,8 @@ Both models start from the warm-up stages and read the lists of `augment`:
 | dynamic      | both towers train: L_sup for the re-ranker + L_KL for the retriever (Eq. 6) |
 | static       | the re-ranker is a frozen teacher; its scores are computed once and reused   |
 | pointwise    | the re-ranker trains with per-pair BCE; the KL still uses its list softmax   |
-| no-denoise   | undenoised lists only                                                        |
+| no-denoise   | undenoised lists only, for as many optimizer steps as the run on all lists   |
+|              | (`ablations.no_denoise_budget: steps`; `epochs`: same epochs, ~half the steps) |
 
 A folder per (variant, m, seed): `retriever/`, `reranker/` (dynamic variants), `history.json`,
 `curves.json` (both models on the validation slice every `joint.eval_every` steps: mutual
@@ -50,6 +51,14 @@ def variant_config(ws: Workspace, variant: str, list_size: int | None, seed: int
     if seed is not None:
         j.seed = seed
     return j
+
+
+def matched_epochs(n_reference: int, n_lists: int, batch_queries: int, epochs: float) -> float:
+    """Epochs over `n_lists` lists that take as many optimizer steps as `epochs` over `n_reference`
+    (the no-denoise ablation against the run on all lists; `make_plan` counts steps the same way)."""
+    ref_batch, batch = min(batch_queries, n_reference), min(batch_queries, n_lists)
+    reference_steps = max(1, int(round((n_reference // ref_batch) * epochs)))
+    return reference_steps / (n_lists // batch)
 
 
 def folder_name(variant: str, list_size: int, seed: int) -> str:
@@ -109,9 +118,14 @@ def run(ws: Workspace, variant: str = "dynamic", *, list_size: int | None = None
                            warmup_ce.run(ws, log=log), augment.run(ws, log=log))
     name = folder_name(variant, j.list_size, j.seed)
     folder = ws.folder(name)
+    budget = ws.cfg.ablations.no_denoise_budget if variant == "no-denoise" else None
 
     def build(tmp: Path) -> dict:
-        lists = select_lists(read_lists(aug / "lists.parquet"), use_denoised=j.use_denoised, list_size=j.list_size)
+        all_lists = read_lists(aug / "lists.parquet")
+        lists = select_lists(all_lists, use_denoised=j.use_denoised, list_size=j.list_size)
+        epochs = j.epochs
+        if budget == "steps":  # w/o denoised: the steps of the run on all lists, not half of them
+            epochs = matched_epochs(len(all_lists), len(lists), j.batch_queries, j.epochs)
         de = DualEncoder.from_pretrained(wde / "model").train()
         ce = CrossEncoder.from_pretrained(wce / "model")
         batch_size = cfg.evaluate.batch_size
@@ -123,7 +137,7 @@ def run(ws: Workspace, variant: str = "dynamic", *, list_size: int | None = None
         objective = JointDistillation(de, ce, static=j.mode == "static", ce_loss=j.ce_loss, kl_direction=j.kl_direction,
                                       kl_grad_to_ce=j.kl_grad_to_ce, kl_reduction=j.kl_reduction, in_batch=j.in_batch)
         plan = make_plan(len(examples), batch_size=min(j.batch_queries, len(examples)),
-                         micro_batch_size=j.micro_batch_queries, epochs=j.epochs, seed=j.seed)
+                         micro_batch_size=j.micro_batch_queries, epochs=epochs, seed=j.seed)
         plan = [[[examples[i] for i in mb] for mb in step] for step in plan]
         evaluator = None
         if j.eval_every:
@@ -160,8 +174,12 @@ def run(ws: Workspace, variant: str = "dynamic", *, list_size: int | None = None
         step_s = [h["seconds"] for h in result.history]
         log(f"[{name}] {len(examples)} lists, {result.steps} steps, test {metrics}")
         return {"metrics": metrics, "variant": variant, "list_size": j.list_size, "seed": j.seed, "lists": len(examples),
-                "steps": len(result.history), "mean_step_s": float(np.mean(step_s)) if step_s else None,
+                "steps": len(result.history), "epochs": epochs,
+                "mean_step_s": float(np.mean(step_s)) if step_s else None,
                 "train_wall_time_s": result.wall_time_s}
 
-    return run_stage(folder, ws.hash("joint", extra={"variant": variant, "joint": vars(j)}), build,
+    extra = {"variant": variant, "joint": vars(j)}
+    if budget is not None:
+        extra["no_denoise_budget"] = budget
+    return run_stage(folder, ws.hash("joint", extra=extra), build,
                      config=ws.config_dict(), force=force, log=log)
