@@ -54,6 +54,7 @@ def listwise_examples(ws: Workspace, pools: dict[str, list[str]], *, m: int, epo
 def build_cross_encoder(ws: Workspace) -> CrossEncoder:
     m = ws.cfg.model
     return CrossEncoder.from_backbone(m.backbone, pooling=m.ce_pooling, max_length=m.ce_max_len,
+                                      query_max_length=m.ce_query_max_len,
                                       use_titles=ws.cfg.data.use_titles)
 
 
