@@ -1,5 +1,9 @@
-"""Stage `warmup_ce` (RocketQA step 2): the cross-encoder trained listwise on negatives drawn from
-the warm dual encoder's top-n (and BM25's, `warmup_ce.negatives_from`), positive at index 0.
+"""Stage `warmup_ce` (RocketQA step 2): the cross-encoder trained on lists of a positive (index 0)
+and negatives drawn from the warm dual encoder's top-n (and BM25's, `warmup_ce.negatives_from`).
+
+`warmup_ce.loss`: listwise (the kit's default: softmax cross-entropy over each list) or pointwise
+(RocketQA v1's step 2: each pair classified on its own); `warmup_ce.schedule` and `warmup_ratio`:
+linear decay after a 10 % warm-up (default) or RocketQA v1's constant rate without warm-up.
 
 Negatives are drawn afresh every epoch. Writes `model/` (the warm re-ranker, the teacher of every
 later stage), `history.json`, and `metrics.json`: the re-ranked top-N of the warm retriever and of
@@ -13,7 +17,7 @@ import numpy as np
 
 from ..artifacts import run_stage, work_dir
 from ..models import CrossEncoder
-from ..objectives import ListExample, ListwiseReranker
+from ..objectives import ListExample, ListwiseReranker, PointwiseReranker
 from ..rerank import ScoreCache, rerank
 from ..training import OptimSettings, make_plan, per_process, pick_device, train
 from .common import answer_bearing, load_run, metrics_of, ranked_ids, save_run, write_json
@@ -78,10 +82,10 @@ def run(ws: Workspace, force: bool = False, log=print) -> Path:
                                   epochs=frac, seed=cfg.joint.seed + e):
                 plan.append([[lists[i] for i in mb] for mb in step])
         ce = build_cross_encoder(ws)
-        objective = ListwiseReranker(ce)
+        objective = (PointwiseReranker if c.loss == "pointwise" else ListwiseReranker)(ce)
         result = train(objective, plan, objective.collate,
                        optim=OptimSettings(lr=c.lr, weight_decay=c.weight_decay, warmup_ratio=c.warmup_ratio,
-                                           schedule="linear", clip=1.0),
+                                           schedule=c.schedule, clip=1.0),
                        device=pick_device(cfg.runtime.device), checkpoint_dir=work_dir(folder) / "ckpt",
                        checkpoint_every=cfg.joint.checkpoint_every, desc="warmup_ce", seed=cfg.joint.seed, log=log)
         ce.save_pretrained(tmp / "model")
