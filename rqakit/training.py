@@ -67,16 +67,25 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def autocast(device: torch.device, enabled: bool = True):
-    """bf16 autocast on a CPU that has bf16 units, bf16/fp16 on CUDA; fp32 master weights stay."""
-    if not enabled:
-        return contextlib.nullcontext()
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """bf16 on a GPU or CPU that has it, fp16 on a GPU without bf16 (V100, T4), None (fp32) else."""
     if device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    if cpu_supports_bf16():
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cpu_supports_bf16() else None
+
+
+def autocast(device: torch.device, enabled: bool = True):
+    """Autocast in `autocast_dtype(device)`; fp32 master weights stay."""
+    dtype = autocast_dtype(device) if enabled else None
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+
+
+def loss_scaler(device: torch.device, enabled: bool = True):
+    """A dynamic loss scaler where autocast runs in fp16 (the official code's fleet AMP on V100s:
+    fp16 gradients underflow without one); None for bf16 and fp32, whose range needs none."""
+    if enabled and autocast_dtype(device) == torch.float16:
+        return torch.amp.GradScaler(device.type)
+    return None
 
 
 def world() -> tuple[int, int]:
@@ -176,15 +185,19 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(folder: Path, *, model: nn.Module, optimizer, scheduler, step: int, history: list, evals: list) -> None:
+def save_checkpoint(folder: Path, *, model: nn.Module, optimizer, scheduler, step: int, history: list, evals: list,
+                    scaler=None) -> None:
     """Write `folder/step-<k>/` atomically (temp name, then rename) and drop older ones."""
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"step-{step:07d}"
     tmp = folder / f".step-{step:07d}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "step": step, "rng": _rng_state(), "history": history, "evals": evals}, tmp / "state.pt")
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "step": step, "rng": _rng_state(), "history": history, "evals": evals}
+    if scaler is not None:
+        state["scaler"] = scaler.state_dict()
+    torch.save(state, tmp / "state.pt")
     os.replace(tmp, final)
     for old in folder.glob("step-*"):
         if old != final:
@@ -216,6 +229,7 @@ def train(model: nn.Module, plan: Sequence[Sequence[Any]], collate: Callable[[An
     trainable = [p for p in model.parameters() if p.requires_grad]
     total = len(plan)
     optimizer, scheduler = make_optimizer(model, optim, total)
+    scaler = loss_scaler(device, precision)   # fp16 only: scale the loss, unscale before clipping
     history, evals, start = [], [], 0
     ckpt = latest_checkpoint(checkpoint_dir)
     if ckpt is not None:
@@ -223,6 +237,8 @@ def train(model: nn.Module, plan: Sequence[Sequence[Any]], collate: Callable[[An
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
         _set_rng_state(state["rng"])
         history, evals, start = state["history"], state["evals"], state["step"]
         log(f"[{desc}] resumed from step {start} of {total}")
@@ -250,11 +266,18 @@ def train(model: nn.Module, plan: Sequence[Sequence[Any]], collate: Callable[[An
             with sync:
                 with autocast(device, precision):
                     out = runner(batch)
-                (out["loss"].float() * (world_size / len(micro))).backward()
+                loss = out["loss"].float() * (world_size / len(micro))
+                (loss if scaler is None else scaler.scale(loss)).backward()
             for k, v in out.items():
                 logs[k] = logs.get(k, 0.0) + float(v.detach()) / len(mine)
+        if scaler is not None:
+            scaler.unscale_(optimizer)   # clip the true gradients
         norm = torch.nn.utils.clip_grad_norm_(trainable, optim.clip) if optim.clip else None
-        optimizer.step()
+        if scaler is None:
+            optimizer.step()
+        else:
+            scaler.step(optimizer)       # skipped when the fp16 gradients overflowed
+            scaler.update()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         row = {"step": step + 1, "lr": scheduler.get_last_lr()[0], "seconds": time.time() - t_step, **logs}
@@ -270,7 +293,7 @@ def train(model: nn.Module, plan: Sequence[Sequence[Any]], collate: Callable[[An
         if checkpoint_dir is not None and rank == 0 and (
                 (checkpoint_every and done % checkpoint_every == 0) or done == total):
             save_checkpoint(checkpoint_dir, model=model, optimizer=optimizer, scheduler=scheduler,
-                            step=done, history=history, evals=evals)
+                            step=done, history=history, evals=evals, scaler=scaler)
         if ddp:
             dist.barrier()
         if stop_after is not None and done >= stop_after:
