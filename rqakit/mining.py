@@ -51,12 +51,26 @@ def _platt_targets(labels: np.ndarray) -> np.ndarray:
     return np.where(labels == 1, (n_pos + 1.0) / (n_pos + 2.0), 1.0 / (n_neg + 2.0))
 
 
-def _platt_loss(params: np.ndarray, logits: np.ndarray, targets: np.ndarray) -> tuple[float, np.ndarray]:
-    """Mean log loss of p = sigmoid(a*logit + b) and its gradient in (a, b)."""
+def _platt_loss(params: np.ndarray, logits: np.ndarray, targets: np.ndarray,
+                weights: np.ndarray) -> tuple[float, np.ndarray]:
+    """Weighted mean log loss of p = sigmoid(a*logit + b) and its gradient in (a, b); weights (N,) sum to N."""
     z = params[0] * logits + params[1]                              # (N,)
-    loss = np.mean(np.logaddexp(0.0, z) - targets * z)
-    residual = expit(z) - targets                                   # (N,)
+    loss = np.mean(weights * (np.logaddexp(0.0, z) - targets * z))
+    residual = weights * (expit(z) - targets)                       # (N,)
     return float(loss), np.array([np.mean(residual * logits), np.mean(residual)])
+
+
+def _prior_weights(labels: np.ndarray, prior: float | None) -> np.ndarray:
+    """(N,) weights that make the positives `prior` of the total weight (1 everywhere for None).
+
+    A logistic fit inherits its fitting set's positive rate in the intercept: the logit at p = 0.9
+    moves by log(49/4) ~ 2.5 between 1:4 and 1:49 pairs. Reweighting to a fixed prior removes
+    that (label shift): the fit describes a CE trained at that rate, whatever was scored.
+    """
+    if prior is None:
+        return np.ones_like(labels)
+    rate = labels.mean()
+    return np.where(labels == 1, prior / rate, (1.0 - prior) / (1.0 - rate))
 
 
 @dataclass
@@ -64,18 +78,25 @@ class Calibrator:
     """Maps CE logits to probabilities so the v1 thresholds (set on a 2-class softmax) apply.
 
     method "platt": p = sigmoid(a*logit + b), fitted on labelled candidate pairs (a listwise CE's
-    logits are shift-invariant, so they are not probabilities); "sigmoid": p = sigmoid(logit), for a
-    pointwise-trained CE; "rank": no probabilities, `build_lists` uses the CE-rank rule instead.
+    logits are shift-invariant, so they are not probabilities), weighted so that positives carry
+    `prior` of the weight: the probabilities then do not depend on how many labelled positives the
+    scored window happens to hold (None: the pairs' own rate). 0.2 is the rate of RocketQA v1's
+    step-2 training data (1 positive : 4 negatives), the classifier whose output 0.1 / 0.9 were
+    set on. "sigmoid": p = sigmoid(logit), the CE's own two-class probability (a pointwise CE);
+    "rank": no probabilities, `build_lists` uses the CE-rank rule instead.
     """
 
     method: str = "platt"
     a: float | None = None
     b: float | None = None
+    prior: float | None = None
     max_iter: int = field(default=500, repr=False)
 
     def __post_init__(self):
         if self.method not in CALIBRATION_METHODS:
             raise RqaError(f"unknown calibration method {self.method!r}; use one of {', '.join(CALIBRATION_METHODS)}")
+        if self.prior is not None and not 0.0 < self.prior < 1.0:
+            raise RqaError(f"calibration prior {self.prior} must be between 0 and 1 (exclusive), or None")
 
     @property
     def gives_probabilities(self) -> bool:
@@ -93,7 +114,8 @@ class Calibrator:
         if self.method != "platt":
             return self
         logits, labels = _check_pairs(logits, labels)
-        result = minimize(_platt_loss, x0=np.array([1.0, 0.0]), args=(logits, _platt_targets(labels)),
+        args = (logits, _platt_targets(labels), _prior_weights(labels, self.prior))
+        result = minimize(_platt_loss, x0=np.array([1.0, 0.0]), args=args,
                           jac=True, method="L-BFGS-B", options={"maxiter": self.max_iter})
         a, b = (float(v) for v in result.x)
         if not a > 0:
@@ -113,12 +135,19 @@ class Calibrator:
             raise RqaError("Platt calibrator is not fitted: call fit(logits, labels) on labelled candidate pairs first")
         return expit(self.a * logits + self.b)
 
+    def logit_at(self, prob: float) -> float:
+        """The CE logit whose calibrated probability is `prob` (where a threshold falls)."""
+        if self.method == "rank" or not self.is_fitted:
+            raise RqaError("logit_at needs a fitted probability calibration (platt or sigmoid)")
+        z = math.log(prob / (1.0 - prob))
+        return z if self.method == "sigmoid" else (z - self.b) / self.a
+
     def to_dict(self) -> dict:
-        return {"method": self.method, "a": self.a, "b": self.b}
+        return {"method": self.method, "a": self.a, "b": self.b, "prior": self.prior}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Calibrator":
-        return cls(method=d["method"], a=d.get("a"), b=d.get("b"))
+        return cls(method=d["method"], a=d.get("a"), b=d.get("b"), prior=d.get("prior"))
 
 
 def _check_pairs(logits, labels) -> tuple[np.ndarray, np.ndarray]:
@@ -422,6 +451,42 @@ def build_lists(split: Split, candidates: dict[str, list[str]], ce_scores: dict[
     if answer_bearing is not None:
         summary["answer_bearing_candidates"] = sum(len(v.answer_bearing & set(v.candidates)) for v in views)
     return lists, summary
+
+
+def calibration_settings(split: Split, candidates: dict[str, list[str]], ce_scores: dict[str, dict[str, float]], *,
+                         neg_threshold: float = 0.1, pos_threshold: float = 0.9, rank_keep_from: int = 10,
+                         max_pseudo_positives: int = 1, score_depth: int = 50, prior: float | None = 0.2,
+                         answer_bearing: dict[str, set[str]] | None = None) -> dict[str, dict]:
+    """What each calibration makes of the same CE scores: pseudo-positives, denoised negatives and
+    dropped candidates (totals over queries), and for probabilities the logits where 0.1 / 0.9 fall.
+
+    Settings: platt at `prior`, platt balanced (0.5), platt at the scored pairs' own positive rate
+    (the fit that moves with the window), sigmoid (the CE's own two-class probability) and rank.
+    A setting that cannot be fitted reports its error.
+    """
+    views, _ = _query_views(split, candidates, ce_scores, score_depth, answer_bearing)
+    pairs = labelled_pairs(split, ce_scores)
+    settings = {f"platt, prior {p}": Calibrator("platt", prior=p) for p in dict.fromkeys([prior, 0.5]) if p is not None}
+    settings.update({"platt, pairs' own rate": Calibrator("platt"), "sigmoid": Calibrator("sigmoid"),
+                     "rank": Calibrator("rank")})
+    out = {}
+    for name, calibrator in settings.items():
+        try:
+            calibrator.fit(*pairs)
+        except RqaError as exc:
+            out[name] = {"error": str(exc)}
+            continue
+        counts = {"pseudo_positives": 0, "denoised_negatives": 0, "dropped_as_false_negative": 0}
+        for view in views:
+            denoising = _denoise(view, calibrator, neg_threshold, pos_threshold, rank_keep_from, max_pseudo_positives)
+            counts["pseudo_positives"] += len(denoising.pseudo)
+            counts["denoised_negatives"] += len(denoising.negatives)
+            counts["dropped_as_false_negative"] += len(denoising.dropped)
+        if calibrator.gives_probabilities:
+            counts[f"logit_at_{neg_threshold}"] = calibrator.logit_at(neg_threshold)
+            counts[f"logit_at_{pos_threshold}"] = calibrator.logit_at(pos_threshold)
+        out[name] = counts
+    return out
 
 
 def _summary(lists: pd.DataFrame, queries_used: int, without_positive: int,

@@ -11,6 +11,7 @@ from rqakit.mining import (
     Calibrator,
     answer_bearing,
     build_lists,
+    calibration_settings,
     denoising_quality,
     labelled_pairs,
     read_lists,
@@ -364,3 +365,40 @@ def test_answer_bearing_passages_are_never_negatives_but_may_be_pseudo_positives
     assert summary["answer_bearing_candidates"] == 4            # d1, d2, d5, d9 (p is labelled)
     _, plain = _build(*_hand_case())                           # without answers: d5 is a dropped false negative
     assert plain["dropped"] == {"q1": ["d3", "d5"]} and "answer_bearing_candidates" not in plain
+
+
+# --- calibration that does not move with the scored window's positive rate ---------------------
+
+def _synthetic_pairs(n_negatives, n_positives=2000, seed=0):
+    """Listwise-CE-like logits: positives ~ N(2, 1), unlabelled candidates ~ N(-1, 1)."""
+    rng = np.random.default_rng(seed)
+    logits = np.concatenate([rng.normal(2.0, 1.0, n_positives), rng.normal(-1.0, 1.0, n_negatives)])
+    return logits, np.array([1] * n_positives + [0] * n_negatives)
+
+
+def test_platt_at_a_fixed_prior_keeps_the_thresholds_where_the_pairs_own_rate_moves_them():
+    at_1_4, at_1_49 = _synthetic_pairs(8_000), _synthetic_pairs(98_000)
+    own = [Calibrator("platt").fit(*pairs) for pairs in (at_1_4, at_1_49)]
+    fixed = [Calibrator("platt", prior=0.2).fit(*pairs) for pairs in (at_1_4, at_1_49)]
+    for prob in (0.1, 0.9):
+        # the pairs' own rate: the logit where p = 0.9 moves by about log(49/4) / a (a ~ 3 here)
+        assert own[1].logit_at(prob) - own[0].logit_at(prob) > 0.6
+        assert abs(fixed[1].logit_at(prob) - fixed[0].logit_at(prob)) < 0.05
+        # at a 1:4 set the prior 0.2 is the set's own rate: the same fit
+        assert fixed[0].logit_at(prob) == pytest.approx(own[0].logit_at(prob), abs=1e-4)
+    assert Calibrator.from_dict(fixed[1].to_dict()).logit_at(0.9) == pytest.approx(fixed[1].logit_at(0.9))
+    with pytest.raises(RqaError, match="between 0 and 1"):
+        Calibrator("platt", prior=1.0)
+
+
+def test_calibration_settings_count_what_each_setting_makes_of_the_same_scores():
+    split, candidates, ce_scores = _hand_case()
+    settings = calibration_settings(split, candidates, ce_scores, score_depth=SCORE_DEPTH, rank_keep_from=5)
+    # sigmoid reads PROBS: d1 pseudo (d5 is confident too but only one is taken), d3 and d5 dropped
+    assert {k: settings["sigmoid"][k] for k in ("pseudo_positives", "denoised_negatives", "dropped_as_false_negative")} \
+        == {"pseudo_positives": 1, "denoised_negatives": 4, "dropped_as_false_negative": 2}
+    assert settings["sigmoid"]["logit_at_0.9"] == pytest.approx(_logit(0.9))
+    # rank: p is the CE's top-1, so no pseudo-positive; ranks >= 5 (d2, d4, d6) are negatives, d1 d5 d3 d7 dropped
+    assert {k: settings["rank"][k] for k in ("pseudo_positives", "denoised_negatives", "dropped_as_false_negative")} \
+        == {"pseudo_positives": 0, "denoised_negatives": 3, "dropped_as_false_negative": 4}
+    assert set(settings) == {"platt, prior 0.2", "platt, prior 0.5", "platt, pairs' own rate", "sigmoid", "rank"}

@@ -38,6 +38,12 @@ def test_augment_writes_both_list_kinds_with_the_positive_first(ws):
     quality = summary["denoising_quality"]  # rqakit/toy knows its unlabelled positives
     assert {"precision", "recall"} <= set(quality["dropped"]) and {"precision", "recall"} <= set(quality["pseudo"])
     assert summary["scoring"]["tokens_per_s"] > 0
+    settings = summary["calibration_settings"]  # the same scores under every calibration
+    assert set(settings) == {"platt, prior 0.2", "platt, prior 0.5", "platt, pairs' own rate", "sigmoid", "rank"}
+    assert settings["platt, prior 0.2"]["pseudo_positives"] == summary["pseudo_positives"]
+    assert settings["platt, prior 0.2"]["dropped_as_false_negative"] == summary["dropped_as_false_negative"]
+    calibration = json.loads((folder / "calibration.json").read_text())
+    assert calibration["method"] == "platt" and calibration["prior"] == 0.2
 
 
 def test_a_killed_joint_run_resumes_to_the_weights_of_an_uninterrupted_one(ws):
