@@ -39,6 +39,8 @@ class DataConfig:
     split_seed: int = _f(0, "seed of the deterministic query splits")
     use_titles: bool = _f(True, "passage text is title + text (RocketQA's MS MARCO corpus has titles)")
     max_train_queries: int | None = _f(None, "cap on training queries (null: all)")
+    answer_free_negatives: bool = _f(True, "where the training split has answers (NQ), a passage containing one "
+                                           "(DPR has_answer) is never a negative, as DPR's and RocketQA's NQ data")
 
 
 @dataclass
@@ -52,6 +54,8 @@ class ModelConfig:
     q_max_len: int = _f(32, "query max length in tokens (official code: 32)")
     p_max_len: int = _f(128, "passage max length in tokens, title + text (official code: 128)")
     ce_max_len: int = _f(160, "cross-encoder max length (official code: 30 + 125 + 3 = 158)")
+    ce_query_max_len: int = _f(0, "cross-encoder: 0 truncates query + passage together, longest first, to ce_max_len; "
+                                  "N caps the query at N tokens and the passage at ce_max_len - N - 3 (official: 30, 125)")
 
 
 @dataclass
@@ -71,9 +75,12 @@ class WarmupCEConfig:
     epochs: float = _f(1.0, "epochs over training queries")
     lr: float = _f(5e-5, "learning rate")
     batch_queries: int = _f(4, "queries (lists) per step")
-    warmup_ratio: float = _f(0.1, "linear warm-up share of steps, then linear decay")
+    warmup_ratio: float = _f(0.1, "linear warm-up share of steps (RocketQA step 2: 0)")
+    schedule: str = _f("linear", "after warm-up: linear decay to 0 | constant (RocketQA step 2: no warm-up, constant)")
     weight_decay: float = _f(0.01, "AdamW weight decay (RocketQA step 2: 0.01)")
-    list_size: int = _f(8, "1 positive + list_size-1 negatives, listwise cross-entropy")
+    loss: str = _f("listwise", "listwise: softmax cross-entropy over each list | pointwise: per-pair BCE on the logit "
+                               "(RocketQA step 2 was a pointwise two-class classifier)")
+    list_size: int = _f(8, "1 positive + list_size-1 negatives per list (RocketQA step 2: 1 + 4 per positive)")
     negatives_from: str = _f("bm25+de", "where negatives are sampled: bm25 | de | bm25+de")
     depth: int = _f(30, "negatives are sampled from this retrieval depth")
     seed: int = _f(1, "seed of the negatives, the batch order and the initial RNG state")
@@ -87,7 +94,10 @@ class AugmentConfig:
     list_size: int = _f(8, "m: 1 positive + m-1 negatives per list")
     neg_threshold: float = _f(0.1, "denoised negatives: calibrated CE probability below this (v1: 0.1)")
     pos_threshold: float = _f(0.9, "pseudo positives: calibrated CE probability above this (v1: 0.9)")
-    calibration: str = _f("platt", "logit -> probability: platt (fit on labelled pairs) | sigmoid | rank")
+    calibration: str = _f("platt", "logit -> probability: platt (fit on labelled pairs) | sigmoid (the CE's own "
+                                   "two-class probability; a pointwise CE) | rank (thresholds by CE rank)")
+    calibration_prior: float | None = _f(0.2, "platt: fit weighted to this positive rate, whatever the scored pairs' "
+                                              "own rate (0.2: RocketQA step 2's 1:4 training data); null: the pairs' rate")
     rank_keep_from: int = _f(10, "rank rule: candidates ranked below this by the CE are negatives")
     max_pseudo_positives: int = _f(1, "denoised lists per query built around pseudo positives (at most)")
     seed: int = _f(0, "seed of negative sampling")
@@ -119,6 +129,8 @@ class EvalConfig:
     retrieve_depth: int = _f(100, "retrieval depth for runs and R@k")
     rerank_depth: int = _f(30, "candidates re-ranked by the cross-encoder (paper: 50)")
     measures: list = _f(["nDCG@10", "RR@10", "R@100"], "ir_measures names reported in every table")
+    relevance: str = _f("auto", "auto: by answers (DPR has_answer) where the split has them, else by qrels | "
+                                "qrels | answers")
     batch_size: int = _f(64, "encoding batch size")
 
 
@@ -127,6 +139,9 @@ class AblationConfig:
     seeds: list = _f([1, 2, 3], "seeds of dynamic and static distillation")
     variant_seeds: list = _f([1], "seeds of the other Table 4 variants")
     list_sizes: list = _f([4, 8], "list sizes m of the Figure 4 analogue")
+    list_size: int | None = _f(None, "m of the Table 4 runs (paper: 8 instances per query); null: joint.list_size")
+    no_denoise_budget: str = _f("steps", "w/o denoised lists trains as many optimizer steps as its reference run (steps) "
+                                         "| as many epochs over its fewer lists (epochs: about half the steps)")
 
 
 @dataclass
@@ -268,6 +283,10 @@ CHOICES = {
     "model.ce_pooling": ("cls", "mean"),
     "augment.calibration": ("platt", "sigmoid", "rank"),
     "warmup_ce.negatives_from": ("bm25", "de", "bm25+de"),
+    "warmup_ce.loss": ("listwise", "pointwise"),
+    "warmup_ce.schedule": ("linear", "constant"),
+    "evaluate.relevance": ("auto", "qrels", "answers"),
+    "ablations.no_denoise_budget": ("steps", "epochs"),
 }
 
 
@@ -302,7 +321,11 @@ def validate(cfg: RunConfig) -> None:
     for key, m in (("joint.list_size", j.list_size), ("augment.list_size", a.list_size),
                    ("warmup_ce.list_size", cfg.warmup_ce.list_size)):
         check_list_size(key, m)
-    for key, m in [("joint.list_size", j.list_size)] + [("ablations.list_sizes", m) for m in cfg.ablations.list_sizes]:
+    trained = [("joint.list_size", j.list_size), ("ablations.list_size", cfg.ablations.list_size)]
+    trained += [("ablations.list_sizes", m) for m in cfg.ablations.list_sizes]
+    for key, m in trained:
+        if m is None:
+            continue
         check_list_size(key, m)
         if m > a.list_size:
             raise RqaError(f"{key} = {m} is larger than the lists augment builds (augment.list_size = {a.list_size}); "
@@ -313,6 +336,12 @@ def validate(cfg: RunConfig) -> None:
     if cfg.warmup_ce.depth < cfg.warmup_ce.list_size - 1:
         raise RqaError(f"warmup_ce.depth ({cfg.warmup_ce.depth}) cannot supply the {cfg.warmup_ce.list_size - 1} "
                        "negatives of a warmup_ce list; raise warmup_ce.depth or lower warmup_ce.list_size")
+    prior = a.calibration_prior
+    if prior is not None and not 0.0 < prior < 1.0:
+        raise RqaError(f"augment.calibration_prior = {prior} must be between 0 and 1 (exclusive), or null")
+    q_len, ce_len = cfg.model.ce_query_max_len, cfg.model.ce_max_len
+    if q_len < 0 or (q_len and ce_len - q_len - 3 < 1):
+        raise RqaError(f"model.ce_query_max_len = {q_len} leaves no room for the passage in model.ce_max_len = {ce_len}")
     if j.batch_queries % j.micro_batch_queries:
         raise RqaError(f"joint.batch_queries ({j.batch_queries}) must be a multiple of joint.micro_batch_queries ({j.micro_batch_queries})")
     for key in ("data.val_fraction", "data.eval_fraction"):

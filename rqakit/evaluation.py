@@ -6,6 +6,13 @@ are ``dict[str, dict[str, int]]`` (query id -> {doc id -> relevance}), as ir_mea
 Averaging follows the official ``msmarco_eval.py``: the mean is over every query with at least one
 relevant document in the qrels, and a judged query absent from the run scores 0. Queries in the run
 but not in the qrels are ignored.
+
+A split with gold answers (NQ, TriviaQA in dpr-w100) is scored by answers, as the official
+``nq_eval.py``: :func:`answer_qrels` judges every retrieved passage by DPR's :func:`has_answer`
+and the mean is over every question with an answer string (:func:`judgements` picks the mode).
+``Success@k`` is then the paper's NQ R@k (DPR's top-k accuracy) and ``RR@10`` the official
+re-ranking script's MRR@10; measures that need every relevant passage of the collection (nDCG,
+R) see only the retrieved ones.
 """
 
 from __future__ import annotations
@@ -83,17 +90,21 @@ def _check_overlap(run: Run, judged: Sequence[str]) -> None:
         raise RqaError("the run shares no query with the qrels: check the split")
 
 
-def per_query(run: Run, qrels: Qrels, measures=DEFAULT_MEASURES) -> pd.DataFrame:
+def per_query(run: Run, qrels: Qrels, measures=DEFAULT_MEASURES, queries: Iterable[str] | None = None) -> pd.DataFrame:
     """Per-query values: columns ``query_id``, ``measure``, ``value``.
 
     Every judged query appears once per measure (a query missing from the run has value 0.0), so
     two systems' frames align query by query for :func:`paired_test`. Rows are grouped by measure
-    in the given order, then by query id.
+    in the given order, then by query id. ``queries``: the query ids averaged over instead of those
+    with a relevant document (answer mode: every question with an answer; one with no
+    answer-bearing passage scores 0).
     """
     parsed = _parse_measures(measures)
-    judged = _judged_query_ids(qrels)
+    judged = _judged_query_ids(qrels) if queries is None else sorted(set(queries))
+    if not judged:
+        raise RqaError("no query to average over: the split has no judged or answered query")
     _check_overlap(run, judged)
-    judged_qrels = {qid: dict(qrels[qid]) for qid in judged}
+    judged_qrels = {qid: dict(qrels[qid]) for qid in judged if qrels.get(qid)}
     judged_run = {qid: dict(run[qid]) for qid in judged if qid in run}
     values = {(str(m.measure), m.query_id): float(m.value)
               for m in ir_measures.iter_calc(parsed, judged_qrels, judged_run)}
@@ -102,16 +113,17 @@ def per_query(run: Run, qrels: Qrels, measures=DEFAULT_MEASURES) -> pd.DataFrame
     return pd.DataFrame(rows, columns=["query_id", "measure", "value"])
 
 
-def evaluate_run(run: Run, qrels: Qrels, measures=DEFAULT_MEASURES) -> dict[str, float]:
+def evaluate_run(run: Run, qrels: Qrels, measures=DEFAULT_MEASURES,
+                 queries: Iterable[str] | None = None) -> dict[str, float]:
     """Mean of each measure over the judged queries: {"nDCG@10": ..., "RR@10": ..., "R@100": ...}.
 
     Keys are the names as ir_measures writes them ("MRR@10" is ir_measures' "RR@10"). The
     denominator is the number of queries with a relevant document, as in ``msmarco_eval.py``:
     per-query values from ``ir_measures.iter_calc`` are filled with 0 for judged queries absent
     from the run, and queries judged only non-relevant (which ``ir_measures.calc_aggregate``
-    would count) are left out.
+    would count) are left out. ``queries``: as :func:`per_query`.
     """
-    frame = per_query(run, qrels, measures)
+    frame = per_query(run, qrels, measures, queries)
     means = frame.groupby("measure", sort=False)["value"].mean()
     return {measure: float(value) for measure, value in means.items()}
 
@@ -245,3 +257,85 @@ def answer_top_k_accuracy(run: Run, answers: Mapping[str, Sequence[str]],
                    for qid in answers]
     return {f"Top@{int(k)}": sum(r is not None and r <= k for r in first_ranks) / len(first_ranks)
             for k in ks}
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring a split: by its qrels, or by its answers
+# ---------------------------------------------------------------------------------------------
+
+RELEVANCE_MODES = ("auto", "qrels", "answers")
+PassageTexts = Callable[[list[str]], list[str]]   # doc ids -> passage texts (no titles), same order
+
+
+def answered_questions(answers: Mapping[str, Sequence[str]]) -> list[str]:
+    """Question ids with at least one non-empty answer string, sorted."""
+    return sorted(qid for qid, strings in answers.items() if any(str(a).strip() for a in strings))
+
+
+def passage_texts(corpus) -> PassageTexts:
+    """doc ids -> passage texts without titles (what DPR's has_answer reads) from a Corpus."""
+    return lambda doc_ids: [doc.text for doc in corpus.get_many(doc_ids)]
+
+
+def answer_qrels(run: Run, answers: Mapping[str, Sequence[str]], passage_texts: PassageTexts,
+                 cache: dict | None = None) -> dict[str, dict[str, int]]:
+    """Judgements from gold answers: every passage the run retrieved for a question is 1 if its
+    text contains an answer (:func:`has_answer`, DPR 'string' mode), else 0.
+
+    ``passage_texts(doc_ids)`` gives the passage texts; DPR matches the text without the title.
+    Questions absent from the run get no judgements (they score 0 in :func:`per_query`).
+    ``cache``: a dict of (question id, doc id) -> 0/1 kept between calls (runs that share passages).
+    """
+    cache = {} if cache is None else cache
+    qrels: dict[str, dict[str, int]] = {}
+    for qid in answered_questions(answers):
+        doc_ids = list(run.get(qid, {}))
+        unseen = [d for d in doc_ids if (qid, d) not in cache]
+        if unseen:
+            for doc, text in zip(unseen, passage_texts(unseen)):
+                cache[(qid, doc)] = int(has_answer(text, answers[qid]))
+        if doc_ids:
+            qrels[qid] = {doc: cache[(qid, doc)] for doc in doc_ids}
+    return qrels
+
+
+def relevance_mode(split, relevance: str = "auto") -> str:
+    """"answers" or "qrels" for a split: auto = answers when the split has them (NQ), else qrels."""
+    if relevance not in RELEVANCE_MODES:
+        raise RqaError(f"relevance {relevance!r}; choose one of: {', '.join(RELEVANCE_MODES)}")
+    has_answers = bool(getattr(split, "answers", None))
+    if relevance == "answers" and not has_answers:
+        raise RqaError(f"split {getattr(split, 'dataset_id', '')!r} has no answers; use evaluate.relevance=qrels")
+    if relevance == "auto":
+        return "answers" if has_answers else "qrels"
+    return relevance
+
+
+def judgements(run: Run, split, passage_texts: PassageTexts | None = None, relevance: str = "auto",
+               cache: dict | None = None) -> tuple[Qrels, list[str] | None]:
+    """(qrels, queries) to score ``run`` on ``split`` with :func:`evaluate_run` / :func:`per_query`.
+
+    qrels mode: the split's qrels and None (average over the judged queries). answers mode:
+    :func:`answer_qrels` of this run and every answered question of the split.
+    """
+    if relevance_mode(split, relevance) == "qrels":
+        return split.qrels, None
+    if passage_texts is None:
+        raise RqaError(f"split {getattr(split, 'dataset_id', '')!r} is scored by its answers: pass the passage "
+                       "texts (the corpus), or set evaluate.relevance=qrels")
+    questions = [q for q in answered_questions(split.answers) if q in split.queries]
+    return answer_qrels(run, {q: split.answers[q] for q in questions}, passage_texts, cache), questions
+
+
+def evaluate_split(run: Run, split, measures=DEFAULT_MEASURES, passage_texts: PassageTexts | None = None,
+                   relevance: str = "auto", cache: dict | None = None) -> dict[str, float]:
+    """:func:`evaluate_run` by the split's qrels, or by its answers (see :func:`judgements`)."""
+    qrels, queries = judgements(run, split, passage_texts, relevance, cache)
+    return evaluate_run(run, qrels, measures, queries)
+
+
+def per_query_split(run: Run, split, measures=DEFAULT_MEASURES, passage_texts: PassageTexts | None = None,
+                    relevance: str = "auto", cache: dict | None = None) -> pd.DataFrame:
+    """:func:`per_query` by the split's qrels, or by its answers (see :func:`judgements`)."""
+    qrels, queries = judgements(run, split, passage_texts, relevance, cache)
+    return per_query(run, qrels, measures, queries)

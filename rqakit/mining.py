@@ -12,6 +12,10 @@ passages are built per query with a labelled positive, positive at index 0 (offi
 
 `method="rank"` replaces probabilities with CE ranks for a listwise CE whose logits have no
 absolute scale.
+
+On an open-domain QA set (NQ), a retrieved passage that contains a gold answer (DPR's
+has_answer, `answer_bearing`) is never a negative in either kind of list, as in DPR's data and
+RocketQA's `construct_nq_train_de.py`; it may still lead a denoised list as a pseudo-positive.
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ from rqakit.data.collection import Split
 from rqakit.atomic import atomic_path
 from rqakit.config import CHOICES, check_list_size, check_thresholds
 from rqakit.errors import RqaError
+from rqakit.evaluation import has_answer
 
 CALIBRATION_METHODS = CHOICES["augment.calibration"]
 LIST_KINDS = ("undenoised", "denoised")
@@ -47,12 +52,26 @@ def _platt_targets(labels: np.ndarray) -> np.ndarray:
     return np.where(labels == 1, (n_pos + 1.0) / (n_pos + 2.0), 1.0 / (n_neg + 2.0))
 
 
-def _platt_loss(params: np.ndarray, logits: np.ndarray, targets: np.ndarray) -> tuple[float, np.ndarray]:
-    """Mean log loss of p = sigmoid(a*logit + b) and its gradient in (a, b)."""
+def _platt_loss(params: np.ndarray, logits: np.ndarray, targets: np.ndarray,
+                weights: np.ndarray) -> tuple[float, np.ndarray]:
+    """Weighted mean log loss of p = sigmoid(a*logit + b) and its gradient in (a, b); weights (N,) sum to N."""
     z = params[0] * logits + params[1]                              # (N,)
-    loss = np.mean(np.logaddexp(0.0, z) - targets * z)
-    residual = expit(z) - targets                                   # (N,)
+    loss = np.mean(weights * (np.logaddexp(0.0, z) - targets * z))
+    residual = weights * (expit(z) - targets)                       # (N,)
     return float(loss), np.array([np.mean(residual * logits), np.mean(residual)])
+
+
+def _prior_weights(labels: np.ndarray, prior: float | None) -> np.ndarray:
+    """(N,) weights that make the positives `prior` of the total weight (1 everywhere for None).
+
+    A logistic fit inherits its fitting set's positive rate in the intercept: the logit at p = 0.9
+    moves by log(49/4) ~ 2.5 between 1:4 and 1:49 pairs. Reweighting to a fixed prior removes
+    that (label shift): the fit describes a CE trained at that rate, whatever was scored.
+    """
+    if prior is None:
+        return np.ones_like(labels)
+    rate = labels.mean()
+    return np.where(labels == 1, prior / rate, (1.0 - prior) / (1.0 - rate))
 
 
 @dataclass
@@ -60,18 +79,25 @@ class Calibrator:
     """Maps CE logits to probabilities so the v1 thresholds (set on a 2-class softmax) apply.
 
     method "platt": p = sigmoid(a*logit + b), fitted on labelled candidate pairs (a listwise CE's
-    logits are shift-invariant, so they are not probabilities); "sigmoid": p = sigmoid(logit), for a
-    pointwise-trained CE; "rank": no probabilities, `build_lists` uses the CE-rank rule instead.
+    logits are shift-invariant, so they are not probabilities), weighted so that positives carry
+    `prior` of the weight: the probabilities then do not depend on how many labelled positives the
+    scored window happens to hold (None: the pairs' own rate). 0.2 is the rate of RocketQA v1's
+    step-2 training data (1 positive : 4 negatives), the classifier whose output 0.1 / 0.9 were
+    set on. "sigmoid": p = sigmoid(logit), the CE's own two-class probability (a pointwise CE);
+    "rank": no probabilities, `build_lists` uses the CE-rank rule instead.
     """
 
     method: str = "platt"
     a: float | None = None
     b: float | None = None
+    prior: float | None = None
     max_iter: int = field(default=500, repr=False)
 
     def __post_init__(self):
         if self.method not in CALIBRATION_METHODS:
             raise RqaError(f"unknown calibration method {self.method!r}; use one of {', '.join(CALIBRATION_METHODS)}")
+        if self.prior is not None and not 0.0 < self.prior < 1.0:
+            raise RqaError(f"calibration prior {self.prior} must be between 0 and 1 (exclusive), or None")
 
     @property
     def gives_probabilities(self) -> bool:
@@ -89,7 +115,8 @@ class Calibrator:
         if self.method != "platt":
             return self
         logits, labels = _check_pairs(logits, labels)
-        result = minimize(_platt_loss, x0=np.array([1.0, 0.0]), args=(logits, _platt_targets(labels)),
+        args = (logits, _platt_targets(labels), _prior_weights(labels, self.prior))
+        result = minimize(_platt_loss, x0=np.array([1.0, 0.0]), args=args,
                           jac=True, method="L-BFGS-B", options={"maxiter": self.max_iter})
         a, b = (float(v) for v in result.x)
         if not a > 0:
@@ -109,12 +136,19 @@ class Calibrator:
             raise RqaError("Platt calibrator is not fitted: call fit(logits, labels) on labelled candidate pairs first")
         return expit(self.a * logits + self.b)
 
+    def logit_at(self, prob: float) -> float:
+        """The CE logit whose calibrated probability is `prob` (where a threshold falls)."""
+        if self.method == "rank" or not self.is_fitted:
+            raise RqaError("logit_at needs a fitted probability calibration (platt or sigmoid)")
+        z = math.log(prob / (1.0 - prob))
+        return z if self.method == "sigmoid" else (z - self.b) / self.a
+
     def to_dict(self) -> dict:
-        return {"method": self.method, "a": self.a, "b": self.b}
+        return {"method": self.method, "a": self.a, "b": self.b, "prior": self.prior}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Calibrator":
-        return cls(method=d["method"], a=d.get("a"), b=d.get("b"))
+        return cls(method=d["method"], a=d.get("a"), b=d.get("b"), prior=d.get("prior"))
 
 
 def _check_pairs(logits, labels) -> tuple[np.ndarray, np.ndarray]:
@@ -161,14 +195,18 @@ class _QueryView:
     candidates: list[str]         # top-n, rank order, de-duplicated
     scored: list[str]             # candidates[:score_depth]
     logits: dict[str, float]      # CE logit of every scored doc (the scored window at least)
+    answer_bearing: set[str] = field(default_factory=set)   # unlabelled, contain an answer: no negatives
+
+    def can_be_negative(self, doc_id: str) -> bool:
+        return doc_id not in self.labelled and doc_id not in self.answer_bearing
 
     @property
     def unlabelled_pool(self) -> list[str]:
-        return [d for d in self.candidates if d not in self.labelled]
+        return [d for d in self.candidates if self.can_be_negative(d)]
 
     @property
     def beyond_window_pool(self) -> list[str]:
-        return [d for d in self.candidates[len(self.scored):] if d not in self.labelled]
+        return [d for d in self.candidates[len(self.scored):] if self.can_be_negative(d)]
 
 
 @dataclass
@@ -287,6 +325,22 @@ def _denoised_lists(view: _QueryView, denoising: _Denoising, list_size: int, see
     return rows
 
 
+def answer_bearing(candidates: dict[str, list[str]], answers: dict[str, list[str]],
+                   passage_texts) -> dict[str, set[str]]:
+    """qid -> the candidates whose text contains one of the query's gold answers (DPR has_answer).
+
+    passage_texts(doc_ids) -> texts without titles (DPR matches the text). Queries without answers
+    get an empty set.
+    """
+    out = {}
+    for qid, docs in candidates.items():
+        strings = answers.get(qid) or []
+        docs = list(dict.fromkeys(docs))
+        texts = passage_texts(docs) if strings and docs else []
+        out[qid] = {d for d, text in zip(docs, texts) if has_answer(text, strings)}
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # build_lists
 # ---------------------------------------------------------------------------------------------
@@ -305,7 +359,7 @@ def _check_settings(list_size: int, neg_threshold: float, pos_threshold: float, 
 
 
 def _query_views(split: Split, candidates: dict[str, list[str]], ce_scores: dict[str, dict[str, float]],
-                 score_depth: int) -> tuple[list[_QueryView], int]:
+                 score_depth: int, answer_bearing: dict[str, set[str]] | None = None) -> tuple[list[_QueryView], int]:
     """Views of the queries with a labelled positive (split order) and the count of those without."""
     unknown = [q for q in candidates if q not in split.queries]
     if unknown:
@@ -320,8 +374,9 @@ def _query_views(split: Split, candidates: dict[str, list[str]], ce_scores: dict
         ranked = list(dict.fromkeys(candidates[qid]))
         scored = ranked[:score_depth]
         logits = ce_scores.get(qid, {})
+        bearing = set((answer_bearing or {}).get(qid, ())) - set(split.positives(qid))
         views.append(_QueryView(qid, _ground_truth_positive(grades), set(split.positives(qid)), ranked,
-                                scored, {d: float(s) for d, s in logits.items()}))
+                                scored, {d: float(s) for d, s in logits.items()}, bearing))
     return views, without_positive
 
 
@@ -340,32 +395,39 @@ def _check_inputs(views: list[_QueryView], list_size: int, score_depth: int) -> 
 def _denoise(view: _QueryView, calibrator: Calibrator, neg_threshold: float, pos_threshold: float,
              rank_keep_from: int, max_pseudo: int) -> _Denoising:
     if not calibrator.gives_probabilities:
-        return _denoise_by_rank(view, rank_keep_from, max_pseudo)
-    scored_logits = np.array([view.logits[d] for d in view.scored], dtype=np.float64)   # (n_scored,)
-    probs = dict(zip(view.scored, calibrator(scored_logits).tolist()))
-    return _denoise_by_probability(view, probs, neg_threshold, pos_threshold, max_pseudo)
+        denoising = _denoise_by_rank(view, rank_keep_from, max_pseudo)
+    else:
+        scored_logits = np.array([view.logits[d] for d in view.scored], dtype=np.float64)   # (n_scored,)
+        probs = dict(zip(view.scored, calibrator(scored_logits).tolist()))
+        denoising = _denoise_by_probability(view, probs, neg_threshold, pos_threshold, max_pseudo)
+    if view.answer_bearing:  # never negatives; neither counted as dropped false negatives
+        denoising.negatives = [d for d in denoising.negatives if d not in view.answer_bearing]
+        denoising.dropped = [d for d in denoising.dropped if d not in view.answer_bearing]
+    return denoising
 
 
 def build_lists(split: Split, candidates: dict[str, list[str]], ce_scores: dict[str, dict[str, float]], *,
                 list_size: int, calibrator: Calibrator, neg_threshold: float = 0.1, pos_threshold: float = 0.9,
                 rank_keep_from: int = 10, max_pseudo_positives: int = 1, score_depth: int = 50,
-                seed: int = 0) -> tuple[pd.DataFrame, dict]:
+                seed: int = 0, answer_bearing: dict[str, set[str]] | None = None) -> tuple[pd.DataFrame, dict]:
     """Undenoised + denoised training lists of m passages, positive at index 0.
 
     candidates: qid -> top-n doc ids in retrieval order; ce_scores: qid -> {doc id: CE logit} for
     (at least) candidates[qid][:score_depth]. The queries of `candidates` are used, in split order;
     those without a labelled positive are skipped (never turned into all-negative lists).
     max_pseudo_positives: 0 disables pseudo-positives, 1 is v1 (the single most confident); k > 1
-    builds up to k denoised lists, one per pseudo-positive.
+    builds up to k denoised lists, one per pseudo-positive. answer_bearing: qid -> candidates that
+    contain a gold answer (`answer_bearing()`); they are never negatives (NQ).
 
     Returns (lists, summary): lists has LIST_COLUMNS, one row per list, undenoised lists first then
     denoised ones (the released file is rand + aug); summary has `lists` (count per kind),
     queries_used, queries_without_positive, pseudo_positives, dropped_as_false_negative,
-    fallback_lists, and `dropped` / `pseudo` (qid -> doc ids) for `denoising_quality`.
+    fallback_lists, and `dropped` / `pseudo` (qid -> doc ids) for `denoising_quality`; with
+    answer_bearing also `answer_bearing_candidates` (unlabelled top-n passages kept out as such).
     """
     _check_settings(list_size, neg_threshold, pos_threshold, calibrator, rank_keep_from,
                     max_pseudo_positives, score_depth)
-    views, without_positive = _query_views(split, candidates, ce_scores, score_depth)
+    views, without_positive = _query_views(split, candidates, ce_scores, score_depth, answer_bearing)
     _check_inputs(views, list_size, score_depth)
     undenoised, denoised, dropped, pseudo, too_short = [], [], {}, {}, []
     for view in views:
@@ -381,7 +443,46 @@ def build_lists(split: Split, candidates: dict[str, list[str]], ce_scores: dict[
         raise RqaError(f"{len(too_short)} queries (e.g. {too_short[0]!r}) have fewer than {list_size - 1} denoised "
                        f"negatives even after filling from beyond the scored window ({_DEEPER})")
     lists = pd.DataFrame(undenoised + denoised, columns=list(LIST_COLUMNS))
-    return lists, _summary(lists, len(views), without_positive, dropped, pseudo)
+    summary = _summary(lists, len(views), without_positive, dropped, pseudo)
+    if answer_bearing is not None:
+        summary["answer_bearing_candidates"] = sum(len(v.answer_bearing & set(v.candidates)) for v in views)
+    return lists, summary
+
+
+def calibration_settings(split: Split, candidates: dict[str, list[str]], ce_scores: dict[str, dict[str, float]], *,
+                         neg_threshold: float = 0.1, pos_threshold: float = 0.9, rank_keep_from: int = 10,
+                         max_pseudo_positives: int = 1, score_depth: int = 50, prior: float | None = 0.2,
+                         answer_bearing: dict[str, set[str]] | None = None) -> dict[str, dict]:
+    """What each calibration makes of the same CE scores: pseudo-positives, denoised negatives and
+    dropped candidates (totals over queries), and for probabilities the logits where 0.1 / 0.9 fall.
+
+    Settings: platt at `prior`, platt balanced (0.5), platt at the scored pairs' own positive rate
+    (the fit that moves with the window), sigmoid (the CE's own two-class probability) and rank.
+    A setting that cannot be fitted reports its error.
+    """
+    views, _ = _query_views(split, candidates, ce_scores, score_depth, answer_bearing)
+    pairs = labelled_pairs(split, ce_scores)
+    settings = {f"platt, prior {p}": Calibrator("platt", prior=p) for p in dict.fromkeys([prior, 0.5]) if p is not None}
+    settings.update({"platt, pairs' own rate": Calibrator("platt"), "sigmoid": Calibrator("sigmoid"),
+                     "rank": Calibrator("rank")})
+    out = {}
+    for name, calibrator in settings.items():
+        try:
+            calibrator.fit(*pairs)
+        except RqaError as exc:
+            out[name] = {"error": str(exc)}
+            continue
+        counts = {"pseudo_positives": 0, "denoised_negatives": 0, "dropped_as_false_negative": 0}
+        for view in views:
+            denoising = _denoise(view, calibrator, neg_threshold, pos_threshold, rank_keep_from, max_pseudo_positives)
+            counts["pseudo_positives"] += len(denoising.pseudo)
+            counts["denoised_negatives"] += len(denoising.negatives)
+            counts["dropped_as_false_negative"] += len(denoising.dropped)
+        if calibrator.gives_probabilities:
+            counts[f"logit_at_{neg_threshold}"] = calibrator.logit_at(neg_threshold)
+            counts[f"logit_at_{pos_threshold}"] = calibrator.logit_at(pos_threshold)
+        out[name] = counts
+    return out
 
 
 def _summary(lists: pd.DataFrame, queries_used: int, without_positive: int,

@@ -4,7 +4,8 @@ Wrapping the towers and the loss in one module gives the training loop (and DDP)
 forward to call. Every `collate_*` turns a micro-batch of plain examples into tensors.
 
     warmup_de   InBatchRetriever     RocketQA step 1: in-batch (+ cross-process) negatives
-    warmup_ce   ListwiseReranker     RocketQA step 2: listwise CE, positive at index 0
+    warmup_ce   ListwiseReranker     RocketQA step 2 (kit default): listwise CE, positive at index 0
+                PointwiseReranker    RocketQA step 2 as v1 trained it: each pair classified on its own
     joint       JointDistillation    RocketQAv2 Eq. 6: L_sup (re-ranker) + L_KL (retriever)
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ from torch import nn
 
 from .types import Doc
 from .runtime import gather_with_grad
-from .losses import cross_batch_listwise_loss, joint_loss, listwise_ce_loss
+from .losses import cross_batch_listwise_loss, joint_loss, listwise_ce_loss, pointwise_bce_loss
 
 
 @dataclass
@@ -65,6 +66,17 @@ class ListwiseReranker(nn.Module):
     def forward(self, batch: dict) -> dict:
         scores = self.ce(batch["pairs"]).float().view(*batch["shape"])  # (B, m)
         return {"loss": listwise_ce_loss(scores), "acc": (scores.argmax(-1) == 0).float().mean()}
+
+
+class PointwiseReranker(ListwiseReranker):
+    """RocketQA step 2 as the official v1 code trains it: every (query, passage) pair of a list on
+    its own, positive (index 0) 1 and negatives 0, binary cross-entropy averaged over the B*m
+    pairs. v1's two-class softmax gives p = sigmoid(z1 - z0); one logit s gives p = sigmoid(s),
+    the probability that `augment.calibration: sigmoid` reads."""
+
+    def forward(self, batch: dict) -> dict:
+        scores = self.ce(batch["pairs"]).float().view(*batch["shape"])  # (B, m)
+        return {"loss": pointwise_bce_loss(scores), "acc": (scores.argmax(-1) == 0).float().mean()}
 
 
 class JointDistillation(nn.Module):

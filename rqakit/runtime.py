@@ -108,3 +108,11 @@ def autocast(device: torch.device, enabled: bool = True):
     if dtype == torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=dtype)
+
+
+def loss_scaler(device: torch.device, enabled: bool = True):
+    """A dynamic loss scaler where autocast runs in fp16 (the official code's AMP on V100s: fp16
+    gradients underflow without one); None for bf16 and fp32, whose range needs none."""
+    if enabled and compute_dtype(device) == torch.float16:
+        return torch.amp.GradScaler(device.type)
+    return None

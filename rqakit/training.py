@@ -28,7 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .errors import RqaError
-from .runtime import autocast, barrier, pick_device, world
+from .runtime import autocast, barrier, loss_scaler, pick_device, world
 
 NO_DECAY = ("bias", "LayerNorm.weight", "LayerNorm.bias", "layer_norm", "layernorm")
 
@@ -129,15 +129,19 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(folder: Path, *, model: nn.Module, optimizer, scheduler, step: int, history: list, evals: list) -> None:
+def save_checkpoint(folder: Path, *, model: nn.Module, optimizer, scheduler, step: int, history: list, evals: list,
+                    scaler=None) -> None:
     """Write `folder/step-<k>/` atomically (temp name, then rename) and drop older ones."""
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"step-{step:07d}"
     tmp = folder / f".step-{step:07d}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "step": step, "rng": _rng_state(), "history": history, "evals": evals}, tmp / "state.pt")
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "step": step, "rng": _rng_state(), "history": history, "evals": evals}
+    if scaler is not None:
+        state["scaler"] = scaler.state_dict()
+    torch.save(state, tmp / "state.pt")
     os.replace(tmp, final)
     for old in folder.glob("step-*"):
         if old != final:
@@ -169,6 +173,7 @@ def train(model: nn.Module, plan: Sequence[Sequence[Any]], collate: Callable[[An
     trainable = [p for p in model.parameters() if p.requires_grad]
     total = len(plan)
     optimizer, scheduler = make_optimizer(model, optim, total)
+    scaler = loss_scaler(device, precision)   # fp16 only: scale the loss, unscale before clipping
     history, evals, start = [], [], 0
     ckpt = latest_checkpoint(checkpoint_dir)
     if ckpt is not None:
@@ -176,6 +181,8 @@ def train(model: nn.Module, plan: Sequence[Sequence[Any]], collate: Callable[[An
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
         _set_rng_state(state["rng"])
         history, evals, start = state["history"], state["evals"], state["step"]
         log(f"[{desc}] resumed from step {start} of {total}")
@@ -203,11 +210,18 @@ def train(model: nn.Module, plan: Sequence[Sequence[Any]], collate: Callable[[An
             with sync:
                 with autocast(device, precision):
                     out = runner(batch)
-                (out["loss"].float() * (world_size / len(micro))).backward()
+                loss = out["loss"].float() * (world_size / len(micro))
+                (loss if scaler is None else scaler.scale(loss)).backward()
             for k, v in out.items():
                 logs[k] = logs.get(k, 0.0) + float(v.detach()) / len(mine)
+        if scaler is not None:
+            scaler.unscale_(optimizer)   # clip the true gradients
         norm = torch.nn.utils.clip_grad_norm_(trainable, optim.clip) if optim.clip else None
-        optimizer.step()
+        if scaler is None:
+            optimizer.step()
+        else:
+            scaler.step(optimizer)       # skipped when the fp16 gradients overflowed
+            scaler.update()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         row = {"step": step + 1, "lr": scheduler.get_last_lr()[0], "seconds": time.time() - t_step, **logs}
@@ -223,7 +237,7 @@ def train(model: nn.Module, plan: Sequence[Sequence[Any]], collate: Callable[[An
         if checkpoint_dir is not None and rank == 0 and (
                 (checkpoint_every and done % checkpoint_every == 0) or done == total):
             save_checkpoint(checkpoint_dir, model=model, optimizer=optimizer, scheduler=scheduler,
-                            step=done, history=history, evals=evals)
+                            step=done, history=history, evals=evals, scaler=scaler)
         barrier()
         if stop_after is not None and done >= stop_after:
             break

@@ -17,6 +17,19 @@ def test_every_profile_loads_and_keeps_the_official_defaults():
     assert (nq.joint.list_size, nq.joint.epochs) == (32, 3)
 
 
+def test_paper_profiles_follow_the_official_code_and_the_cpu_profiles_keep_theirs():
+    for name in ("msmarco", "nq"):
+        cfg = load_config(name)
+        assert (cfg.model.ce_query_max_len, cfg.model.ce_max_len) == (30, 158)          # 30 + 125 + 3
+        assert (cfg.warmup_ce.loss, cfg.warmup_ce.warmup_ratio, cfg.warmup_ce.schedule) == ("pointwise", 0.0, "constant")
+        assert cfg.augment.calibration == "sigmoid" and cfg.ablations.list_size == 8
+        assert cfg.ablations.no_denoise_budget == "steps" and cfg.evaluate.relevance == "auto"
+    for name in ("toy", "scifact"):
+        cfg = load_config(name)
+        assert (cfg.model.ce_query_max_len, cfg.warmup_ce.loss, cfg.warmup_ce.schedule) == (0, "listwise", "linear")
+        assert cfg.ablations.list_size is None and cfg.augment.calibration == "platt"
+
+
 def test_overrides_from_the_command_line_and_from_a_dict():
     cfg = load_config("toy", ["joint.lr=2e-5", "joint.in_batch=true", "data.eval=null"])
     assert cfg.joint.lr == 2e-5 and cfg.joint.in_batch is True and cfg.data.eval is None
@@ -35,6 +48,13 @@ def test_overrides_from_the_command_line_and_from_a_dict():
     (["augment.score_depth=80"], "augment.score_depth .80. is deeper than augment.retrieve_depth .60."),
     (["warmup_ce.depth=2"], "warmup_ce.depth .2. cannot supply the 3 negatives"),
     (["data.val_fraction=0"], "data.val_fraction = 0.0 must be between 0 and 1"),
+    (["ablations.list_size=1"], "ablations.list_size = 1: a list needs 1 positive"),
+    (["ablations.no_denoise_budget=lists"], "choose one of: steps, epochs"),
+    (["warmup_ce.loss=pairwise"], "choose one of: listwise, pointwise"),
+    (["warmup_ce.schedule=cosine"], "choose one of: linear, constant"),
+    (["evaluate.relevance=grades"], "choose one of: auto, qrels, answers"),
+    (["augment.calibration_prior=1.5"], "between 0 and 1 \\(exclusive\\), or null"),
+    (["model.ce_query_max_len=158"], "leaves no room for the passage"),
 ])
 def test_bad_overrides_say_what_to_do(overrides, message):
     with pytest.raises(RqaError, match=message):

@@ -202,6 +202,18 @@ def test_local_beir_jsonl_round_trip_through_ir_datasets(tmp_path):
     assert load_corpus(dataset_id, use_titles=False).get("d1").title == ""
 
 
+def test_local_jsonl_queries_with_answers_fill_the_split_answers(tmp_path):
+    docs = write(tmp_path, "docs.tsv", "d1\tParis\tParis is the capital of France.\n")
+    queries = write(tmp_path, "queries.jsonl", '{"_id": "q1", "text": "capital of france", "answers": ["Paris"]}\n'
+                                              '{"_id": "q2", "text": "who", "answers": []}\n')
+    qrels = write(tmp_path, "qrels.txt", "q1 0 d1 1\n")
+    split = load_split(register_local("qa-demo", docs, queries, qrels))
+    assert split.answers == {"q1": ["Paris"], "q2": []} and split.queries["q1"] == "capital of france"
+    bad = write(tmp_path, "bad.jsonl", '{"_id": "q1", "text": "a", "answers": ["x"]}\n{"_id": "q2", "text": "b", "answers": "y"}\n')
+    with pytest.raises(RqaError, match="bad.jsonl, line 2: expected an 'answers' list of strings"):
+        register_local("qa-bad", docs, bad)
+
+
 def test_local_split_without_qrels(tmp_path):
     docs = write(tmp_path, "docs.tsv", "d1\tsome text\n")
     queries = write(tmp_path, "queries.tsv", "q1\tsome query\n")

@@ -7,17 +7,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from rqakit.data.collection import Split
 from rqakit.errors import RqaError
 from rqakit.evaluation import (
     DEFAULT_MEASURES,
     PAPER_RECALL,
     SimpleTokenizer,
+    answer_qrels,
     answer_top_k_accuracy,
     evaluate_run,
+    evaluate_split,
     has_answer,
     paired_test,
     paper_recall_measure,
     per_query,
+    per_query_split,
 )
 
 # q1: one relevant doc (d1). q2, q3: two relevant docs each. q4: judged, absent from the run.
@@ -285,3 +289,53 @@ def test_answer_top_k_accuracy_errors():
         answer_top_k_accuracy(ANSWER_RUN, {}, PASSAGES.__getitem__)
     with pytest.raises(RqaError):
         answer_top_k_accuracy(ANSWER_RUN, ANSWERS, PASSAGES.__getitem__, ks=(0,))
+
+
+# --- scoring a split by its answers (NQ) -------------------------------------------------------
+
+def texts_of(doc_ids):
+    return [PASSAGES[d] for d in doc_ids]
+
+
+QA_RUN = {"qa": {"p1": 0.9, "p2": 0.5}, "qb": {"p2": 0.9, "p4": 0.8, "p3": 0.7}, "qz": {"p1": 1.0}}  # no ties
+QA_SPLIT = Split("synthetic/qa", {"qa": "capital of france", "qb": "river of london", "qc": "capital of spain"},
+                 qrels={"qa": {"p2": 1}}, answers=ANSWERS)
+
+
+def test_answer_qrels_judge_every_retrieved_passage_by_has_answer():
+    qrels = answer_qrels(ANSWER_RUN, ANSWERS, texts_of)
+    assert qrels == {"qa": {"p1": 1, "p2": 0}, "qb": {"p2": 0, "p3": 1, "p4": 0}}  # qc: not retrieved, qz: no answers
+
+
+def test_a_split_with_answers_is_scored_by_them_over_every_answered_question():
+    # qa: answer at rank 1; qb: answer at rank 3; qc: missing from the run -> 0; qz: no answers.
+    by_answers = evaluate_split(QA_RUN, QA_SPLIT, ["Success@1", "Success@3", "RR@10"], texts_of)
+    assert by_answers == pytest.approx({"Success@1": 1 / 3, "Success@3": 2 / 3, "RR@10": (1 + 1 / 3) / 3})
+    accuracy = answer_top_k_accuracy(QA_RUN, ANSWERS, PASSAGES.__getitem__, ks=(1, 3))
+    assert [by_answers["Success@1"], by_answers["Success@3"]] == pytest.approx(list(accuracy.values()))
+    # The qrels (p2 for qa only) give another answer: that is what the stages used to report on NQ.
+    by_qrels = evaluate_split(QA_RUN, QA_SPLIT, ["Success@1", "RR@10"], texts_of, relevance="qrels")
+    assert by_qrels == pytest.approx({"Success@1": 0.0, "RR@10": 0.5})
+    frame = per_query_split(QA_RUN, QA_SPLIT, ["RR@10"], texts_of)
+    assert dict(zip(frame.query_id, frame.value)) == pytest.approx({"qa": 1.0, "qb": 1 / 3, "qc": 0.0})
+
+
+def test_answer_scoring_fetches_each_passage_once_with_a_shared_cache():
+    fetched, cache = [], {}
+
+    def counting(doc_ids):
+        fetched.extend(doc_ids)
+        return texts_of(doc_ids)
+
+    for _ in range(2):
+        evaluate_split(ANSWER_RUN, QA_SPLIT, ["RR@10"], counting, cache=cache)
+    assert sorted(fetched) == ["p1", "p2", "p2", "p3", "p4"]  # (qa, p2) and (qb, p2) are two pairs
+
+
+def test_answer_scoring_errors_say_what_to_do():
+    with pytest.raises(RqaError, match="pass the passage texts"):
+        evaluate_split(ANSWER_RUN, QA_SPLIT, ["RR@10"])
+    no_answers = Split("synthetic/plain", {"qa": "q"}, {"qa": {"p1": 1}})
+    with pytest.raises(RqaError, match="has no answers; use evaluate.relevance=qrels"):
+        evaluate_split(ANSWER_RUN, no_answers, ["RR@10"], texts_of, relevance="answers")
+    assert evaluate_split(ANSWER_RUN, no_answers, ["RR@10"]) == {"RR@10": 1.0}  # auto: qrels, no texts needed

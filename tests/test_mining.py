@@ -9,7 +9,9 @@ from rqakit.data.collection import Split
 from rqakit.errors import RqaError
 from rqakit.mining import (
     Calibrator,
+    answer_bearing,
     build_lists,
+    calibration_settings,
     denoising_quality,
     labelled_pairs,
     read_lists,
@@ -326,3 +328,77 @@ def test_a_probability_exactly_at_a_threshold_is_dropped(neg, pos):
     assert summary["dropped"] == {"q1": ["d3"]}
     assert summary["pseudo"] == {"q1": []}
     assert "d3" not in _row(lists, "q1", "denoised").doc_ids
+
+
+# --- open-domain QA (NQ): passages that contain an answer are never negatives -------------------
+
+QA_TEXTS = {
+    "p": "Mount Everest is the highest mountain on Earth.",
+    "d1": "Climbers call Mount Everest Chomolungma.",          # contains the answer, CE-confident
+    "d2": "MOUNT EVEREST rises 8,849 metres.",                  # contains it (uncased), CE 0.05
+    "d3": "Everest base camp sits below the Khumbu icefall.",   # "Everest" alone: no match
+    "d4": "K2 is the second highest mountain.",
+    "d5": "The summit of mount everest's north face.",          # contains it, CE 0.93
+    "d6": "Kangchenjunga lies in Sikkim.",
+    "d7": "Lhotse is joined to it by the South Col.",
+    "d8": "Mountaineering in the Alps.",
+    "d9": "Mount Everest was surveyed in 1856.",                # contains it, beyond the scored window
+    "d10": "Mount Kenya is in Africa.",
+}
+
+
+def test_answer_bearing_candidates_by_dpr_has_answer():
+    found = answer_bearing({"q1": CANDIDATES, "q2": ["d1"]}, {"q1": ["Mount Everest"]},
+                           lambda ids: [QA_TEXTS[d] for d in ids])
+    assert found == {"q1": {"p", "d1", "d2", "d5", "d9"}, "q2": set()}
+
+
+def test_answer_bearing_passages_are_never_negatives_but_may_be_pseudo_positives():
+    split, candidates, ce_scores = _hand_case()
+    bearing = answer_bearing(candidates, {"q1": ["Mount Everest"]}, lambda ids: [QA_TEXTS[d] for d in ids])
+    lists, summary = _build(split, candidates, ce_scores, answer_bearing=bearing)
+    denoised, undenoised = _row(lists, "q1", "denoised"), _row(lists, "q1", "undenoised")
+    assert denoised.doc_ids[0] == "d1" and denoised.positive_source == "pseudo"
+    assert set(denoised.doc_ids[1:]) == {"d4", "d6", "d7"}      # d2 (CE 0.05) is kept out
+    assert not set(undenoised.doc_ids[1:]) & {"d1", "d2", "d5", "d9"}
+    assert summary["dropped"] == {"q1": ["d3"]}                 # d5 is not counted as a false negative
+    assert summary["answer_bearing_candidates"] == 4            # d1, d2, d5, d9 (p is labelled)
+    _, plain = _build(*_hand_case())                           # without answers: d5 is a dropped false negative
+    assert plain["dropped"] == {"q1": ["d3", "d5"]} and "answer_bearing_candidates" not in plain
+
+
+# --- calibration that does not move with the scored window's positive rate ---------------------
+
+def _synthetic_pairs(n_negatives, n_positives=2000, seed=0):
+    """Listwise-CE-like logits: positives ~ N(2, 1), unlabelled candidates ~ N(-1, 1)."""
+    rng = np.random.default_rng(seed)
+    logits = np.concatenate([rng.normal(2.0, 1.0, n_positives), rng.normal(-1.0, 1.0, n_negatives)])
+    return logits, np.array([1] * n_positives + [0] * n_negatives)
+
+
+def test_platt_at_a_fixed_prior_keeps_the_thresholds_where_the_pairs_own_rate_moves_them():
+    at_1_4, at_1_49 = _synthetic_pairs(8_000), _synthetic_pairs(98_000)
+    own = [Calibrator("platt").fit(*pairs) for pairs in (at_1_4, at_1_49)]
+    fixed = [Calibrator("platt", prior=0.2).fit(*pairs) for pairs in (at_1_4, at_1_49)]
+    for prob in (0.1, 0.9):
+        # the pairs' own rate: the logit where p = 0.9 moves by about log(49/4) / a (a ~ 3 here)
+        assert own[1].logit_at(prob) - own[0].logit_at(prob) > 0.6
+        assert abs(fixed[1].logit_at(prob) - fixed[0].logit_at(prob)) < 0.05
+        # at a 1:4 set the prior 0.2 is the set's own rate: the same fit
+        assert fixed[0].logit_at(prob) == pytest.approx(own[0].logit_at(prob), abs=1e-4)
+    assert Calibrator.from_dict(fixed[1].to_dict()).logit_at(0.9) == pytest.approx(fixed[1].logit_at(0.9))
+    with pytest.raises(RqaError, match="between 0 and 1"):
+        Calibrator("platt", prior=1.0)
+
+
+def test_calibration_settings_count_what_each_setting_makes_of_the_same_scores():
+    split, candidates, ce_scores = _hand_case()
+    settings = calibration_settings(split, candidates, ce_scores, score_depth=SCORE_DEPTH, rank_keep_from=5)
+    # sigmoid reads PROBS: d1 pseudo (d5 is confident too but only one is taken), d3 and d5 dropped
+    assert {k: settings["sigmoid"][k] for k in ("pseudo_positives", "denoised_negatives", "dropped_as_false_negative")} \
+        == {"pseudo_positives": 1, "denoised_negatives": 4, "dropped_as_false_negative": 2}
+    assert settings["sigmoid"]["logit_at_0.9"] == pytest.approx(_logit(0.9))
+    # rank: p is the CE's top-1, so no pseudo-positive; ranks >= 5 (d2, d4, d6) are negatives, d1 d5 d3 d7 dropped
+    assert {k: settings["rank"][k] for k in ("pseudo_positives", "denoised_negatives", "dropped_as_false_negative")} \
+        == {"pseudo_positives": 0, "denoised_negatives": 3, "dropped_as_false_negative": 4}
+    assert set(settings) == {"platt, prior 0.2", "platt, prior 0.5", "platt, pairs' own rate", "sigmoid", "rank"}

@@ -133,6 +133,23 @@ def test_cross_encoder_input_joins_title_and_text_without_sep():
     assert model.max_length == 160
 
 
+def test_cross_encoder_official_truncation_caps_query_and_passage_apart(tmp_path):
+    model = CrossEncoder.from_backbone("tiny", max_length=10, query_max_length=3)
+    dna, cat = word_id(model.tokenizer, "dna"), word_id(model.tokenizer, "cat")
+    batch = model.tokenize_pairs(["dna dna", "dna " * 6], [Doc("a", "", "cat " * 20), Doc("b", "", "cat")])
+    # passage budget 10 - 3 - 3 = 4 word pieces; a short query leaves its room unused (official reader)
+    assert batch["input_ids"].tolist() == [[CLS, dna, dna, SEP, cat, cat, cat, cat, SEP],
+                                           [CLS, dna, dna, dna, SEP, cat, SEP, 0, 0]]
+    assert batch["token_type_ids"].tolist() == [[0, 0, 0, 0, 1, 1, 1, 1, 1], [0, 0, 0, 0, 0, 1, 1, 0, 0]]
+    assert batch["attention_mask"].tolist()[1] == [1] * 7 + [0, 0]
+    joint = CrossEncoder.from_backbone("tiny", max_length=10)  # default: longest first, the passage takes the room
+    assert joint.tokenize_pairs(["dna dna"], [Doc("a", "", "cat " * 20)])["input_ids"].tolist() == [
+        [CLS, dna, dna, SEP] + [cat] * 5 + [SEP]]
+    assert CrossEncoder.from_pretrained(model.save_pretrained(tmp_path / "ce")).query_max_length == 3
+    with pytest.raises(RqaError, match="leaves no room for the passage"):
+        CrossEncoder.from_backbone("tiny", max_length=10, query_max_length=7)
+
+
 # -- pooling, score, towers, gradients ----------------------------------------------------------
 
 @pytest.mark.parametrize("pooling", ["cls", "mean"])

@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 from rqakit.artifacts import is_complete, read_manifest, work_dir
 from rqakit.config import load_config
 from rqakit.mining import read_lists
-from rqakit.stages import Workspace, augment, joint
+from rqakit.stages import Workspace, ablations, augment, joint
 from rqakit.training import TrainingStopped
 
 SMALL = {"data.max_train_queries": 48, "joint.eval_every": 2, "joint.checkpoint_every": 1,
@@ -38,6 +38,12 @@ def test_augment_writes_both_list_kinds_with_the_positive_first(ws):
     quality = summary["denoising_quality"]  # rqakit/toy knows its unlabelled positives
     assert {"precision", "recall"} <= set(quality["dropped"]) and {"precision", "recall"} <= set(quality["pseudo"])
     assert summary["scoring"]["tokens_per_s"] > 0
+    settings = summary["calibration_settings"]  # the same scores under every calibration
+    assert set(settings) == {"platt, prior 0.2", "platt, prior 0.5", "platt, pairs' own rate", "sigmoid", "rank"}
+    assert settings["platt, prior 0.2"]["pseudo_positives"] == summary["pseudo_positives"]
+    assert settings["platt, prior 0.2"]["dropped_as_false_negative"] == summary["dropped_as_false_negative"]
+    calibration = json.loads((folder / "calibration.json").read_text())
+    assert calibration["method"] == "platt" and calibration["prior"] == 0.2
 
 
 def test_a_killed_joint_run_resumes_to_the_weights_of_an_uninterrupted_one(ws):
@@ -119,3 +125,54 @@ def test_another_config_keeps_the_results_of_the_first_and_resumes_only_its_own_
     cleaned = stage_results(other.config, clean=True)
     assert str(first) in cleaned["removed"] and not first.exists() and work_dir(second).exists()
     assert ws.folder("augment").exists()  # shared upstream results are current for both configs
+
+
+@pytest.mark.parametrize("key, value, first_changed", [
+    ("data.answer_free_negatives", False, "warmup_de"), ("evaluate.relevance", "qrels", "baselines"),
+    ("model.ce_query_max_len", 30, "warmup_ce"), ("warmup_ce.loss", "pointwise", "warmup_ce"),
+    ("warmup_ce.schedule", "constant", "warmup_ce")])
+def test_a_fidelity_switch_reruns_the_first_stage_that_reads_it_and_those_after(key, value, first_changed):
+    default, changed = Workspace(load_config("toy")), Workspace(load_config("toy", {key: value}))
+    stages = ("baselines", "warmup_de", "warmup_ce", "augment", "joint")
+    first = stages.index(first_changed)
+    assert all(default.hash(s) == changed.hash(s) for s in stages[:first])
+    assert all(default.hash(s) != changed.hash(s) for s in stages[first:])
+
+
+def test_table4_runs_at_its_own_list_size_beside_the_main_runs():
+    def plan(**overrides):
+        cfg = load_config("toy", {"ablations.seeds": [1, 2], "ablations.variant_seeds": [1], **overrides})
+        return sorted((r["variant"], r["list_size"], r["seed"]) for r in ablations.planned_runs(Workspace(cfg)))
+
+    # The paper's MS MARCO shape: main runs at m = 128, Table 4 at 8, Figure 4 over 8..64.
+    marco = plan(**{"joint.list_size": 128, "augment.list_size": 128, "ablations.list_size": 8,
+                    "ablations.list_sizes": [8, 16]})
+    assert marco == sorted([("dynamic", 128, 1), ("dynamic", 128, 2), ("static", 128, 1), ("static", 128, 2),
+                            ("dynamic", 8, 1), ("dynamic", 8, 2), ("static", 8, 1), ("static", 8, 2),
+                            ("pointwise", 8, 1), ("no-denoise", 8, 1), ("dynamic", 16, 1)])
+    # null: Table 4 at joint.list_size, as before (toy: m = 4, list sizes 2 and 4).
+    assert plan() == sorted([("dynamic", 4, 1), ("dynamic", 4, 2), ("static", 4, 1), ("static", 4, 2),
+                             ("pointwise", 4, 1), ("no-denoise", 4, 1), ("dynamic", 2, 1)])
+
+
+@pytest.mark.parametrize("n_reference, n_lists, batch, epochs, expected_steps", [
+    (96, 48, 8, 0.5, 6), (96, 48, 8, 1.0, 12), (1000, 517, 96, 2.0, 20), (13, 7, 16, 1.0, 1)])
+def test_matched_epochs_give_the_reference_run_s_step_count(n_reference, n_lists, batch, epochs, expected_steps):
+    from rqakit.training import make_plan
+
+    reference = make_plan(n_reference, batch_size=min(batch, n_reference), micro_batch_size=1, epochs=epochs, seed=0)
+    matched = joint.matched_epochs(n_reference, n_lists, batch, epochs)
+    plan = make_plan(n_lists, batch_size=min(batch, n_lists), micro_batch_size=1, epochs=matched, seed=0)
+    assert len(reference) == len(plan) == expected_steps
+
+
+def test_no_denoise_trains_as_many_steps_as_the_run_on_all_lists_unless_told_otherwise(ws):
+    quiet = lambda *_: None  # noqa: E731
+    reference = read_manifest(joint.run(ws, "static", seed=1, log=quiet))     # all lists, same m, same epochs
+    no_denoise = read_manifest(joint.run(ws, "no-denoise", seed=1, log=quiet))
+    assert no_denoise["lists"] * 2 == reference["lists"] and no_denoise["steps"] == reference["steps"]
+    halved = Workspace(load_config("toy", {**SMALL, "runtime.workdir": str(ws.root.parent),
+                                           "ablations.no_denoise_budget": "epochs"}))
+    assert halved.hash("augment") == ws.hash("augment")                    # the same lists, reused from the cache
+    epochs = read_manifest(joint.run(halved, "no-denoise", seed=1, log=quiet))
+    assert epochs["steps"] == reference["steps"] // 2 and epochs["epochs"] == ws.cfg.joint.epochs

@@ -9,12 +9,13 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from rqakit.data.collection import Doc
+from rqakit.types import Doc
 from rqakit.errors import RqaError
 from rqakit.losses import cross_batch_listwise_loss, in_batch_listwise_loss
 from rqakit.runtime import gather_with_grad
 from rqakit.models import CrossEncoder, DualEncoder
-from rqakit.objectives import JointDistillation, ListExample
+from rqakit.objectives import JointDistillation, ListExample, ListwiseReranker, PointwiseReranker
+from rqakit import runtime, training
 from rqakit.training import OptimSettings, make_plan, param_groups, train
 
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi".split()
@@ -207,3 +208,54 @@ def test_the_joint_in_batch_term_is_the_warm_up_loss_with_its_temperature():
     assert abs(float(out["in_batch"]) - float(expected)) < 1e-5
     unscaled = -torch.log_softmax(q @ p.reshape(6, -1).T, dim=-1)[torch.arange(3), torch.tensor([0, 2, 4])].mean()
     assert abs(float(expected) - float(unscaled)) > 0.01  # the temperature matters here
+
+
+# -- RocketQA step 2 as v1 trained it, and fp16 with a loss scaler ------------------------------
+
+def test_pointwise_warm_reranker_is_binary_cross_entropy_over_every_pair():
+    torch.manual_seed(0)
+    ce = CrossEncoder.from_backbone("tiny", max_length=32).eval()   # eval: no dropout, same logits twice
+    batch = PointwiseReranker(ce).collate(lists(n=2, m=3))
+    s = ce(batch["pairs"]).view(2, 3)                                 # (B, m), positive at index 0
+    by_hand = -(torch.log(torch.sigmoid(s[:, 0])).sum() + torch.log(1 - torch.sigmoid(s[:, 1:])).sum()) / 6
+    assert torch.allclose(PointwiseReranker(ce)(batch)["loss"], by_hand, atol=1e-6)
+    listwise = -torch.log_softmax(s, dim=-1)[:, 0].mean()
+    assert torch.allclose(ListwiseReranker(ce)(batch)["loss"], listwise, atol=1e-6)
+
+
+def test_fp16_where_a_gpu_lacks_bf16_and_only_then_a_loss_scaler(monkeypatch):
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)   # a V100 or T4
+    assert runtime.compute_dtype(cuda) == torch.float16
+    assert isinstance(runtime.loss_scaler(cuda), torch.amp.GradScaler)
+    assert runtime.loss_scaler(cuda, enabled=False) is None
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)    # A100, H100
+    assert runtime.compute_dtype(cuda) == torch.bfloat16 and runtime.loss_scaler(cuda) is None
+    monkeypatch.setattr(runtime, "cpu_supports_bf16", lambda: False)
+    assert runtime.compute_dtype(cpu) == torch.float32 and runtime.loss_scaler(cpu) is None
+
+
+def test_the_scaled_loop_unscales_before_clipping_and_takes_the_unscaled_step(monkeypatch, tmp_path):
+    """With a power-of-two scale, scaling then unscaling is exact: the loop with a scaler must reach
+    the weights of the loop without one. SGD (no per-parameter normalisation) and an active clip
+    make a missing or misplaced unscale show."""
+    examples = lists(n=4, m=3)
+    plan = make_plan(4, batch_size=2, micro_batch_size=1, epochs=1, seed=0)
+    sgd = OptimSettings(lr=1e-2, optimizer="sgd", clip=1.0)
+    plain = joint_model(dropout=False)
+    run(plain, examples, steps_plan=plan, optim=sgd)
+    scalers = []
+
+    def scaler(device, enabled=True):
+        scalers.append(torch.amp.GradScaler("cpu", init_scale=2.0 ** 12))
+        return scalers[-1]
+
+    monkeypatch.setattr(training, "loss_scaler", scaler)
+    scaled = joint_model(dropout=False)
+    result = run(scaled, examples, steps_plan=plan, tmp=tmp_path, optim=sgd)
+    assert scalers and scalers[0].get_scale() == 2.0 ** 12            # no overflow, no skipped step
+    assert any(h["grad_norm"] > 1.0 for h in result.history)           # the clip was active
+    a, b = state(plain), state(scaled)
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    saved = torch.load(next(tmp_path.glob("step-*")) / "state.pt", weights_only=False)
+    assert saved["scaler"]["scale"] == 2.0 ** 12

@@ -3,7 +3,9 @@
 Formats (UTF-8 text; data/README.md has examples):
 - docs: TSV `doc_id<TAB>text` or `doc_id<TAB>title<TAB>text`, no header; or JSONL, one
   `{"_id" | "doc_id", "title" (optional), "text"}` object per line (BEIR's corpus.jsonl).
-- queries: TSV `query_id<TAB>text`; or JSONL `{"_id" | "query_id", "text"}` (BEIR's queries.jsonl).
+- queries: TSV `query_id<TAB>text`; or JSONL `{"_id" | "query_id", "text"}` (BEIR's queries.jsonl),
+  optionally with `"answers": ["...", ...]` on every line (an open-domain QA set such as NQ: the
+  split is then scored by answers, DPR's has_answer, and answer-bearing passages are no negatives).
 - qrels: TREC `query_id 0 doc_id relevance`; or BEIR TSV with the header `query-id corpus-id score`.
 
 Every file is read once in full before anything is registered, and the first malformed line
@@ -36,6 +38,12 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9._-]+)*")
 _registered: dict[str, tuple] = {}   # dataset id -> signature of the files it was registered from
 
 
+class AnswerQuery(NamedTuple):
+    query_id: str
+    text: str
+    answers: tuple
+
+
 class TitledDoc(NamedTuple):
     doc_id: str
     title: str
@@ -55,6 +63,7 @@ class _Checked:
     ids: dict = field(default_factory=dict)   # record id -> line number
     id_key: str = ""                     # JSONL id field
     titled: bool = False                 # docs carry titles
+    answers: bool = False                # JSONL queries carry "answers"
 
 
 def _malformed(path: Path, line_no: int, what: str) -> RqaError:
@@ -125,6 +134,7 @@ def _check_jsonl(path: Path, kind: str, id_keys: tuple[str, str]) -> _Checked:
         if not checked.id_key:
             checked.id_key = next((k for k in id_keys if k in record), "")
             checked.titled = "title" in record
+            checked.answers = kind == "query" and "answers" in record
         if checked.id_key not in record:
             raise _malformed(path, line_no, f"expected a '{checked.id_key or id_keys[0]}' field"
                              + ("" if checked.id_key else f" (or '{id_keys[1]}')"))
@@ -133,6 +143,9 @@ def _check_jsonl(path: Path, kind: str, id_keys: tuple[str, str]) -> _Checked:
             raise _malformed(path, line_no, "expected a string 'text' field")
         if checked.titled and not isinstance(record.get("title"), str):
             raise _malformed(path, line_no, "expected a string 'title' field like the first line")
+        answers = record.get("answers")
+        if checked.answers and not (isinstance(answers, list) and all(isinstance(a, str) for a in answers)):
+            raise _malformed(path, line_no, "expected an 'answers' list of strings like the first line")
     if not checked.ids:
         raise RqaError(f"{path} holds no {kind}s; pass a non-empty file")
     return checked
@@ -235,6 +248,8 @@ def _queries_component(queries: _Checked):
     source = LocalDownload(queries.path, mkdir=False)
     if queries.layout == "tsv":
         return TsvQueries(source, GenericQuery)
+    if queries.answers:
+        return JsonlQueries(source, AnswerQuery, mapping={"query_id": queries.id_key, "text": "text", "answers": "answers"})
     return JsonlQueries(source, GenericQuery, mapping={"query_id": queries.id_key, "text": "text"})
 
 

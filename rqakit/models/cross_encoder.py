@@ -2,8 +2,9 @@
 
 Input `[CLS] q [SEP] title text [SEP]`: title and text are joined by a space with no [SEP]
 between them (unlike the dual encoder's passage input); segment ids are 0 for `[CLS] q [SEP]` and
-1 for the rest (official `joint_encoder.py`, `qtp_` tower). At most 160 tokens (30 + 125 + 3 in
-the official reader), truncated longest first.
+1 for the rest (official `joint_encoder.py`, `qtp_` tower). At most `max_length` tokens, query and
+passage truncated together longest first; with `query_max_length` N > 0 the query is capped at N
+tokens and the passage at max_length - N - 3 apart, as the official reader does (30 and 125 of 158).
 
 s_ce(q, p) = Linear(h→1)(Dropout(0.1)(h)), h the raw last-layer [CLS] state (official code; head
 weight TruncatedNormal(0.02), bias 0), a raw logit with no sigmoid. `pooling="mean"` reads the mean
@@ -66,6 +67,7 @@ class CrossEncoder(nn.Module):
         pooling: str = "cls",
         max_length: int = 160,
         head_dropout: float = 0.1,
+        query_max_length: int = 0,
     ):
         super().__init__()
         if not 0.0 <= head_dropout < 1.0:
@@ -74,6 +76,9 @@ class CrossEncoder(nn.Module):
         self.tokenizer = tokenizer
         self.pooling = check_pooling(pooling)
         self.max_length = check_max_length(max_length, "max_length", backbone)
+        self.query_max_length = int(query_max_length or 0)
+        if self.query_max_length < 0 or (self.query_max_length and self.max_length - self.query_max_length - 3 < 1):
+            raise RqaError(f"query_max_length {query_max_length} leaves no room for the passage in max_length {max_length}")
         self.dropout = nn.Dropout(head_dropout)
         self.score_head = nn.Linear(backbone.config.hidden_size, 1)
         self.reset_head()
@@ -96,10 +101,27 @@ class CrossEncoder(nn.Module):
             encodings = {"input_ids": [], "token_type_ids": [], "attention_mask": []}
         else:
             passages = [passage_text(doc) for doc in docs]
-            encodings = dict(self.tokenizer(queries, passages, truncation="longest_first", max_length=self.max_length))
+            if self.query_max_length:
+                encodings = self._tokenize_capped(queries, passages)
+            else:
+                encodings = dict(self.tokenizer(queries, passages, truncation="longest_first", max_length=self.max_length))
         if not pad:
             return encodings
         return pad_encodings(encodings, pad_token_id=self.tokenizer.pad_token_id)
+
+    def _tokenize_capped(self, queries: list[str], passages: list[str]) -> dict:
+        """Official reader: query <= query_max_length word pieces, passage <= max_length - that - 3,
+        each truncated on its own, then `[CLS] q [SEP] p [SEP]` with segment ids 0 / 1."""
+        tok, q_len = self.tokenizer, self.query_max_length
+        cls, sep = tok.cls_token_id, tok.sep_token_id
+        if cls is None or sep is None:
+            raise RqaError("query_max_length needs a BERT-style tokenizer with [CLS] and [SEP]; set it to 0")
+        q_ids = tok(queries, add_special_tokens=False, truncation=True, max_length=q_len)["input_ids"]
+        p_ids = tok(passages, add_special_tokens=False, truncation=True, max_length=self.max_length - q_len - 3)["input_ids"]
+        input_ids = [[cls, *q, sep, *p, sep] for q, p in zip(q_ids, p_ids)]
+        return {"input_ids": input_ids,
+                "token_type_ids": [[0] * (len(q) + 2) + [1] * (len(p) + 1) for q, p in zip(q_ids, p_ids)],
+                "attention_mask": [[1] * len(ids) for ids in input_ids]}
 
     def forward(self, batch: dict) -> torch.Tensor:
         """Padded pair batch -> (N,) logits s_ce."""
@@ -116,6 +138,7 @@ class CrossEncoder(nn.Module):
             pooling=self.pooling,
             max_length=self.max_length,
             head_dropout=self.dropout.p,
+            query_max_length=self.query_max_length,
         )
 
     def save_pretrained(self, folder: str | os.PathLike) -> Path:
@@ -147,7 +170,7 @@ class CrossEncoder(nn.Module):
     def from_backbone(cls, name: str, **options) -> "CrossEncoder":
         """Backbone from resolve_backbone(name), fresh head (eval mode; call .train() to fine-tune).
 
-        options: pooling ("cls" | "mean"), max_length, head_dropout.
+        options: pooling ("cls" | "mean"), max_length, head_dropout, query_max_length.
         """
         unknown = set(options) - set(cls._option_names())
         if unknown:
@@ -157,4 +180,4 @@ class CrossEncoder(nn.Module):
 
     @staticmethod
     def _option_names() -> tuple[str, ...]:
-        return ("pooling", "max_length", "head_dropout")
+        return ("pooling", "max_length", "head_dropout", "query_max_length")

@@ -82,13 +82,15 @@ def update_run_rows(out_dir: str | Path, new_rows: list[dict]) -> Path | None:
 
 # ------------------------------------------------------------------------------ tables and figures
 def write_tables(ws, frame: pd.DataFrame, data: dict, folder: Path) -> dict[str, Path]:
+    from ..stages.ablations import ablation_list_size
+
     cfg, measures = ws.cfg, list(ws.cfg.evaluate.measures)
     written = {
         "table2": tables.write_table(tables.table2(frame, measures), folder, "table2_retrieval",
                                      "Table 2 analogue: first-stage retrieval, test queries (mean ± sd over seeds)."),
         "table3": tables.write_table(tables.table3(frame, measures, cfg.evaluate.rerank_depth), folder, "table3_rerank",
                                      f"Table 3 analogue: re-ranking the top-{cfg.evaluate.rerank_depth}, test queries."),
-        "table4": tables.write_table(tables.table4(frame, measures, cfg.joint.list_size), folder, "table4_ablation",
+        "table4": tables.write_table(tables.table4(frame, measures, ablation_list_size(cfg)), folder, "table4_ablation",
                                      "Table 4 analogue: the retriever under each ablation, test queries (mean ± sd)."),
         "list_size": tables.write_table(tables.list_size_table(frame), folder, "list_size",
                                         "Figure 4 analogue: instances per query vs test nDCG@10 (dynamic)."),
@@ -103,6 +105,15 @@ def write_tables(ws, frame: pd.DataFrame, data: dict, folder: Path) -> dict[str,
     if quality.exists():
         written["denoising"] = tables.write_table(denoising_table(json.loads(quality.read_text())), folder, "denoising",
                                                   "Denoising against the known unlabelled positives (rqakit/toy).")
+    summary = ws.folder("augment") / "summary.json"
+    settings = json.loads(summary.read_text()).get("calibration_settings") if summary.exists() else None
+    if settings:
+        a = cfg.augment
+        used = f"platt, prior {a.calibration_prior}" if a.calibration == "platt" else a.calibration
+        written["calibration"] = tables.write_table(
+            calibration_table(settings), folder, "calibration",
+            f"Denoising under each calibration of the same warm CE scores (thresholds {a.neg_threshold} / "
+            f"{a.pos_threshold}; rank rule from rank {a.rank_keep_from}). The lists use: {used}.")
     for name, frame_ in paper.paper_tables().items():
         written[f"paper_{name}"] = tables.write_table(frame_, folder, f"paper_{name}",
                                                       f"{paper.CAPTIONS[name]} Source: {paper.SOURCE}.",
@@ -120,6 +131,19 @@ def denoising_table(quality: dict) -> pd.DataFrame:
         out.append({"flagged by the CE": label, "flagged": pr.get("flagged"), "truly unlabelled positives": pr.get("true"),
                     "precision": fmt(pr.get("precision")), "recall": fmt(pr.get("recall"))})
     return pd.DataFrame(out)
+
+
+def calibration_table(settings: dict) -> pd.DataFrame:
+    """Pseudo-positives, denoised negatives and dropped candidates under each calibration of the
+    same warm CE scores (augment's `calibration_settings`), with the logits where 0.1 / 0.9 fall."""
+    out = []
+    for name, counts in settings.items():
+        logits = {k.replace("logit_at_", "logit at p = "): f"{v:.2f}" for k, v in counts.items() if k.startswith("logit_at_")}
+        out.append({"calibration": name, "pseudo-positives": counts.get("pseudo_positives", ""),
+                    "denoised negatives": counts.get("denoised_negatives", ""),
+                    "dropped as false negatives": counts.get("dropped_as_false_negative", ""), **logits,
+                    "note": counts.get("error", "")})
+    return pd.DataFrame(out).fillna("")
 
 
 def write_figures(ws, frame: pd.DataFrame, data: dict, folder: Path) -> dict[str, Path]:
@@ -205,7 +229,10 @@ def _num(v, digits: int = 1) -> str:
 
 
 def render_report(ws, out_dir: Path, frame: pd.DataFrame, data: dict, written: dict, figs: dict, stamp_: dict) -> str:
+    from ..stages.ablations import ablation_list_size
+
     cfg = ws.cfg
+    table4_m = ablation_list_size(cfg)
     rel = lambda p: Path(p).relative_to(out_dir).as_posix()  # noqa: E731
     md = lambda key: Path(written[key]).read_text().strip()  # noqa: E731
     parts = [f"# RocketQAv2 reproduction: profile `{cfg.profile}`", "", *headline(frame, data["paired"]), ""]
@@ -214,7 +241,8 @@ def render_report(ws, out_dir: Path, frame: pd.DataFrame, data: dict, written: d
                   "the pipeline runs end to end, not what RocketQAv2 achieves.", ""]
     parts += ["| stamp | |", "|---|---|", *[f"| {k} | {v} |" for k, v in stamp_.items()], "",
               f"Data: train `{cfg.data.train}`, test `{cfg.data.eval or 'held out of train'}`; backbone "
-              f"`{cfg.model.backbone}`; list size m = {cfg.joint.list_size}; seeds {list(cfg.ablations.seeds)} "
+              f"`{cfg.model.backbone}`; list size m = {cfg.joint.list_size} (Table 4: m = {table4_m}); "
+              f"seeds {list(cfg.ablations.seeds)} "
               f"(other variants {list(cfg.ablations.variant_seeds)}). Every number is in `results.json`.", "",
               "## Retrieval (Table 2 analogue)", "", md("table2"), "",
               "The hybrid row fuses BM25 with the dynamic retriever; the fusion method and weight are chosen on the "
@@ -230,6 +258,8 @@ def render_report(ws, out_dir: Path, frame: pd.DataFrame, data: dict, written: d
         parts += ["## Denoising", "", f"![denoising]({rel(figs['denoising'])})", ""]
         if "denoising" in written:
             parts += [md("denoising"), ""]
+    if "calibration" in written:
+        parts += ["## Calibration", "", md("calibration"), ""]
     if "warmup_loss" in figs:
         parts += ["## Warm-up training loss", "", f"![warm-up loss]({rel(figs['warmup_loss'])})", ""]
     parts += ["## The paper's own numbers (side tables)", "",

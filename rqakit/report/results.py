@@ -6,7 +6,7 @@ Every number is one row {"table", "system", "seed", "metric", "value"}:
 |-----------|------------------------------------------------------------------------------|--------------------|
 | retrieval | bm25, zeroshot-mean, zeroshot-cls, warmup_de, st-mnrl, static, dynamic, hybrid | ir_measures names |
 | rerank    | warmup_ce@bm25, warmup_ce@warmup_de, joint_ce@dynamic                        | ir_measures names  |
-| ablation  | dynamic, static, pointwise, no-denoise (at m = joint.list_size)              | ir_measures names  |
+| ablation  | dynamic, static, pointwise, no-denoise (at m = ablations.list_size or joint's) | ir_measures names |
 | listsize  | retriever-m<m>, reranker-m<m> (dynamic)                                      | ir_measures names  |
 | paired    | dynamic-vs-static (per-query nDCG@10 on test, averaged over seeds)          | diff, p_ttest, ... |
 | run       | stage folders, hybrid-<method>, augment, chapters, reproduce                 | wall_time_s, ...   |
@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import RqaError
-from ..evaluation import evaluate_run, paired_test, per_query
+from ..evaluation import evaluate_run, evaluate_split, paired_test, per_query, per_query_split, relevance_mode
 from ..fusion import interpolate, reciprocal_rank_fusion
 from ..runs import read_trec_run
 
@@ -126,8 +126,10 @@ def joint_rows(ws, runs: list[JointRun]) -> list[dict]:
             rows += metric_rows("retrieval", variant, r.seed, _metrics(r)["retriever"])
     for r in main_runs(ws, runs, "dynamic"):
         rows += metric_rows("rerank", "joint_ce@dynamic", r.seed, _metrics(r)["reranker"])
+    from ..stages.ablations import ablation_list_size
+
     for r in runs:
-        if r.list_size == ws.cfg.joint.list_size:
+        if r.list_size == ablation_list_size(ws.cfg):
             rows += metric_rows("ablation", r.variant, r.seed, _metrics(r)["retriever"])
         if r.variant == "dynamic":
             rows += metric_rows("listsize", f"retriever-m{r.list_size}", r.seed, _metrics(r)["retriever"])
@@ -153,16 +155,31 @@ def fuse(method: str, bm25_run, dense_run, bm25_weight: float):
     raise RqaError(f"unknown fusion method {method!r}; choose one of: {', '.join(FUSION_METHODS)}")
 
 
-def choose_fusion(bm25_val, dense_val, val_qrels, measure: str = SELECT_MEASURE) -> dict:
+def choose_fusion(bm25_val, dense_val, val_qrels, measure: str = SELECT_MEASURE, score=None) -> dict:
     """The (method, BM25 weight) with the best `measure` on the validation runs; the first in grid
-    order wins a tie. Test runs are never looked at here."""
+    order wins a tie. Test runs are never looked at here. `score(run, measures) -> {measure: value}`
+    replaces scoring by `val_qrels` (answer scoring, `split_scorer`)."""
+    score = score or (lambda run, measures: evaluate_run(run, val_qrels, measures))
     best = None
     for method in FUSION_METHODS:
         for weight in FUSION_WEIGHTS:
-            value = evaluate_run(fuse(method, bm25_val, dense_val, weight), val_qrels, [measure])[measure]
+            value = score(fuse(method, bm25_val, dense_val, weight), [measure])[measure]
             if best is None or value > best["val_value"]:
                 best = {"method": method, "bm25_weight": weight, "val_value": value, "measure": measure}
     return best
+
+
+def split_scorer(ws, split, per_query_values: bool = False):
+    """`score(run, measures)` on `split` as the stages score it: by its answers where it has them
+    (NQ, `evaluate.relevance`), else by its qrels; means, or the per-query frame."""
+    relevance = ws.cfg.evaluate.relevance
+    texts, cache = None, {}
+    if relevance_mode(split, relevance) == "answers":
+        from ..evaluation import passage_texts
+
+        texts = passage_texts(ws.corpus)
+    scorer = per_query_split if per_query_values else evaluate_split
+    return lambda run, measures: scorer(run, split, measures, texts, relevance, cache)
 
 
 def hybrid_rows(ws, runs: list[JointRun]) -> tuple[list[dict], list[dict]]:
@@ -173,9 +190,9 @@ def hybrid_rows(ws, runs: list[JointRun]) -> tuple[list[dict], list[dict]]:
     measures = list(ws.cfg.evaluate.measures)
     rows, choices = [], []
     for r in main_runs(ws, runs, "dynamic"):
-        choice = choose_fusion(bm25_val, _run(r.folder, "retriever.val"), ws.val.qrels)
+        choice = choose_fusion(bm25_val, _run(r.folder, "retriever.val"), ws.val.qrels, score=split_scorer(ws, ws.val))
         fused = fuse(choice["method"], bm25_test, _run(r.folder, "retriever.test"), choice["bm25_weight"])
-        test_metrics = evaluate_run(fused, ws.test.qrels, measures)
+        test_metrics = split_scorer(ws, ws.test)(fused, measures)
         rows += metric_rows("retrieval", "hybrid", r.seed, test_metrics)
         rows.append(row("run", f"hybrid-{choice['method']}", r.seed, "bm25_weight", choice["bm25_weight"]))
         rows.append(row("run", f"hybrid-{choice['method']}", r.seed, f"val_{choice['measure']}", choice["val_value"]))
@@ -184,9 +201,11 @@ def hybrid_rows(ws, runs: list[JointRun]) -> tuple[list[dict], list[dict]]:
 
 
 # ------------------------------------------------------------------------------ paired test
-def per_query_over_seeds(runs: list, qrels, measure: str = SELECT_MEASURE) -> pd.Series:
-    """Per-query `measure` averaged over the runs of several seeds: Series indexed by query id."""
-    frames = [per_query(run, qrels, [measure]).set_index("query_id")["value"] for run in runs]
+def per_query_over_seeds(runs: list, qrels, measure: str = SELECT_MEASURE, score=None) -> pd.Series:
+    """Per-query `measure` averaged over the runs of several seeds: Series indexed by query id.
+    `score(run, measures) -> per-query frame` replaces scoring by `qrels` (`split_scorer`)."""
+    score = score or (lambda run, measures: per_query(run, qrels, measures))
+    frames = [score(run, [measure]).set_index("query_id")["value"] for run in runs]
     return pd.concat(frames, axis=1).mean(axis=1)
 
 
@@ -198,8 +217,9 @@ def dynamic_vs_static(ws, runs: list[JointRun], measure: str = SELECT_MEASURE) -
     dynamic, static = main_runs(ws, runs, "dynamic"), main_runs(ws, runs, "static")
     if not dynamic or not static:
         raise RqaError("the paired test needs dynamic and static runs at joint.list_size; run chapter 06_ablations")
-    a = per_query_over_seeds([_run(r.folder, "retriever.test") for r in static], ws.test.qrels, measure)
-    b = per_query_over_seeds([_run(r.folder, "retriever.test") for r in dynamic], ws.test.qrels, measure)
+    score = split_scorer(ws, ws.test, per_query_values=True)
+    a = per_query_over_seeds([_run(r.folder, "retriever.test") for r in static], ws.test.qrels, measure, score)
+    b = per_query_over_seeds([_run(r.folder, "retriever.test") for r in dynamic], ws.test.qrels, measure, score)
     test = paired_test(a, b)
     return {"measure": measure, "static": test["mean_a"], "dynamic": test["mean_b"], "diff": test["diff"],
             "p_ttest": test["p_ttest"], "p_wilcoxon": test["p_wilcoxon"], "n_queries": test["n"],
@@ -255,6 +275,8 @@ def augment_rows(ws) -> list[dict]:
     for key in ("tokens_per_s", "gflops_per_s"):
         if key in summary.get("scoring", {}):
             figures[key] = summary["scoring"][key]
+    for name, counts in summary.get("calibration_settings", {}).items():
+        figures.update({f"{key} [{name}]": v for key, v in counts.items() if key in ("pseudo_positives", "denoised_negatives")})
     for group, pr in summary.get("denoising_quality", {}).items():
         if isinstance(pr, dict):
             figures.update({f"{group}_{k}": v for k, v in pr.items() if v is not None})

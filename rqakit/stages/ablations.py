@@ -3,6 +3,10 @@
 dynamic and static run with every seed of `ablations.seeds` (mean ± sd and a paired test);
 pointwise and no-denoise with `ablations.variant_seeds`; the list-size study trains `dynamic`
 with each m of `ablations.list_sizes` (lists truncated from the augment stage's m).
+
+Table 4 runs at its own list size, `ablations.list_size` (the paper: 8 instances per query on
+MS MARCO, where the main runs use 128); null keeps it at `joint.list_size`. When the two differ,
+dynamic and static run at both: the main m for Table 2 and the paired test, Table 4's m for it.
 """
 from __future__ import annotations
 
@@ -12,11 +16,17 @@ from . import joint
 from .workspace import Workspace
 
 
+def ablation_list_size(cfg) -> int:
+    """m of the Table 4 runs: `ablations.list_size`, else `joint.list_size`."""
+    return cfg.ablations.list_size or cfg.joint.list_size
+
+
 def planned_runs(ws: Workspace) -> list[dict]:
-    a, m = ws.cfg.ablations, ws.cfg.joint.list_size
-    runs = [{"variant": v, "list_size": m, "seed": s} for v in ("dynamic", "static") for s in a.seeds]
-    runs += [{"variant": v, "list_size": m, "seed": s} for v in ("pointwise", "no-denoise") for s in a.variant_seeds]
-    runs += [{"variant": "dynamic", "list_size": size, "seed": s} for size in a.list_sizes if size != m
+    a, m, m4 = ws.cfg.ablations, ws.cfg.joint.list_size, ablation_list_size(ws.cfg)
+    sizes = [m] if m4 == m else [m, m4]
+    runs = [{"variant": v, "list_size": size, "seed": s} for size in sizes for v in ("dynamic", "static") for s in a.seeds]
+    runs += [{"variant": v, "list_size": m4, "seed": s} for v in ("pointwise", "no-denoise") for s in a.variant_seeds]
+    runs += [{"variant": "dynamic", "list_size": size, "seed": s} for size in a.list_sizes if size not in sizes
              for s in a.variant_seeds]
     return runs
 

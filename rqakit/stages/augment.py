@@ -5,7 +5,10 @@ warm re-ranker.
 2. the warm cross-encoder scores the first `score_depth` of them and the labelled positives, in
    length-sorted batches (tokens/s and GFLOP/s go in the manifest);
 3. logits become probabilities (`augment.calibration`: Platt scaling fitted on the labelled pairs,
-   since a listwise-trained CE's logits are no probabilities and v1's 0.1 / 0.9 were set on them);
+   weighted to the positive rate `augment.calibration_prior`, since a listwise-trained CE's logits
+   are no probabilities and v1's 0.1 / 0.9 were set on a classifier trained at 1:4; `sigmoid` for a
+   pointwise CE, `rank` for thresholds by CE rank). `summary.json` also counts what every
+   calibration would have made of the same scores (`calibration_settings`);
 4. `rqakit.mining.build_lists` writes undenoised and denoised lists of m (positive at index 0).
 
 Writes `lists.parquet`, `candidates.parquet` (every scored pair with its fate), `summary.json`,
@@ -22,13 +25,13 @@ import pandas as pd
 
 from ..artifacts import run_stage
 from ..encode import Throughput, score_pairs
-from ..mining import Calibrator, build_lists, denoising_quality, labelled_pairs, write_lists
+from ..mining import Calibrator, build_lists, calibration_settings, denoising_quality, labelled_pairs, write_lists
 from ..models import CrossEncoder
-from .common import ranked_ids, warm_retriever_run, write_json
-from .workspace import Workspace
+from .common import answer_bearing, ranked_ids, warm_retriever_run, write_json
+from .workspace import SPLITS, Workspace
 
 NEEDS = ("warmup_de", "warmup_ce")
-READS = ("data", "augment")
+READS = (*SPLITS, "data.answer_free_negatives", "augment")
 
 
 def forward_flops_per_token(cross_encoder) -> float:
@@ -58,13 +61,18 @@ def run(ws: Workspace, force: bool = False, log=print) -> Path:
         ce_scores: dict[str, dict[str, float]] = {}
         for (qid, doc), s in zip(pairs, logits):
             ce_scores.setdefault(qid, {})[doc] = float(s)
-        calibrator = Calibrator(a.calibration)
+        calibrator = Calibrator(a.calibration, prior=a.calibration_prior)
         calibrator.fit(*labelled_pairs(ws.train, ce_scores))
+        bearing = answer_bearing(ws, candidates)  # NQ: passages with an answer are no negatives
         lists, summary = build_lists(ws.train, candidates, ce_scores, list_size=a.list_size, calibrator=calibrator,
                                      neg_threshold=a.neg_threshold, pos_threshold=a.pos_threshold,
                                      rank_keep_from=a.rank_keep_from, max_pseudo_positives=a.max_pseudo_positives,
-                                     score_depth=a.score_depth, seed=a.seed)
+                                     score_depth=a.score_depth, seed=a.seed, answer_bearing=bearing)
         write_lists(lists, tmp / "lists.parquet")
+        summary["calibration_settings"] = calibration_settings(
+            ws.train, candidates, ce_scores, neg_threshold=a.neg_threshold, pos_threshold=a.pos_threshold,
+            rank_keep_from=a.rank_keep_from, max_pseudo_positives=a.max_pseudo_positives, score_depth=a.score_depth,
+            prior=a.calibration_prior, answer_bearing=bearing)
         dropped, pseudo = summary.pop("dropped"), summary.pop("pseudo")
         cand = pd.DataFrame([(q, d, s) for q, ds in ce_scores.items() for d, s in ds.items()],
                             columns=["query_id", "doc_id", "ce_score"])
@@ -73,8 +81,10 @@ def run(ws: Workspace, force: bool = False, log=print) -> Path:
         cand["prob"] = calibrator(cand.ce_score.to_numpy()) if calibrator.gives_probabilities else np.nan
         drop_set = {(q, d) for q, ds in dropped.items() for d in ds}
         pseudo_set = {(q, d) for q, ds in pseudo.items() for d in ds}
+        bearing_set = {(q, d) for q, ds in (bearing or {}).items() for d in ds}
         cand["fate"] = ["positive" if lab else "pseudo-positive" if (q, d) in pseudo_set
-                        else "dropped" if (q, d) in drop_set else "negative"
+                        else "dropped" if (q, d) in drop_set else "contains an answer" if (q, d) in bearing_set
+                        else "negative"
                         for q, d, lab in zip(cand.query_id, cand.doc_id, cand.labelled)]
         cand.to_parquet(tmp / "candidates.parquet")
         write_json(tmp / "calibration.json", calibrator.to_dict())

@@ -10,11 +10,11 @@ from pathlib import Path
 from ..artifacts import run_stage
 from ..search import BM25Index, dense_retrieve, load_dual_encoder
 from .common import metrics_of, save_run, write_json
-from .workspace import Workspace
+from .workspace import SPLITS, Workspace
 
 NEEDS: tuple[str, ...] = ()
-READS = ("data", "model.backbone", "model.p_max_len", "model.q_max_len", "evaluate.retrieve_depth",
-         "evaluate.measures")
+READS = (*SPLITS, "model.backbone", "model.p_max_len", "model.q_max_len", "evaluate.retrieve_depth",
+         "evaluate.measures", "evaluate.relevance")
 
 
 def run(ws: Workspace, force: bool = False, log=print) -> Path:
@@ -27,7 +27,7 @@ def run(ws: Workspace, force: bool = False, log=print) -> Path:
         save_run(tmp, "bm25.val", bm25.search(ws.val.queries, depth))
         test_run = bm25.search(ws.test.queries, depth)
         save_run(tmp, "bm25.test", test_run)
-        metrics = {"bm25": metrics_of(test_run, ws.test, measures)}
+        metrics = {"bm25": metrics_of(test_run, ws.test, measures, ws.corpus, cfg.evaluate.relevance)}
         for pooling in ("mean", "cls"):
             de = load_dual_encoder(cfg.model.backbone, pooling=pooling, max_length=cfg.model.p_max_len,
                                    query_max_length=cfg.model.q_max_len)
@@ -36,7 +36,7 @@ def run(ws: Workspace, force: bool = False, log=print) -> Path:
                                   batch_size=cfg.evaluate.batch_size)
             for split_name, run_ in runs.items():
                 save_run(tmp, f"{name}.{split_name}", run_)
-            metrics[name] = metrics_of(runs["test"], ws.test, measures)
+            metrics[name] = metrics_of(runs["test"], ws.test, measures, ws.corpus, cfg.evaluate.relevance)
             log(f"[baselines] {name}: {metrics[name]}")
         log(f"[baselines] bm25: {metrics['bm25']}")
         write_json(tmp / "metrics.json", metrics)

@@ -7,7 +7,7 @@ from typing import Callable, Sequence
 
 from ..artifacts import work_dir
 from ..atomic import write_json  # noqa: F401  (the stages' one JSON writer)
-from ..evaluation import evaluate_run
+from ..evaluation import evaluate_split, passage_texts
 from ..runs import Run, ranked, read_trec_run, write_trec_run
 from ..runtime import pick_device
 from ..training import OptimSettings, TrainResult, make_plan, train
@@ -23,8 +23,21 @@ def load_run(folder: Path, name: str) -> Run:
     return read_trec_run(Path(folder) / "runs" / f"{name}.trec")
 
 
-def metrics_of(run: Run, split, measures) -> dict:
-    return {k: float(v) for k, v in evaluate_run(run, split.qrels, list(measures)).items()}
+def answer_bearing(ws, candidates: dict[str, list[str]]) -> dict[str, set[str]] | None:
+    """Per training query, the candidates that contain a gold answer (DPR has_answer): never
+    negatives. None when the training split has no answers or `data.answer_free_negatives` is off."""
+    from ..mining import answer_bearing as find_answer_bearing
+
+    if not (ws.cfg.data.answer_free_negatives and ws.train.answers):
+        return None
+    return find_answer_bearing(candidates, ws.train.answers, passage_texts(ws.corpus))
+
+
+def metrics_of(run: Run, split, measures, corpus=None, relevance: str = "auto") -> dict:
+    """Mean of each measure on `split`: by its answers when it has them (NQ; `evaluate.relevance`),
+    which needs the corpus, else by its qrels."""
+    texts = passage_texts(corpus) if corpus is not None else None
+    return {k: float(v) for k, v in evaluate_split(run, split, list(measures), texts, relevance).items()}
 
 
 def ranked_ids(run: Run, qid: str, k: int | None = None) -> list[str]:

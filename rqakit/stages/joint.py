@@ -7,7 +7,8 @@ Both models start from the warm-up stages and read the lists of `augment`:
 | dynamic      | both towers train: L_sup for the re-ranker + L_KL for the retriever (Eq. 6) |
 | static       | the re-ranker is a frozen teacher; its scores are computed once and reused   |
 | pointwise    | the re-ranker trains with per-pair BCE; the KL still uses its list softmax   |
-| no-denoise   | undenoised lists only                                                        |
+| no-denoise   | undenoised lists only, for as many optimizer steps as the run on all lists   |
+|              | (`ablations.no_denoise_budget: steps`; `epochs`: same epochs, ~half the steps) |
 
 A folder per (variant, m, seed): `retriever/`, `reranker/` (dynamic variants), `history.json`,
 `curves.json` (both models on the validation slice every `joint.eval_every` steps: mutual
@@ -32,11 +33,12 @@ from ..rerank import rerank
 from ..search import dense_retrieve
 from ..training import OptimSettings, TrainingStopped
 from .common import fit, load_run, make_plan, metrics_of, ranked_ids, save_run, write_json
-from .workspace import Workspace
+from .workspace import SPLITS, Workspace
 
 VARIANTS = ("dynamic", "static", "pointwise", "no-denoise")
 NEEDS = ("baselines", "warmup_de", "warmup_ce", "augment")
-READS = ("data", "joint", "evaluate.retrieve_depth", "evaluate.rerank_depth", "evaluate.measures")
+READS = (*SPLITS, "joint", "evaluate.retrieve_depth", "evaluate.rerank_depth", "evaluate.measures",
+         "evaluate.relevance")
 
 
 def variant_config(ws: Workspace, variant: str, list_size: int | None, seed: int | None):
@@ -57,6 +59,14 @@ def variant_config(ws: Workspace, variant: str, list_size: int | None, seed: int
     return j
 
 
+def matched_epochs(n_reference: int, n_lists: int, batch_queries: int, epochs: float) -> float:
+    """Epochs over `n_lists` lists that take as many optimizer steps as `epochs` over `n_reference`
+    (the no-denoise ablation against the run on all lists; `make_plan` counts steps the same way)."""
+    ref_batch, batch = min(batch_queries, n_reference), min(batch_queries, n_lists)
+    reference_steps = max(1, int(round((n_reference // ref_batch) * epochs)))
+    return reference_steps / (n_lists // batch)
+
+
 def folder_name(variant: str, list_size: int, seed: int) -> str:
     return f"joint-{variant}-m{list_size}-s{seed}"
 
@@ -68,7 +78,10 @@ def stage_hash(ws: Workspace, name: str) -> str:
     if not found:
         raise RqaError(f"{name!r} is not a joint run name (joint-VARIANT-mM-sSEED)")
     variant, list_size, seed = found.group(1), int(found.group(2)), int(found.group(3))
-    return ws.hash("joint", extra={"variant": variant}, sections={"joint": variant_config(ws, variant, list_size, seed)})
+    extra = {"variant": variant}
+    if variant == "no-denoise":  # how many steps it trains (ablations.no_denoise_budget)
+        extra["no_denoise_budget"] = ws.cfg.ablations.no_denoise_budget
+    return ws.hash("joint", extra=extra, sections={"joint": variant_config(ws, variant, list_size, seed)})
 
 
 def teacher_scores(lists, ws: Workspace, ce: CrossEncoder, batch_size: int) -> list[list[float]]:
@@ -88,7 +101,7 @@ def teacher_scores(lists, ws: Workspace, ce: CrossEncoder, batch_size: int) -> l
 def curve_evaluator(ws: Workspace, de: DualEncoder, ce: CrossEncoder | None, pools: dict[str, list[str]], batch_size: int):
     """Both models on the validation slice: each ranks a fixed candidate pool per query (BM25 and
     warm-retriever top candidates), nDCG@10 and RR@10 of the pool ranking. Cheap enough to repeat."""
-    measures = ["nDCG@10", "RR@10"]
+    measures, relevance = ["nDCG@10", "RR@10"], ws.cfg.evaluate.relevance
     qids = [q for q in sorted(pools) if pools[q]]
     flat = [(q, d) for q in qids for d in pools[q]]
     docs = ws.corpus.get_many([d for _, d in flat])
@@ -101,13 +114,14 @@ def curve_evaluator(ws: Workspace, de: DualEncoder, ce: CrossEncoder | None, poo
         de_run: dict = {}
         for (q, d), p in zip(flat, p_emb):
             de_run.setdefault(q, {})[d] = float(row[q] @ p)
-        out = {f"retriever_{k}": v for k, v in metrics_of(de_run, ws.val, measures).items()}
+        out = {f"retriever_{k}": v for k, v in metrics_of(de_run, ws.val, measures, ws.corpus, relevance).items()}
         if ce is not None:
             scores = score_pairs(ce, texts, docs, batch_size=batch_size, progress=False)
             ce_run: dict = {}
             for (q, d), s in zip(flat, scores):
                 ce_run.setdefault(q, {})[d] = float(s)
-            out.update({f"reranker_{k}": v for k, v in metrics_of(ce_run, ws.val, measures).items()})
+            ce_metrics = metrics_of(ce_run, ws.val, measures, ws.corpus, relevance)
+            out.update({f"reranker_{k}": v for k, v in ce_metrics.items()})
         return out
 
     return evaluate
@@ -124,9 +138,14 @@ def run(ws: Workspace, variant: str = "dynamic", *, list_size: int | None = None
     name = folder_name(variant, j.list_size, j.seed)
     cfg_hash = stage_hash(ws, name)
     folder = ws.folder(name, cfg_hash)
+    budget = ws.cfg.ablations.no_denoise_budget if variant == "no-denoise" else None
 
     def build(tmp: Path) -> dict:
-        lists = select_lists(read_lists(aug / "lists.parquet"), use_denoised=j.use_denoised, list_size=j.list_size)
+        all_lists = read_lists(aug / "lists.parquet")
+        lists = select_lists(all_lists, use_denoised=j.use_denoised, list_size=j.list_size)
+        epochs = j.epochs
+        if budget == "steps":  # w/o denoised: the steps of the run on all lists, not half of them
+            epochs = matched_epochs(len(all_lists), len(lists), j.batch_queries, j.epochs)
         de = DualEncoder.from_pretrained(wde / "model").train()
         ce = CrossEncoder.from_pretrained(wce / "model")
         batch_size = cfg.evaluate.batch_size
@@ -138,7 +157,7 @@ def run(ws: Workspace, variant: str = "dynamic", *, list_size: int | None = None
         objective = JointDistillation(de, ce, static=j.mode == "static", ce_loss=j.ce_loss, kl_direction=j.kl_direction,
                                       kl_grad_to_ce=j.kl_grad_to_ce, kl_reduction=j.kl_reduction, in_batch=j.in_batch)
         plan = make_plan(len(examples), batch_size=min(j.batch_queries, len(examples)),
-                         micro_batch_size=j.micro_batch_queries, epochs=j.epochs, seed=j.seed)
+                         micro_batch_size=j.micro_batch_queries, epochs=epochs, seed=j.seed)
         evaluator = None
         if j.eval_every:
             bm25_val, wde_val = load_run(base, "bm25.val"), load_run(wde, "warmup_de.val")
@@ -155,24 +174,25 @@ def run(ws: Workspace, variant: str = "dynamic", *, list_size: int | None = None
         reranker = ce.eval()
         if j.mode != "static":
             reranker.save_pretrained(tmp / "reranker")
-        depth, measures = cfg.evaluate.retrieve_depth, cfg.evaluate.measures
+        depth, measures, relevance = cfg.evaluate.retrieve_depth, cfg.evaluate.measures, cfg.evaluate.relevance
         runs = dense_retrieve(de, ws.corpus, {"val": ws.val.queries, "test": ws.test.queries}, depth,
                               batch_size=batch_size)
         for split_name, r in runs.items():
             save_run(tmp, f"retriever.{split_name}", r)
-        metrics = {"retriever": metrics_of(runs["test"], ws.test, measures)}
+        metrics = {"retriever": metrics_of(runs["test"], ws.test, measures, ws.corpus, relevance)}
         if j.mode != "static":  # static's re-ranker is the warm one, measured in warmup_ce
             reranked = rerank(reranker, runs["test"], ws.test.queries, ws.corpus, top_n=cfg.evaluate.rerank_depth,
                               batch_size=batch_size)
             save_run(tmp, "reranker.test", reranked)
-            metrics["reranker"] = metrics_of(reranked, ws.test, measures)
+            metrics["reranker"] = metrics_of(reranked, ws.test, measures, ws.corpus, relevance)
         write_json(tmp / "metrics.json", metrics)
         write_json(tmp / "history.json", result.history)
         write_json(tmp / "curves.json", result.evals)
         step_s = [h["seconds"] for h in result.history]
         log(f"[{name}] {len(examples)} lists, {result.steps} steps, test {metrics}")
         return {"metrics": metrics, "variant": variant, "list_size": j.list_size, "seed": j.seed, "lists": len(examples),
-                "steps": len(result.history), "mean_step_s": float(np.mean(step_s)) if step_s else None,
+                "steps": len(result.history), "epochs": epochs,
+                "mean_step_s": float(np.mean(step_s)) if step_s else None,
                 "train_wall_time_s": result.wall_time_s}
 
     return run_stage(folder, cfg_hash, build, config=ws.config_dict(), force=force, log=log)

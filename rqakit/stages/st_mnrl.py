@@ -36,11 +36,11 @@ from ..training import OptimSettings
 from ..types import Doc, passage_text
 from .common import fit, make_plan, metrics_of, save_run, write_json
 from .warmup_de import bm25_training_pairs
-from .workspace import Workspace
+from .workspace import SPLITS, Workspace
 
 NEEDS = ("baselines",)
-READS = ("data", "model.backbone", "st_mnrl", "warmup_de.bm25_depth", "warmup_de.seed", "evaluate.retrieve_depth",
-         "evaluate.measures")  # the triples are warmup_de's: its BM25 depth and seed
+READS = (*SPLITS, "data.answer_free_negatives", "model.backbone", "st_mnrl", "warmup_de.bm25_depth", "warmup_de.seed",
+         "evaluate.retrieve_depth", "evaluate.measures", "evaluate.relevance")  # the triples are warmup_de's
 RUN_NAME = "st-mnrl"
 CORPUS_CHUNK = 50_000       # passages encoded per call, so memory stays flat on a large corpus
 
@@ -148,7 +148,8 @@ def run(ws: Workspace, force: bool = False, log=print) -> Path:
                         cfg.evaluate.retrieve_depth, batch_size=cfg.evaluate.batch_size, log=log)
         for split_name, run_ in runs.items():
             save_run(tmp, f"{RUN_NAME}.{split_name}", run_)
-        metrics = {RUN_NAME: metrics_of(runs["test"], ws.test, cfg.evaluate.measures)}
+        metrics = {RUN_NAME: metrics_of(runs["test"], ws.test, cfg.evaluate.measures, ws.corpus,
+                                        cfg.evaluate.relevance)}
         write_json(tmp / "metrics.json", metrics)
         write_json(tmp / "history.json", result.history)
         log(f"[st_mnrl] {len(examples)} triples, {result.steps} steps, test {metrics[RUN_NAME]}")

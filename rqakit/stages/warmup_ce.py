@@ -1,5 +1,9 @@
-"""Stage `warmup_ce` (RocketQA step 2): the cross-encoder trained listwise on negatives drawn from
-the warm dual encoder's top-n (and BM25's, `warmup_ce.negatives_from`), positive at index 0.
+"""Stage `warmup_ce` (RocketQA step 2): the cross-encoder trained on lists of a positive (index 0)
+and negatives drawn from the warm dual encoder's top-n (and BM25's, `warmup_ce.negatives_from`).
+
+`warmup_ce.loss`: listwise (the kit's default: softmax cross-entropy over each list) or pointwise
+(RocketQA v1's step 2: each pair classified on its own); `warmup_ce.schedule` and `warmup_ratio`:
+linear decay after a 10 % warm-up (default) or RocketQA v1's constant rate without warm-up.
 
 Negatives are drawn afresh every epoch. Writes `model/` (the warm re-ranker, the teacher of every
 later stage), `history.json`, and `metrics.json`: the re-ranked top-N of the warm retriever and of
@@ -13,25 +17,30 @@ import numpy as np
 
 from ..artifacts import run_stage
 from ..models import CrossEncoder
-from ..objectives import ListExample, ListwiseReranker
+from ..objectives import ListExample, ListwiseReranker, PointwiseReranker
 from ..rerank import ScoreCache, rerank
 from ..runtime import per_process
 from ..training import OptimSettings
-from .common import bm25_run, fit, load_run, make_plan, metrics_of, ranked_ids, save_run, warm_retriever_run, write_json
-from .workspace import Workspace
+from .common import (answer_bearing, bm25_run, fit, load_run, make_plan, metrics_of, ranked_ids, save_run,
+                     warm_retriever_run, write_json)
+from .workspace import SPLITS, Workspace
 
 NEEDS = ("baselines", "warmup_de")
-READS = ("data", "model.backbone", "model.ce_pooling", "model.ce_max_len", "warmup_ce", "evaluate.rerank_depth",
-         "evaluate.measures")
+READS = (*SPLITS, "data.answer_free_negatives", "model.backbone", "model.ce_pooling", "model.ce_max_len",
+         "model.ce_query_max_len", "warmup_ce", "evaluate.rerank_depth", "evaluate.measures", "evaluate.relevance")
 
 
 def negative_pools(ws: Workspace, runs: list, depth: int) -> dict[str, list[str]]:
-    """Per training query: the union of the runs' top `depth`, labelled positives removed."""
+    """Per training query: the union of the runs' top `depth`, labelled positives removed (and, on
+    a split with answers, passages that contain one: `data.answer_free_negatives`)."""
     pools = {}
     for qid in sorted(ws.train.queries):
         labelled = set(ws.train.positives(qid))
         seen = dict.fromkeys(d for r in runs for d in ranked_ids(r, qid, depth) if d not in labelled)
         pools[qid] = list(seen)
+    bearing = answer_bearing(ws, pools)
+    if bearing:
+        pools = {qid: [d for d in pool if d not in bearing[qid]] for qid, pool in pools.items()}
     return pools
 
 
@@ -54,7 +63,8 @@ def listwise_examples(ws: Workspace, pools: dict[str, list[str]], *, m: int, epo
 
 def build_cross_encoder(ws: Workspace) -> CrossEncoder:
     m = ws.cfg.model
-    return CrossEncoder.from_backbone(m.backbone, pooling=m.ce_pooling, max_length=m.ce_max_len)
+    return CrossEncoder.from_backbone(m.backbone, pooling=m.ce_pooling, max_length=m.ce_max_len,
+                                      query_max_length=m.ce_query_max_len)
 
 
 def run(ws: Workspace, force: bool = False, log=print) -> Path:
@@ -82,17 +92,18 @@ def run(ws: Workspace, force: bool = False, log=print) -> Path:
                                            micro_batch_size=per_process(c.batch_queries),
                                            epochs=min(1.0, c.epochs - e), seed=c.seed + e)]
         ce = build_cross_encoder(ws)
-        objective = ListwiseReranker(ce)
+        objective = (PointwiseReranker if c.loss == "pointwise" else ListwiseReranker)(ce)
         result = fit(objective, examples, plan, ws=ws, section=c, folder=folder, desc="warmup_ce", log=log,
                      optim=OptimSettings(lr=c.lr, weight_decay=c.weight_decay, warmup_ratio=c.warmup_ratio,
-                                         schedule="linear", clip=1.0))
+                                         schedule=c.schedule, clip=1.0))
         ce.save_pretrained(tmp / "model")
         metrics, shared = {}, ScoreCache()  # the two runs share many (query, doc) pairs: score each once
         for name, source in (("warmup_de", load_run(wde, "warmup_de.test")), ("bm25", load_run(base, "bm25.test"))):
             reranked = rerank(ce, source, ws.test.queries, ws.corpus, top_n=cfg.evaluate.rerank_depth,
                               batch_size=cfg.evaluate.batch_size, cache=shared)
             save_run(tmp, f"warmup_ce.{name}.test", reranked)
-            metrics[f"warmup_ce@{name}"] = metrics_of(reranked, ws.test, cfg.evaluate.measures)
+            metrics[f"warmup_ce@{name}"] = metrics_of(reranked, ws.test, cfg.evaluate.measures, ws.corpus,
+                                                        cfg.evaluate.relevance)
         write_json(tmp / "metrics.json", metrics)
         write_json(tmp / "history.json", result.history)
         log(f"[warmup_ce] {result.steps} steps, test {metrics}")

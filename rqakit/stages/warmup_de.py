@@ -18,23 +18,26 @@ from ..objectives import InBatchRetriever, ListExample
 from ..runtime import per_process
 from ..search import dense_retrieve
 from ..training import OptimSettings
-from .common import bm25_run, fit, make_plan, metrics_of, ranked_ids, save_run, write_json
-from .workspace import Workspace
+from .common import answer_bearing, bm25_run, fit, make_plan, metrics_of, ranked_ids, save_run, write_json
+from .workspace import SPLITS, Workspace
 
 NEEDS = ("baselines",)
-READS = ("data", "model.backbone", "model.shared_towers", "model.pooling", "model.normalize", "model.temperature",
-         "model.q_max_len", "model.p_max_len", "warmup_de", "evaluate.retrieve_depth", "evaluate.measures")
+READS = (*SPLITS, "data.answer_free_negatives", "model.backbone", "model.shared_towers", "model.pooling", "model.normalize", "model.temperature",
+         "model.q_max_len", "model.p_max_len", "warmup_de", "evaluate.retrieve_depth", "evaluate.measures", "evaluate.relevance")
 
 
 def training_pairs(ws: Workspace, bm25_train_run, *, depth: int, seed: int) -> list[ListExample]:
     """(query, [positive, BM25 negative]) for every labelled (query, positive) pair.
 
-    The negative is drawn uniformly from BM25's top `depth`, never a labelled positive.
+    The negative is drawn uniformly from BM25's top `depth`, never a labelled positive, nor (NQ,
+    DPR's BM25 negatives) a passage that contains an answer.
     """
     examples = []
+    bearing = answer_bearing(ws, {q: ranked_ids(bm25_train_run, q, depth) for q in sorted(ws.train.queries)}) or {}
     for qid in sorted(ws.train.queries):
         positives = ws.train.positives(qid)
-        pool = [d for d in ranked_ids(bm25_train_run, qid, depth) if d not in set(positives)]
+        excluded = set(positives) | bearing.get(qid, set())
+        pool = [d for d in ranked_ids(bm25_train_run, qid, depth) if d not in excluded]
         if not positives or not pool:
             continue
         rng = np.random.default_rng([seed, len(examples)])
@@ -81,7 +84,8 @@ def run(ws: Workspace, force: bool = False, log=print) -> Path:
                               cfg.evaluate.retrieve_depth, emb_dir=tmp / "corpus_emb", batch_size=cfg.evaluate.batch_size)
         for name, r in runs.items():
             save_run(tmp, f"warmup_de.{name}", r)
-        metrics = {"warmup_de": metrics_of(runs["test"], ws.test, cfg.evaluate.measures)}
+        metrics = {"warmup_de": metrics_of(runs["test"], ws.test, cfg.evaluate.measures, ws.corpus,
+                                           cfg.evaluate.relevance)}
         write_json(tmp / "metrics.json", metrics)
         write_json(tmp / "history.json", result.history)
         log(f"[warmup_de] {len(examples)} pairs, {result.steps} steps, test {metrics['warmup_de']}")

@@ -21,6 +21,9 @@ from pathlib import Path
 
 from ..config import RunConfig, config_hash, plain
 
+# What every stage reads through `ws.train`, `ws.val`, `ws.test` and `ws.corpus`.
+SPLITS = ("data.train", "data.eval", "data.eval_fraction", "data.val_fraction", "data.split_seed",
+          "data.max_train_queries", "data.use_titles")
 # Fields that change how fast a stage runs, never what it writes.
 NEUTRAL = ("evaluate.batch_size", "warmup_de.checkpoint_every", "warmup_ce.checkpoint_every",
            "joint.checkpoint_every", "st_mnrl.checkpoint_every", "runtime", "notes", "profile")
