@@ -12,6 +12,7 @@ import os
 import platform
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -51,6 +52,26 @@ def read_manifest(folder: Path) -> dict | None:
 def is_complete(folder: Path, cfg_hash: str) -> bool:
     manifest = read_manifest(folder)
     return bool(manifest) and manifest.get("config_hash") == cfg_hash
+
+
+def unwritable_reason(folder: Path) -> str | None:
+    """Why files cannot be created in `folder` (or in the nearest existing folder above it, where
+    it would be made), or None when they can."""
+    folder = Path(folder).absolute()
+    probe = folder
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        return f"{probe} is a file, not a folder"
+    try:  # a real write: permission bits say nothing for root, and nothing about read-only mounts
+        handle, name = tempfile.mkstemp(prefix=".rqakit-probe-", dir=probe)
+    except OSError as exc:
+        return f"{probe} is not writable ({exc.strerror})"
+    os.close(handle)
+    os.unlink(name)
+    return None
 
 
 def write_json_atomic(path: Path, obj) -> None:

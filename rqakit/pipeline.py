@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from .artifacts import unwritable_reason
 from .config import config_hash, load_config, parse_overrides
 from .errors import RqaError
 from .report.chapter import is_current, read_chapter_times, write_chapter_times
@@ -129,6 +130,11 @@ def reproduce(profile: str, out: str | Path | None = None, force: bool = False, 
     cfg = load_config(profile, overrides)                       # bad keys and values fail here, before any kernel
     cfg_hash = config_hash(cfg)
     out = Path(out or Path("reports") / cfg.profile).resolve()
+    for folder, what, fix in ((out, "report folder", "choose another with --out DIR"),
+                              (Path(cfg.runtime.workdir), "runtime.workdir", "choose another with --set runtime.workdir=DIR")):
+        reason = unwritable_reason(folder)
+        if reason:
+            raise RqaError(f"{what} {folder}: {reason}; {fix}")
     out.mkdir(parents=True, exist_ok=True)
     parameters = {"profile": profile, "overrides": overrides, "out_dir": str(out), "force": bool(force)}
     times = read_chapter_times(out)
