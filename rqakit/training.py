@@ -176,8 +176,11 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+KEEP_CHECKPOINTS = 2  # the newest and the one before: a fallback when the newest cannot be read
+
+
 def save_checkpoint(folder: Path, *, model: nn.Module, optimizer, scheduler, step: int, history: list, evals: list) -> None:
-    """Write `folder/step-<k>/` atomically (temp name, then rename) and drop older ones."""
+    """Write `folder/step-<k>/` atomically (temp name, then rename); keep the previous one too."""
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"step-{step:07d}"
     tmp = folder / f".step-{step:07d}.tmp-{os.getpid()}"
@@ -185,17 +188,45 @@ def save_checkpoint(folder: Path, *, model: nn.Module, optimizer, scheduler, ste
     tmp.mkdir()
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "step": step, "rng": _rng_state(), "history": history, "evals": evals}, tmp / "state.pt")
+    if final.exists():  # a damaged copy of this step, left when the run fell back to the one before
+        stale = folder / f".{final.name}.stale-{os.getpid()}"
+        os.replace(final, stale)
+        shutil.rmtree(stale, ignore_errors=True)
     os.replace(tmp, final)
-    for old in folder.glob("step-*"):
-        if old != final:
-            shutil.rmtree(old, ignore_errors=True)
+    for old in checkpoints(folder)[:-KEEP_CHECKPOINTS]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def checkpoints(folder: Path | None) -> list[Path]:
+    """Complete checkpoints of `folder`, oldest first."""
+    if folder is None or not folder.exists():
+        return []
+    return sorted(p for p in folder.glob("step-*") if (p / "state.pt").exists())
 
 
 def latest_checkpoint(folder: Path | None) -> Path | None:
-    if folder is None or not folder.exists():
-        return None
-    done = sorted(p for p in folder.glob("step-*") if (p / "state.pt").exists())
+    done = checkpoints(folder)
     return done[-1] if done else None
+
+
+def load_checkpoint(folder: Path | None, device, log: Callable[[str], None] = print) -> tuple[Path | None, dict | None]:
+    """The newest checkpoint that reads back, newest first; a damaged one (a truncated or corrupt
+    state.pt) is skipped with a warning naming it, and with none readable the run starts fresh."""
+    damaged = []
+    for ckpt in reversed(checkpoints(folder)):
+        try:
+            state = torch.load(ckpt / "state.pt", map_location=device, weights_only=False)
+            if not isinstance(state, dict) or not {"model", "optimizer", "scheduler", "rng", "step"} <= set(state):
+                raise ValueError("not a training checkpoint")
+        except Exception as exc:  # UnpicklingError, EOFError, RuntimeError (zip), ValueError
+            log(f"warning: checkpoint {ckpt / 'state.pt'} cannot be read ({type(exc).__name__}); "
+                "falling back to the one before")
+            damaged.append(ckpt)
+            continue
+        return ckpt, state
+    if damaged:
+        log(f"warning: no readable checkpoint in {folder}; training starts from step 0")
+    return None, None
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -217,9 +248,8 @@ def train(model: nn.Module, plan: Sequence[Sequence[Any]], collate: Callable[[An
     total = len(plan)
     optimizer, scheduler = make_optimizer(model, optim, total)
     history, evals, start = [], [], 0
-    ckpt = latest_checkpoint(checkpoint_dir)
+    ckpt, state = load_checkpoint(checkpoint_dir, device, log)
     if ckpt is not None:
-        state = torch.load(ckpt / "state.pt", map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
