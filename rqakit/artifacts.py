@@ -81,6 +81,37 @@ def write_json_atomic(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
+# Stage folders handed out since the last chapter record (folder -> config hash): a chapter's
+# record lists them, and the chapter counts as done only while they are all complete.
+_STAGES_READ: dict[str, str] = {}
+_SAID_CACHED: set[str] = set()   # "[stage] cached" is logged once per folder and process
+
+
+def _shown(folder: Path) -> str:
+    """The folder relative to the working directory when below it (reports stay portable)."""
+    folder = Path(folder).absolute()
+    try:
+        return str(folder.relative_to(Path.cwd()))
+    except ValueError:
+        return str(folder)
+
+
+def note_stage_read(folder: Path, cfg_hash: str) -> None:
+    _STAGES_READ[_shown(folder)] = cfg_hash
+
+
+def take_stages_read() -> dict[str, str]:
+    """The stage folders read since the last call (and forget them)."""
+    read = dict(_STAGES_READ)
+    _STAGES_READ.clear()
+    return read
+
+
+def missing_stages(stages: dict[str, str]) -> list[str]:
+    """Those of `{folder: config hash}` that are not complete for their hash (deleted, partial, rebuilt)."""
+    return [folder for folder, cfg_hash in stages.items() if not is_complete(Path(folder), cfg_hash)]
+
+
 def run_stage(folder: Path, cfg_hash: str, build: Callable[[Path], dict | None], *,
               config: dict | None = None, force: bool = False, log=print) -> Path:
     """Build `folder` with `build(tmp_folder) -> extra manifest fields`, unless it is complete.
@@ -93,7 +124,10 @@ def run_stage(folder: Path, cfg_hash: str, build: Callable[[Path], dict | None],
     folder = Path(folder)
     rank, world_size = world()
     if not force and is_complete(folder, cfg_hash):
-        log(f"[{folder.name}] cached ({cfg_hash})")
+        if str(folder.absolute()) not in _SAID_CACHED:
+            log(f"[{folder.name}] cached ({cfg_hash})")
+            _SAID_CACHED.add(str(folder.absolute()))
+        note_stage_read(folder, cfg_hash)
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(folder)
@@ -127,6 +161,7 @@ def run_stage(folder: Path, cfg_hash: str, build: Callable[[Path], dict | None],
         log(f"[{folder.name}] done in {manifest['wall_time_s']:.1f} s")
     else:  # under torchrun every rank trains; rank 0 alone publishes the folder
         shutil.rmtree(tmp, ignore_errors=True)
+    note_stage_read(folder, cfg_hash)
     if world_size > 1:
         import torch.distributed as dist
 

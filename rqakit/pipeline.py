@@ -5,9 +5,11 @@
 
 Each chapter is `notebooks/NN_name.ipynb`, executed into `<out>/notebooks/NN_name.ipynb` with the
 parameters profile, overrides, out_dir and force. Its last cell writes `<out>/NN_name.json`
-stamped with the config hash of the resolved config and the kit version; a chapter whose record
-matches is skipped (unless force). A failing chapter stops the run with one RqaError line naming
-the chapter, the cell and the error; the stages are cached on disk, so rerunning resumes there.
+stamped with the config hash of the resolved config, the kit version and the stage folders it read;
+a chapter whose record matches and whose stage folders are all complete is skipped (unless force),
+and a chapter after one that ran runs too. A run that skips every chapter writes nothing. A
+failing chapter stops the run with one RqaError line naming the chapter, the cell and the error;
+the stages are cached on disk, so rerunning resumes there.
 
 Per chapter, `<out>/chapters.json` keeps the wall time and the overhead (kernel start, notebook
 I/O and the cell tagged `imports`); the sum over chapters is results.json's `reproduce` row.
@@ -23,7 +25,7 @@ from pathlib import Path
 from .artifacts import unwritable_reason
 from .config import config_hash, load_config, parse_overrides
 from .errors import RqaError
-from .report.chapter import is_current, read_chapter_times, write_chapter_times
+from .report.chapter import is_current, read_chapter_times, stale_reason, write_chapter_times
 
 CHAPTERS = ("01_data", "02_baselines", "03_warmup", "04_augment", "05_joint", "06_ablations", "07_report")
 KERNEL = "python3"           # ipykernel's kernel; jupyter_client runs it with this interpreter
@@ -141,12 +143,14 @@ def reproduce(profile: str, out: str | Path | None = None, force: bool = False, 
     times.update({"profile": cfg.profile, "config_hash": cfg_hash})
     start, status = time.time(), {}
     for chapter in select_chapters(chapters):
-        if not force and is_current(out, chapter, cfg_hash):
-            times["chapters"].setdefault(chapter, {}).update(status="cached", error=None)
+        # A chapter after one that ran reads what that one rebuilt, so it runs too.
+        stale = "forced" if force else ("an earlier chapter ran" if "ran" in status.values()
+                                        else stale_reason(out, chapter, cfg_hash))
+        if stale is None:
             status[chapter] = "cached"
             log(f"[reproduce] {chapter}: cached ({cfg_hash})")
             continue
-        log(f"[reproduce] {chapter}: running")
+        log(f"[reproduce] {chapter}: running ({stale})")
         try:
             record = run_chapter(chapter, parameters, out)
             if not is_current(out, chapter, cfg_hash):
@@ -161,8 +165,8 @@ def reproduce(profile: str, out: str | Path | None = None, force: bool = False, 
         _write_times(out, times)
         status[chapter] = "ran"
         log(f"[reproduce] {chapter}: done in {times['chapters'][chapter]['wall_time_s']:.1f} s")
-    _write_times(out, times)
-    _stamp_report(cfg, out, cfg_hash)
+    if "ran" in status.values():  # a run that found everything cached leaves every file as it was
+        _stamp_report(cfg, out, cfg_hash)
     return {"profile": cfg.profile, "config_hash": cfg_hash, "out": str(out), "chapters": status,
             "wall_time_s": round(time.time() - start, 2), "reproduce_wall_time_s": times.get("reproduce_wall_time_s"),
             "report": str(out / "report.md") if (out / "report.md").exists() else None}

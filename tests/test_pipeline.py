@@ -110,6 +110,59 @@ def test_a_chapter_stamped_with_another_config_stops_the_run(tmp_path, monkeypat
     assert record["chapters"]["01_data"]["status"] == "failed" and record["reproduce_wall_time_s"] is None
 
 
+def fake_stage_chapters(monkeypatch, workdir) -> list:
+    """Like `fake_chapters`, but each chapter after 01_data reads one stage folder of its own,
+    built through `run_stage` under `workdir`, as the notebooks do."""
+    from rqakit.artifacts import run_stage
+
+    ran = []
+
+    def run_chapter(chapter, parameters, out):
+        ran.append(chapter)
+        if chapter != "01_data":
+            run_stage(workdir / chapter, "h-" + chapter, lambda tmp: {}, log=lambda m: None)
+        write_chapter(out, chapter, load_config(parameters["profile"], parameters["overrides"]), {})
+        return {"wall_time_s": 2.0, "overhead_s": 1.0, "status": "ran"}
+
+    monkeypatch.setattr(pipeline, "run_chapter", run_chapter)
+    return ran
+
+
+def test_a_chapter_whose_stage_folder_is_gone_runs_again_and_so_do_later_ones(tmp_path, monkeypatch):
+    import shutil
+
+    ran = fake_stage_chapters(monkeypatch, tmp_path / "runs")
+    reproduce("toy", out=tmp_path / "out", log=lambda m: None)
+    assert ran == list(CHAPTERS)
+    assert json.loads((tmp_path / "out" / "03_warmup.json").read_text())["stages"] == {
+        str(tmp_path / "runs" / "03_warmup"): "h-03_warmup"}
+    shutil.rmtree(tmp_path / "runs" / "04_augment")
+    logs = []
+    summary = reproduce("toy", out=tmp_path / "out", log=logs.append)
+    assert ran[len(CHAPTERS):] == ["04_augment", "05_joint", "06_ablations", "07_report"]
+    assert summary["chapters"]["03_warmup"] == "cached"
+    assert any("04_augment: running (stage folder" in line and "04_augment is missing" in line for line in logs)
+
+
+def test_a_fresh_clone_reruns_the_committed_toy_report_and_a_cached_rerun_writes_nothing(tmp_path, monkeypatch):
+    """The committed reports/toy match the toy config, but a fresh clone has no runs/ behind them."""
+    import shutil
+    from pathlib import Path
+
+    root = Path(pipeline.__file__).resolve().parents[1]
+    shutil.copytree(root / "reports" / "toy", tmp_path / "reports" / "toy")
+    monkeypatch.chdir(tmp_path)
+    stamped = []
+    monkeypatch.setattr(pipeline, "_stamp_report", lambda cfg, out, h: stamped.append(out))
+    ran = fake_stage_chapters(monkeypatch, tmp_path / "runs" / "toy")
+    reproduce("toy", log=lambda m: None)
+    assert ran == list(CHAPTERS) and len(stamped) == 1
+    files = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (tmp_path / "reports" / "toy").rglob("*") if p.is_file()}
+    again = reproduce("toy", log=lambda m: None)
+    assert set(again["chapters"].values()) == {"cached"} and ran == list(CHAPTERS) and len(stamped) == 1
+    assert files == {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (tmp_path / "reports" / "toy").rglob("*") if p.is_file()}
+
+
 @pytest.mark.slow
 def test_toy_profile_end_to_end(tmp_path, capsys):
     out, overrides = tmp_path / "out", {"runtime.workdir": str(tmp_path / "runs")}

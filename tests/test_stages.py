@@ -88,3 +88,14 @@ def test_cross_encoder_settings_leave_retriever_stages_cached(key, value):
     for stage in ("baselines", "warmup_de", "st_mnrl"):
         assert before.hash(stage) == after.hash(stage), stage
     assert before.hash("warmup_ce") != after.hash("warmup_ce")
+
+
+def test_a_cached_stage_is_reported_once_per_process(tmp_path):
+    """`rqakit stage joint` reaches `baselines` through every stage in between: one line, not six."""
+    from rqakit.artifacts import run_stage
+
+    logs = []
+    for _ in range(3):
+        run_stage(tmp_path / "baselines", "h1", lambda tmp: {}, log=logs.append)
+    assert sum("[baselines] done" in line for line in logs) == 1
+    assert sum("[baselines] cached" in line for line in logs) == 1
