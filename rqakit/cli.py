@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import RqaError
+from .errors import Interrupted, RqaError
 
 
 # ----------------------------------------------------------------------------- argument types
@@ -159,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     start = time.time()
     try:
         result = args.func(args)
+    except Interrupted as exc:
+        print(f"rqakit: {exc}", file=sys.stderr)
+        return 130
     except RqaError as exc:
         print(f"rqakit: error: {exc}", file=sys.stderr)
         return 2

@@ -25,13 +25,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from rqakit.data.collection import Doc
 from rqakit.errors import RqaError
 from rqakit.models.backbone import pad_encodings
 from rqakit.models.cross_encoder import CrossEncoder
 from rqakit.models.dual_encoder import DualEncoder
+from rqakit.progress import Bar  # tqdm that `rqakit reproduce` also sees from outside the kernel
 
 CHUNK_SIZE = 8192          # texts tokenised and length-sorted together
 MANIFEST = "embeddings.json"
@@ -164,7 +164,7 @@ def _chunks(items: Iterable, size: int) -> Iterator[list]:
 
 
 def _progress(total: int | None, desc: str, enabled: bool):
-    return tqdm(total=total, desc=desc, unit="text", disable=not enabled, dynamic_ncols=True)
+    return Bar(total=total, desc=desc, unit="text", disable=not enabled, dynamic_ncols=True)
 
 
 def _length_or_none(items) -> int | None:

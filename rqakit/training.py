@@ -264,7 +264,9 @@ def train(model: nn.Module, plan: Sequence[Sequence[Any]], collate: Callable[[An
     if eval_fn is not None and eval_every and start == 0 and not evals:
         evals.append({"step": 0, **eval_fn(0)})
     t0 = time.time()
-    bar = tqdm(range(start, total), desc=desc, initial=start, total=total, disable=rank != 0, dynamic_ncols=True)
+    from .progress import Bar  # tqdm that `rqakit reproduce` also sees from outside the kernel
+
+    bar = Bar(range(start, total), desc=desc, initial=start, total=total, disable=rank != 0, dynamic_ncols=True)
     model.train()
     for step in bar:
         micro = plan[step]
