@@ -195,6 +195,9 @@ def save_checkpoint(folder: Path, *, model: nn.Module, optimizer, scheduler, ste
     os.replace(tmp, final)
     for old in checkpoints(folder)[:-KEEP_CHECKPOINTS]:
         shutil.rmtree(old, ignore_errors=True)
+    from .progress import emit
+
+    emit("checkpoint", folder=str(folder), step=step)
 
 
 def checkpoints(folder: Path | None) -> list[Path]:
