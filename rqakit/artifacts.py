@@ -137,7 +137,7 @@ def run_stage(folder: Path, cfg_hash: str, build: Callable[[Path], dict | None],
     start = time.time()
     from .progress import emit
 
-    emit("stage", name=folder.name, state="running")
+    emit("stage", name=folder.name, folder=str(folder.absolute()), state="running")
     try:
         extra = build(tmp) or {}
         manifest = {
@@ -162,7 +162,7 @@ def run_stage(folder: Path, cfg_hash: str, build: Callable[[Path], dict | None],
         os.replace(tmp, folder)
         shutil.rmtree(work_dir(folder), ignore_errors=True)
         log(f"[{folder.name}] done in {manifest['wall_time_s']:.1f} s")
-        emit("stage", name=folder.name, state="done", wall_time_s=manifest["wall_time_s"])
+        emit("stage", name=folder.name, folder=str(folder.absolute()), state="done", wall_time_s=manifest["wall_time_s"])
     else:  # under torchrun every rank trains; rank 0 alone publishes the folder
         shutil.rmtree(tmp, ignore_errors=True)
     note_stage_read(folder, cfg_hash)

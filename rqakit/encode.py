@@ -375,12 +375,14 @@ def encode_corpus(
     compute_dtype: torch.dtype | None = None,
     stats: Throughput | None = None,
     progress: bool = True,
+    total: int | None = None,
 ) -> EmbeddingShards:
     """Stream docs through the passage tower into shards of `shard_size` rows of `dtype` embeddings.
 
     Shard k holds docs [k*shard_size, (k+1)*shard_size) of the iteration order. A shard already
     complete in out_dir is checked against the streamed ids and skipped without encoding, so a
-    killed run resumes where it stopped.
+    killed run resumes where it stopped. `total` (the doc count, when docs is a stream) sizes the
+    progress bar.
     """
     if dtype not in STORAGE_DTYPES:
         raise RqaError(f"unknown embedding dtype {dtype!r}; use one of {', '.join(STORAGE_DTYPES)}")
@@ -392,7 +394,7 @@ def encode_corpus(
     done = set(_complete_shards(out_dir))
     count, num_shards = 0, 0
     with inference_model(dual_encoder, compute_dtype) as (runner, autocast), \
-            _progress(_length_or_none(docs), "encode corpus", progress) as bar:
+            _progress(total or _length_or_none(docs), "encode corpus", progress) as bar:
         for index, shard_docs in enumerate(_chunks(docs, shard_size)):
             if index in done:
                 _check_shard_ids(out_dir, index, shard_docs)

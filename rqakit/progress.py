@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 ENV = "RQAKIT_PROGRESS"
 EVERY_S = 1.0          # a bar writes its count at most this often
 PRINT_EVERY_S = 10.0   # the reproduce process prints a bar's line at most this often (RQAKIT_PROGRESS_EVERY)
+MIN_LOOP_S = 2.0       # loops that end sooner get no line
 
 
 def emit(kind: str, **fields) -> None:
@@ -48,12 +49,13 @@ class Bar(tqdm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._count, self._start_n = self.n, self.n
+        self._count, self._start_n, self._sent_n = self.n, self.n, None
         self._t0, self._sent, self._final = time.time(), 0.0, False
+        self._id = f"{os.getpid()}-{id(self)}"
 
     def update(self, n=1):
         out = super().update(n)
-        if not self._iterating:  # iteration counts items itself (tqdm updates `n` lazily)
+        if not self._iterating and hasattr(self, "_count"):  # iteration counts items itself (tqdm updates `n` lazily)
             self._count += n
             self._report()
         return out
@@ -71,7 +73,8 @@ class Bar(tqdm):
     def close(self):
         if hasattr(self, "_final") and not self._final:
             self._final = True
-            self._report(force=True)
+            if self._sent_n != self._count:   # the last count, unless already sent
+                self._report(force=True)
         super().close()
 
     def _report(self, force: bool = False) -> None:
@@ -80,9 +83,9 @@ class Bar(tqdm):
         now = time.time()
         if not force and now - self._sent < EVERY_S and self._count != self.total:
             return
-        self._sent = now
-        emit("bar", desc=getattr(self, "desc", ""), n=self._count, total=self.total, start=self._start_n,
-             elapsed=round(now - self._t0, 3))
+        self._sent, self._sent_n = now, self._count
+        emit("bar", id=self._id, desc=getattr(self, "desc", ""), n=self._count, total=self.total,
+             start=self._start_n, elapsed=round(now - self._t0, 3))
 
 
 # ----------------------------------------------------------------------------- the reading side
@@ -113,6 +116,7 @@ class Echo:
     def __init__(self, path: Path, log: Callable[[str], None], every_s: float | None = None):
         self.path, self.log = Path(path), log
         self.every_s = float(os.environ.get("RQAKIT_PROGRESS_EVERY", PRINT_EVERY_S)) if every_s is None else every_s
+        self.min_s = min(MIN_LOOP_S, self.every_s)
         self.chapter, self.stage, self.last_bar = "", None, None
         self._offset, self._printed, self._lock = 0, {}, threading.Lock()
         self._stop = threading.Event()
@@ -159,12 +163,14 @@ class Echo:
         if event.get("kind") != "bar":
             return
         self.last_bar = event
-        desc = event.get("desc") or "loop"
+        desc, key = event.get("desc") or "loop", event.get("id") or event.get("desc")
         now = time.monotonic()
         finished = event.get("total") and event.get("n") == event.get("total")
-        if not finished and now - self._printed.get(desc, -1e9) < self.every_s:
+        if key not in self._printed and float(event.get("elapsed") or 0) < self.min_s:
+            return   # a loop shorter than min_s is not worth a line
+        if not finished and now - self._printed.get(key, -1e9) < self.every_s:
             return
-        self._printed[desc] = now
+        self._printed[key] = now
         stage = f" · {self.stage}" if self.stage and self.stage != desc else ""
         self.log(f"{prefix}{stage} · {desc}: {bar_line(event)}")
 

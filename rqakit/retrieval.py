@@ -46,7 +46,8 @@ def dense_retrieve(de, corpus, query_sets: Mapping[str, Mapping[str, str]], dept
     from .search import dense_search
 
     with tempfile.TemporaryDirectory() as scratch:
-        shards = encode_corpus(de, corpus.iter_docs(), Path(emb_dir or scratch), batch_size=batch_size)
+        shards = encode_corpus(de, corpus.iter_docs(), Path(emb_dir or scratch), batch_size=batch_size,
+                               total=corpus.known_len() if hasattr(corpus, "known_len") else None)
         runs = {}
         for name, queries in query_sets.items():
             qids = list(queries)

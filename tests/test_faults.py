@@ -7,8 +7,8 @@ are drawn uniformly over that timeline with a seeded RNG and sorted; each rerun 
 reaches the next one (its start-up plus the distance from the last durable point it resumes from),
 so the kills land across stages and between checkpoints rather than only in the first seconds.
 
-After every kill nothing may look complete while partial: each stage folder under its final name
-has its manifest and exactly the reference's files, and every `step-*` checkpoint reads back. The
+After every kill nothing may look complete while partial: every stage folder with a manifest holds
+exactly the reference's files, and every `step-*` checkpoint reads back. The
 last rerun is not killed; its metrics.json, TREC runs and safetensors weights must equal the
 reference's, bit for bit.
 
@@ -49,22 +49,33 @@ def events(progress: Path) -> list[dict]:
     return [json.loads(line) for line in progress.read_text().splitlines() if line.endswith("}")]
 
 
-def durable_marks(progress: Path, spawned: float) -> dict[tuple, float]:
+def durable_marks(progress: Path, spawned: float, root: Path) -> dict[tuple, float]:
     """What a run leaves that the next one resumes from, with its time on the run's clock:
-    ("stage", name) when a stage folder was published, ("ckpt", stage, step) per checkpoint."""
+    ("stage", folder) when a stage folder was published, ("ckpt", folder, step) per checkpoint
+    (folders relative to the workdir, so that two workdirs compare)."""
     marks = {}
     for e in events(progress):
         if e["kind"] == "stage" and e["state"] == "done":
-            marks[("stage", e["name"])] = e["t"] - spawned
+            marks[("stage", str(Path(e["folder"]).relative_to(root)))] = e["t"] - spawned
         elif e["kind"] == "checkpoint":
-            marks[("ckpt", Path(e["folder"]).parent.name[: -len(".work")], e["step"])] = e["t"] - spawned
+            marks[("ckpt", str(Path(e["folder"]).relative_to(root)), e["step"])] = e["t"] - spawned
     return marks
 
 
+def published(root: Path) -> list[Path]:
+    """Stage folders under their final name: those with a manifest, outside temporaries."""
+    found = []
+    for folder, dirs, names in os.walk(root):   # links (a `latest` pointer) are not followed
+        dirs[:] = [d for d in dirs if ".tmp-" not in d and not d.endswith(".work")]
+        if "manifest.json" in names:
+            found.append(Path(folder))
+    return sorted(found)
+
+
 def durable_state(root: Path) -> set[tuple]:
-    state = {("stage", p.name) for p in root.iterdir() if (p / "manifest.json").exists()}
-    for ckpt in root.glob("*.work/ckpt/step-*"):
-        state.add(("ckpt", ckpt.parent.parent.name[: -len(".work")], int(ckpt.name.split("-")[1])))
+    state = {("stage", str(p.relative_to(root))) for p in published(root)}
+    for ckpt in root.rglob("*.work/ckpt/step-*"):
+        state.add(("ckpt", str(ckpt.parent.relative_to(root)), int(ckpt.name.split("-")[1])))
     return state
 
 
@@ -73,7 +84,7 @@ def landed(progress: Path) -> str:
     stage, step = None, None
     for e in events(progress):
         if e["kind"] == "stage" and e["state"] == "running":
-            stage, step = e["name"], None
+            stage, step = Path(e["folder"]).name, None
         elif e["kind"] == "checkpoint":
             step = e["step"]
     if stage is None:
@@ -86,29 +97,29 @@ def files(folder: Path) -> set[str]:
 
 
 def assert_nothing_partial_looks_complete(root: Path, reference: Path) -> None:
-    for folder in root.iterdir():
-        if ".tmp-" in folder.name or folder.name.endswith(".work"):
-            continue  # temporaries and resumable scratch: never read as results
-        assert (folder / "manifest.json").exists(), f"{folder} has its final name but no manifest"
-        assert files(folder) == files(reference / folder.name), f"{folder} is published but partial"
-    for ckpt in root.glob("*.work/ckpt/step-*"):
+    for folder in published(root):
+        twin = reference / folder.relative_to(root)
+        assert files(folder) == files(twin), f"{folder} is published but partial"
+    for ckpt in root.rglob("*.work/ckpt/step-*"):
         state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=False)
         assert {"model", "optimizer", "step"} <= set(state), ckpt
 
 
 def assert_same_results(root: Path, reference: Path) -> int:
     compared = 0
-    for ref in sorted(p for p in reference.iterdir() if (p / "manifest.json").exists()):
-        folder = root / ref.name
+    mine = [p.relative_to(root) for p in published(root)]
+    assert mine == [p.relative_to(reference) for p in published(reference)]
+    for name in mine:
+        folder, ref = root / name, reference / name
         assert files(folder) == files(ref), folder
-        for name in sorted(files(ref)):
-            if name.endswith("metrics.json"):
-                assert json.loads((folder / name).read_text()) == json.loads((ref / name).read_text()), folder / name
-            elif name.endswith(".trec"):
-                assert (folder / name).read_bytes() == (ref / name).read_bytes(), folder / name
-            elif name.endswith(".safetensors"):
-                a, b = load_file(str(folder / name)), load_file(str(ref / name))
-                assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), folder / name
+        for file in sorted(files(ref)):
+            if file.endswith("metrics.json"):
+                assert json.loads((folder / file).read_text()) == json.loads((ref / file).read_text()), folder / file
+            elif file.endswith(".trec"):
+                assert (folder / file).read_bytes() == (ref / file).read_bytes(), folder / file
+            elif file.endswith(".safetensors"):
+                a, b = load_file(str(folder / file)), load_file(str(ref / file))
+                assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), folder / file
             else:
                 continue
             compared += 1
@@ -123,12 +134,12 @@ def test_sigkill_at_random_moments_then_rerun_gives_the_uninterrupted_results(tm
     _, err = proc.communicate(timeout=900)
     assert proc.returncode == 0, err[-2000:]
     total = time.time() - spawned
-    timeline = durable_marks(tmp_path / "reference.jsonl", spawned)
+    timeline = durable_marks(tmp_path / "reference.jsonl", spawned, tmp_path / "reference")
     first = min(e["t"] for e in events(tmp_path / "reference.jsonl")) - spawned   # start-up: imports, config
 
     rng = random.Random(SEED)
     moments = sorted(rng.uniform(1.0, total) for _ in range(KILLS))
-    root, reference = tmp_path / "killed" / "toy", tmp_path / "reference" / "toy"
+    root, reference = tmp_path / "killed", tmp_path / "reference"
     kills, attempts = [], 0
     for moment in moments:
         state = durable_state(root) if root.exists() else set()
