@@ -2,10 +2,11 @@
 
 `rqakit stage joint:dynamic` on a small toy config runs every stage (baselines, warmup_de,
 warmup_ce, augment, joint) with a checkpoint after every training step. An uninterrupted run gives
-the reference timeline (when each stage finished, when each checkpoint was written). Kill moments
-are drawn uniformly over that timeline with a seeded RNG and sorted; each rerun is killed when it
-reaches the next one (its start-up plus the distance from the last durable point it resumes from),
-so the kills land across stages and between checkpoints rather than only in the first seconds.
+the reference timeline (when each stage started and finished, when each checkpoint was written).
+Kill moments are drawn uniformly over that timeline with a seeded RNG and sorted; each is reached
+again as "the last mark before it, then that many seconds", watched in the rerun's own progress
+events, so a slower rerun (a busy machine) is still killed at the same place and the kills land
+across stages and between checkpoints.
 
 After every kill nothing may look complete while partial: every stage folder with a manifest holds
 exactly the reference's files, and every `step-*` checkpoint reads back. The
@@ -36,11 +37,17 @@ SMALL = ["data.max_train_queries=48", "warmup_de.epochs=3", "warmup_ce.epochs=3"
 
 
 def start(workdir: Path, progress: Path) -> subprocess.Popen:
+    """The stage command, its events in `progress` and its stderr beside it (a pipe could fill up)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
            "RQAKIT_PROGRESS": str(progress), "HF_HUB_OFFLINE": "1"}
-    return subprocess.Popen([sys.executable, "-m", "rqakit.cli", "stage", STAGE, "--profile", "toy", "--set",
-                             f"runtime.workdir={workdir}", *SMALL], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    with open(progress.with_suffix(".err"), "w") as err:
+        return subprocess.Popen([sys.executable, "-m", "rqakit.cli", "stage", STAGE, "--profile", "toy", "--set",
+                                 f"runtime.workdir={workdir}", *SMALL], cwd=ROOT, env=env,
+                                stdout=subprocess.DEVNULL, stderr=err)
+
+
+def finish(proc: subprocess.Popen, progress: Path) -> None:
+    assert proc.wait(timeout=900) == 0, progress.with_suffix(".err").read_text()[-2000:]
 
 
 def events(progress: Path) -> list[dict]:
@@ -49,17 +56,25 @@ def events(progress: Path) -> list[dict]:
     return [json.loads(line) for line in progress.read_text().splitlines() if line.endswith("}")]
 
 
-def durable_marks(progress: Path, spawned: float, root: Path) -> dict[tuple, float]:
-    """What a run leaves that the next one resumes from, with its time on the run's clock:
-    ("stage", folder) when a stage folder was published, ("ckpt", folder, step) per checkpoint
-    (folders relative to the workdir, so that two workdirs compare)."""
-    marks = {}
+def marks(progress: Path, root: Path) -> list[tuple[tuple, float]]:
+    """A run's timeline: (mark, time) in order, a mark being ("running" | "done", folder) for a
+    stage or ("ckpt", folder, step) for a checkpoint, folders relative to the workdir."""
+    out = []
     for e in events(progress):
-        if e["kind"] == "stage" and e["state"] == "done":
-            marks[("stage", str(Path(e["folder"]).relative_to(root)))] = e["t"] - spawned
+        if e["kind"] == "stage" and e["state"] in ("running", "done"):
+            out.append(((e["state"], str(Path(e["folder"]).relative_to(root))), e["t"]))
         elif e["kind"] == "checkpoint":
-            marks[("ckpt", str(Path(e["folder"]).relative_to(root)), e["step"])] = e["t"] - spawned
-    return marks
+            out.append((("ckpt", str(Path(e["folder"]).relative_to(root)), e["step"]), e["t"]))
+    return out
+
+
+def durable(mark: tuple) -> tuple | None:
+    """What a mark leaves on disk for the next run, in `durable_state`'s terms."""
+    if mark[0] == "done":
+        return ("stage", mark[1])
+    if mark[0] == "ckpt":
+        return mark
+    return None
 
 
 def published(root: Path) -> list[Path]:
@@ -126,46 +141,62 @@ def assert_same_results(root: Path, reference: Path) -> int:
     return compared
 
 
-@pytest.mark.slow
-def test_sigkill_at_random_moments_then_rerun_gives_the_uninterrupted_results(tmp_path):
-    # the reference: one uninterrupted run, and its timeline
-    spawned = time.time()
-    proc = start(tmp_path / "reference", tmp_path / "reference.jsonl")
-    _, err = proc.communicate(timeout=900)
-    assert proc.returncode == 0, err[-2000:]
-    total = time.time() - spawned
-    timeline = durable_marks(tmp_path / "reference.jsonl", spawned, tmp_path / "reference")
-    first = min(e["t"] for e in events(tmp_path / "reference.jsonl")) - spawned   # start-up: imports, config
-
-    rng = random.Random(SEED)
-    moments = sorted(rng.uniform(1.0, total) for _ in range(KILLS))
-    root, reference = tmp_path / "killed", tmp_path / "reference"
-    kills, attempts = [], 0
-    for moment in moments:
-        state = durable_state(root) if root.exists() else set()
-        resume_from = max([first] + [timeline.get(mark, 0.0) for mark in state])
-        delay = max(0.5, first + moment - resume_from)
-        attempts += 1
-        progress = tmp_path / f"run-{attempts}.jsonl"
-        proc = start(tmp_path / "killed", progress)
-        try:
-            proc.wait(timeout=delay)
-            finished = True   # it completed before the moment came
-        except subprocess.TimeoutExpired:
+def kill_at(proc: subprocess.Popen, progress: Path, root: Path, mark: tuple | None, delay: float) -> bool:
+    """SIGKILL `proc` `delay` seconds after it emits `mark` (after its first event when mark is
+    None, after its start when mark is "spawn"); False when it finished first."""
+    started, seen = time.time(), None
+    while proc.poll() is None:
+        now = time.time()
+        if seen is None:
+            if mark == "spawn":
+                seen = started
+            else:
+                found = marks(progress, root)
+                hits = [t for m, t in found if m == mark] if mark is not None else [t for _, t in found[:1]]
+                seen = hits[0] if hits else None
+        if seen is not None and now >= seen + delay:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
-            finished = False
-        if finished:
-            assert proc.returncode == 0, proc.stderr.read()[-2000:]
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_then_rerun_gives_the_uninterrupted_results(tmp_path):
+    # the reference: one uninterrupted run, and its timeline on its own clock
+    root, reference = tmp_path / "killed", tmp_path / "reference"
+    spawned = time.time()
+    finish(start(reference, tmp_path / "reference.jsonl"), tmp_path / "reference.jsonl")
+    total = time.time() - spawned
+    timeline = [(m, t - spawned) for m, t in marks(tmp_path / "reference.jsonl", reference)]
+
+    # kill moments uniform over the reference timeline; each is reached again as "this mark, then
+    # that many seconds", so a slower or faster rerun is still killed at the same place
+    rng = random.Random(SEED)
+    kills, attempts = [], 0
+    for moment in sorted(rng.uniform(0.5, total) for _ in range(KILLS)):
+        state = durable_state(root) if root.exists() else set()
+        done = [i for i, (m, _) in enumerate(timeline) if durable(m) in state]
+        resume = max(done) if done else -1                 # where the rerun picks up
+        target = max([i for i, (_, t) in enumerate(timeline) if t <= moment], default=-1)
+        if target > resume:
+            mark, delay = timeline[target][0], moment - timeline[target][1]
+        elif resume >= 0:
+            mark, delay = None, max(0.0, moment - timeline[resume][1])
+        else:
+            mark, delay = "spawn", moment
+        attempts += 1
+        progress = tmp_path / f"run-{attempts}.jsonl"
+        proc = start(root, progress)
+        if not kill_at(proc, progress, root, mark, delay):
+            finish(proc, progress)                       # it completed before the moment came
             break
-        proc.stderr.close()
-        kills.append({"after_s": round(delay, 1), "timeline_s": round(moment, 1), "landed": landed(progress)})
+        kills.append({"timeline_s": round(moment, 1), "landed": landed(progress)})
         if root.exists():
             assert_nothing_partial_looks_complete(root, reference)
 
-    final = start(tmp_path / "killed", tmp_path / "final.jsonl")
-    _, err = final.communicate(timeout=900)
-    assert final.returncode == 0, err[-2000:]
+    finish(start(root, tmp_path / "final.jsonl"), tmp_path / "final.jsonl")
     compared = assert_same_results(root, reference)
     summary = {"kills": len(kills), "requested": KILLS, "seed": SEED, "reference_s": round(total, 1),
                "files_compared": compared, "where": kills}
