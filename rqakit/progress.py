@@ -11,7 +11,9 @@ append one JSON line per event to the file named by `$RQAKIT_PROGRESS` (when it 
 
 `Bar` is tqdm (the notebook widget in a kernel) that also writes its count at most once per
 `EVERY_S`, and always when it reaches its total or closes. Without `$RQAKIT_PROGRESS` nothing
-is written.
+is written. `Echo` prints a loop's line at most every `RQAKIT_PROGRESS_EVERY` seconds (10) and
+skips loops that end within `MIN_LOOP_S`. Stages write "running"/"done" events
+(`artifacts.run_stage`), training loops one "checkpoint" event per checkpoint.
 """
 from __future__ import annotations
 
