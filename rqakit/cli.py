@@ -86,7 +86,12 @@ def _cmd_stage(args) -> dict:
 
     cfg = load_config(args.profile, args.set)
     check_workdir(cfg)
-    return {"stage": args.name, "folder": str(run_named_stage(args.name, cfg, force=args.force))}
+    try:
+        folder = run_named_stage(args.name, cfg, force=args.force)
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted in stage {args.name}; run the same command again to resume: finished "
+                          "stages are cached and training restarts from its last checkpoint") from None
+    return {"stage": args.name, "folder": str(folder)}
 
 
 def _cmd_config(args) -> dict:
