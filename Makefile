@@ -4,6 +4,9 @@ VENV    ?= .venv
 PROFILE ?= scifact
 BIN     := $(VENV)/bin
 SHARED_IRDS := $(wildcard ../shared/ir_datasets)
+# Jupyter refuses to run as root unless told; only root gets --allow-root.
+LAB_UID ?= $(shell id -u)
+LAB_FLAGS := $(if $(filter 0,$(LAB_UID)),--allow-root)
 
 # ir_datasets cache: a writable copy of ../shared/ir_datasets when it is there (see data/README.md).
 export IR_DATASETS_HOME ?= $(CURDIR)/data/ir_datasets
@@ -31,7 +34,7 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 lab: setup $(IR_DATASETS_HOME)/.copied
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab $(LAB_FLAGS) notebooks/
 
 clean-venv:
 	rm -rf $(VENV)

@@ -13,12 +13,14 @@ import os
 import platform
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
 
 from . import __version__
 from .atomic import atomic_path, remove_stale, temporary_sibling, write_json
+from .progress import emit
 from .runtime import barrier, world
 
 
@@ -56,6 +58,57 @@ def is_complete(folder: Path, cfg_hash: str) -> bool:
     return bool(manifest) and manifest.get("config_hash") == cfg_hash
 
 
+def unwritable_reason(folder: Path) -> str | None:
+    """Why files cannot be created in `folder` (or in the nearest existing folder above it, where
+    it would be made), or None when they can."""
+    folder = Path(folder).absolute()
+    probe = folder
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        return f"{probe} is a file, not a folder"
+    try:  # a real write: permission bits say nothing for root, and nothing about read-only mounts
+        handle, name = tempfile.mkstemp(prefix=".rqakit-probe-", dir=probe)
+    except OSError as exc:
+        return f"{probe} is not writable ({exc.strerror})"
+    os.close(handle)
+    os.unlink(name)
+    return None
+
+
+# Stage folders handed out since the last chapter record (folder -> config hash): a chapter's
+# record lists them, and the chapter counts as done only while they are all complete.
+_STAGES_READ: dict[str, str] = {}
+_SAID_CACHED: set[str] = set()   # "[stage] cached" is logged once per folder and process
+
+
+def _shown(folder: Path) -> str:
+    """The folder relative to the working directory when below it (reports stay portable)."""
+    folder = Path(folder).absolute()
+    try:
+        return str(folder.relative_to(Path.cwd()))
+    except ValueError:
+        return str(folder)
+
+
+def note_stage_read(folder: Path, cfg_hash: str) -> None:
+    _STAGES_READ[_shown(folder)] = cfg_hash
+
+
+def take_stages_read() -> dict[str, str]:
+    """The stage folders read since the last call (and forget them)."""
+    read = dict(_STAGES_READ)
+    _STAGES_READ.clear()
+    return read
+
+
+def missing_stages(stages: dict[str, str]) -> list[str]:
+    """Those of `{folder: config hash}` that are not complete for their hash (deleted, partial, rebuilt)."""
+    return [folder for folder, cfg_hash in stages.items() if not is_complete(Path(folder), cfg_hash)]
+
+
 def run_stage(folder: Path, cfg_hash: str, build: Callable[[Path], dict | None], *,
               config: dict | None = None, force: bool = False, log=print) -> Path:
     """Build `folder` (`<stage>/<hash>`) with `build(tmp_folder) -> extra manifest fields`, unless
@@ -69,7 +122,10 @@ def run_stage(folder: Path, cfg_hash: str, build: Callable[[Path], dict | None],
     folder = Path(folder)
     rank, world_size = world()
     if not force and is_complete(folder, cfg_hash):
-        log(f"[{stage_label(folder)}] cached ({cfg_hash})")
+        if str(folder.absolute()) not in _SAID_CACHED:
+            log(f"[{stage_label(folder)}] cached ({cfg_hash})")
+            _SAID_CACHED.add(str(folder.absolute()))
+        note_stage_read(folder, cfg_hash)
         link_latest(folder)
         return folder
     work = work_dir(folder)
@@ -82,6 +138,7 @@ def run_stage(folder: Path, cfg_hash: str, build: Callable[[Path], dict | None],
         log(f"[{stage_label(folder)}] config {cfg_hash}; results of {len(others)} other configs are kept "
             f"beside it (`rqakit runs --clean` removes them)")
     start = time.time()
+    emit("stage", name=stage_label(folder), folder=str(folder.absolute()), state="running")
     try:
         _build_into(folder, cfg_hash, build, config, start, rank)
     except _NotPublished:
@@ -89,7 +146,10 @@ def run_stage(folder: Path, cfg_hash: str, build: Callable[[Path], dict | None],
     if rank == 0:
         shutil.rmtree(work, ignore_errors=True)
         link_latest(folder)
-        log(f"[{stage_label(folder)}] done in {time.time() - start:.1f} s")
+        wall = time.time() - start
+        log(f"[{stage_label(folder)}] done in {wall:.1f} s")
+        emit("stage", name=stage_label(folder), folder=str(folder.absolute()), state="done", wall_time_s=round(wall, 3))
+    note_stage_read(folder, cfg_hash)
     barrier()
     return folder
 

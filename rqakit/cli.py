@@ -5,8 +5,57 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
-from .errors import RqaError
+from .errors import Interrupted, RqaError
+
+
+# ----------------------------------------------------------------------------- argument types
+# argparse turns a ValueError/ArgumentTypeError of a `type=` function into one usage line naming
+# the option, before any dataset or model is loaded.
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be at least 1")
+    return value
+
+
+def writable_folder(text: str) -> str:
+    """A folder the command can create files in (made if missing)."""
+    from .artifacts import unwritable_reason
+
+    reason = unwritable_reason(Path(text))
+    if reason:
+        raise argparse.ArgumentTypeError(f"{reason}; choose a folder you can write to")
+    return text
+
+
+def writable_file(text: str) -> str:
+    """A file path whose folder exists and can be written to."""
+    from .artifacts import unwritable_reason
+
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; give a file name")
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"folder {path.parent} does not exist; create it or choose another path")
+    reason = unwritable_reason(path.parent)
+    if reason:
+        raise argparse.ArgumentTypeError(f"{reason}; choose a folder you can write to")
+    return text
+
+
+def check_workdir(cfg) -> None:
+    """runtime.workdir (the stage cache) must be writable before any stage starts."""
+    from .artifacts import unwritable_reason
+
+    reason = unwritable_reason(Path(cfg.runtime.workdir))
+    if reason:
+        raise RqaError(f"runtime.workdir {cfg.runtime.workdir}: {reason}; "
+                       "choose another with --set runtime.workdir=DIR")
 
 
 def _cmd_data_stats(args) -> dict:
@@ -36,7 +85,13 @@ def _cmd_stage(args) -> dict:
     from .stages import run_named_stage
 
     cfg = load_config(args.profile, args.set)
-    return {"stage": args.name, "folder": str(run_named_stage(args.name, cfg, force=args.force))}
+    check_workdir(cfg)
+    try:
+        folder = run_named_stage(args.name, cfg, force=args.force)
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted in stage {args.name}; run the same command again to resume: finished "
+                          "stages are cached and training restarts from its last checkpoint") from None
+    return {"stage": args.name, "folder": str(folder)}
 
 
 def _cmd_runs(args) -> dict:
@@ -54,8 +109,15 @@ def _cmd_config(args) -> dict:
     return load_config(args.profile, args.set).to_dict()
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors on one line (the full usage of `evaluate` spans several), exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"rqakit: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rqakit", description="RocketQAv2 reproducibility kit")
+    p = OneLineParser(prog="rqakit", description="RocketQAv2 reproducibility kit")
     sub = p.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="dataset utilities").add_subparsers(dest="data_command", required=True)
@@ -67,20 +129,20 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--dataset", required=True, help="ir_datasets ID with queries and qrels")
     ev.add_argument("--retriever", required=True, help="bm25 | a backbone name (minilm, tiny) | a checkpoint folder")
     ev.add_argument("--pooling", choices=["cls", "mean"], default=None, help="pooling of a backbone retriever (default: cls; checkpoints keep theirs)")
-    ev.add_argument("--max-length", type=int, default=None, help="passage max length in tokens")
-    ev.add_argument("--query-max-length", type=int, default=None, help="query max length in tokens")
+    ev.add_argument("--max-length", type=positive_int, default=None, help="passage max length in tokens")
+    ev.add_argument("--query-max-length", type=positive_int, default=None, help="query max length in tokens")
     ev.add_argument("--rerank", default=None, help="cross-encoder checkpoint folder to re-rank with")
-    ev.add_argument("--top", type=int, default=30, help="re-rank this many candidates per query")
-    ev.add_argument("--depth", type=int, default=100, help="retrieval depth")
-    ev.add_argument("--run-out", default=None, help="write the final run as a TREC run file")
+    ev.add_argument("--top", type=positive_int, default=30, help="re-rank this many candidates per query")
+    ev.add_argument("--depth", type=positive_int, default=100, help="retrieval depth")
+    ev.add_argument("--run-out", type=writable_file, default=None, help="write the final run as a TREC run file")
     ev.add_argument("--no-titles", action="store_true", help="passage text without titles")
     ev.add_argument("--measures", nargs="+", default=None, help="ir_measures names (default nDCG@10 RR@10 R@100)")
-    ev.add_argument("--batch-size", type=int, default=64)
+    ev.add_argument("--batch-size", type=positive_int, default=64, help="encoding and re-ranking batch size")
     ev.set_defaults(func=_cmd_evaluate)
 
     rp = sub.add_parser("reproduce", help="run a profile's notebooks with papermill and write its report")
     rp.add_argument("--profile", default="scifact")
-    rp.add_argument("--out", default=None, help="report folder (default reports/<profile>)")
+    rp.add_argument("--out", type=writable_folder, default=None, help="report folder (default reports/<profile>)")
     rp.add_argument("--force", action="store_true", help="rerun chapters and stages even when cached")
     rp.add_argument("--chapters", nargs="+", default=None, help="run only these chapters")
     rp.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides, e.g. joint.lr=2e-5")
@@ -109,12 +171,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error, already printed on one line (2)
+        return exc.code if isinstance(exc.code, int) else 2
     start = time.time()
     try:
         result = args.func(args)
+    except Interrupted as exc:
+        print(f"rqakit: {exc}", file=sys.stderr)
+        return 130
     except RqaError as exc:
         print(f"rqakit: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # reproduce reports where it stopped as an Interrupted (an RqaError)
+        print("rqakit: interrupted; run the same command again to resume: finished stages are cached and "
+              "training restarts from its last checkpoint", file=sys.stderr)
+        return 130
+    except OSError as exc:  # a disk that filled up, a folder made read-only during the run
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"rqakit: error: cannot write or read{where}: {exc.strerror or exc}; "
+              "check the path's permissions and free space, then rerun", file=sys.stderr)
         return 2
     if isinstance(result, dict) and args.command == "evaluate":
         result.setdefault("wall_time_s", round(time.time() - start, 2))

@@ -201,9 +201,14 @@ def _convert(value: Any, hint: Any, key: str) -> Any:
         return None
     if hint in (float, int) and not isinstance(value, bool):
         try:
-            return hint(float(value)) if hint is int and float(value).is_integer() else hint(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise RqaError(f"{key} must be a number, got {value!r}") from None
+        if hint is int:
+            if not number.is_integer():
+                raise RqaError(f"{key} must be a whole number, got {value!r}")
+            return int(number)
+        return number
     if hint is bool and not isinstance(value, bool):
         raise RqaError(f"{key} must be true or false, got {value!r}")
     return value
@@ -253,12 +258,32 @@ def load_config(profile: str = "toy", overrides: dict | list | None = None) -> R
         path = PROFILES_DIR / f"{profile}.yaml"
     if not path.exists():
         raise RqaError(f"unknown profile {profile!r}; choose one of: {', '.join(profile_names())}")
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = read_profile(path)
     cfg = RunConfig(profile=path.stem)
     apply_overrides(cfg, _flatten(raw))
     apply_overrides(cfg, overrides)
     validate(cfg)
     return cfg
+
+
+def read_profile(path: Path) -> dict:
+    """A profile's YAML as a mapping; RqaError naming the file and the line when it does not parse."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        what = getattr(exc, "problem", None) or type(exc).__name__
+        raise RqaError(f"profile {path} is not valid YAML at{where or ' an unknown place'}: {what}; "
+                       "fix that line (nested keys are indented under their section)") from None
+    except OSError as exc:
+        raise RqaError(f"cannot read profile {path}: {exc.strerror}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise RqaError(f"profile {path} must be a mapping of sections (data:, model:, ...), "
+                       f"not a {type(raw).__name__}")
+    return raw
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

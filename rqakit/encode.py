@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from rqakit.atomic import atomic_path, remove_stale, write_json, write_text
 from rqakit.errors import RqaError
@@ -34,6 +33,7 @@ from rqakit.models.cross_encoder import CrossEncoder
 from rqakit.models.dual_encoder import DualEncoder
 from rqakit.runtime import compute_dtype as runtime_compute_dtype
 from rqakit.types import Doc
+from rqakit.progress import Bar  # tqdm that `rqakit reproduce` also sees from outside the kernel
 
 CHUNK_SIZE = 8192          # texts tokenised and length-sorted together
 MANIFEST = "embeddings.json"
@@ -143,7 +143,7 @@ def _chunks(items: Iterable, size: int) -> Iterator[list]:
 
 
 def _progress(total: int | None, desc: str, enabled: bool):
-    return tqdm(total=total, desc=desc, unit="text", disable=not enabled, dynamic_ncols=True)
+    return Bar(total=total, desc=desc, unit="text", disable=not enabled, dynamic_ncols=True)
 
 
 def _length_or_none(items) -> int | None:
@@ -346,12 +346,14 @@ def encode_corpus(
     compute_dtype: torch.dtype | None = None,
     stats: Throughput | None = None,
     progress: bool = True,
+    total: int | None = None,
 ) -> EmbeddingShards:
     """Stream docs through the passage tower into shards of `shard_size` rows of `dtype` embeddings.
 
     Shard k holds docs [k*shard_size, (k+1)*shard_size) of the iteration order. A shard already
     complete in out_dir is checked against the streamed ids and skipped without encoding, so a
-    killed run resumes where it stopped.
+    killed run resumes where it stopped. `total` (the doc count, when docs is a stream) sizes the
+    progress bar.
     """
     if dtype not in STORAGE_DTYPES:
         raise RqaError(f"unknown embedding dtype {dtype!r}; use one of {', '.join(STORAGE_DTYPES)}")
@@ -364,7 +366,7 @@ def encode_corpus(
     done = set(_complete_shards(out_dir))
     count, num_shards = 0, 0
     with inference_model(dual_encoder, compute_dtype) as (runner, autocast), \
-            _progress(_length_or_none(docs), "encode corpus", progress) as bar:
+            _progress(total or _length_or_none(docs), "encode corpus", progress) as bar:
         for index, shard_docs in enumerate(_chunks(docs, shard_size)):
             if index in done:
                 _check_shard_ids(out_dir, index, shard_docs)

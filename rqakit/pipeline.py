@@ -5,9 +5,11 @@
 
 Each chapter is `notebooks/NN_name.ipynb`, executed into `<out>/notebooks/NN_name.ipynb` with the
 parameters profile, overrides, out_dir and force. Its last cell writes `<out>/NN_name.json`
-stamped with the config hash of the resolved config and the kit version; a chapter whose record
-matches is skipped (unless force). A failing chapter stops the run with one RqaError line naming
-the chapter, the cell and the error; the stages are cached on disk, so rerunning resumes there.
+stamped with the config hash of the resolved config, the kit version and the stage folders it read;
+a chapter whose record matches and whose stage folders are all complete is skipped (unless force),
+and a chapter after one that ran runs too. A run that skips every chapter writes nothing. A
+failing chapter stops the run with one RqaError line naming the chapter, the cell and the error;
+the stages are cached on disk, so rerunning resumes there.
 
 Per chapter, `<out>/chapters.json` keeps the wall time and the overhead (kernel start, notebook
 I/O and the cell tagged `imports`); the sum over chapters is results.json's `reproduce` row.
@@ -17,12 +19,15 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+from .artifacts import unwritable_reason
 from .config import config_hash, load_config, parse_overrides
-from .errors import RqaError
-from .report.chapter import is_current, read_chapter_times, write_chapter_times
+from .errors import Interrupted, RqaError
+from .progress import ENV as PROGRESS_ENV, Echo, clock
+from .report.chapter import is_current, read_chapter_times, stale_reason, write_chapter_times
 
 CHAPTERS = ("01_data", "02_baselines", "03_warmup", "04_augment", "05_joint", "06_ablations", "07_report")
 KERNEL = "python3"           # ipykernel's kernel; jupyter_client runs it with this interpreter
@@ -129,37 +134,85 @@ def reproduce(profile: str, out: str | Path | None = None, force: bool = False, 
     cfg = load_config(profile, overrides)                       # bad keys and values fail here, before any kernel
     cfg_hash = config_hash(cfg)
     out = Path(out or Path("reports") / cfg.profile).resolve()
+    for folder, what, fix in ((out, "report folder", "choose another with --out DIR"),
+                              (Path(cfg.runtime.workdir), "runtime.workdir", "choose another with --set runtime.workdir=DIR")):
+        reason = unwritable_reason(folder)
+        if reason:
+            raise RqaError(f"{what} {folder}: {reason}; {fix}")
     out.mkdir(parents=True, exist_ok=True)
     parameters = {"profile": profile, "overrides": overrides, "out_dir": str(out), "force": bool(force)}
     times = read_chapter_times(out)
     times.update({"profile": cfg.profile, "config_hash": cfg_hash})
-    start, status = time.time(), {}
-    for chapter in select_chapters(chapters):
-        if not force and is_current(out, chapter, cfg_hash):
-            times["chapters"].setdefault(chapter, {}).update(status="cached", error=None)
+    start, status, selected = time.time(), {}, select_chapters(chapters)
+    handle, progress_file = tempfile.mkstemp(prefix="rqakit-progress-", suffix=".jsonl")
+    os.close(handle)
+    try:
+        with progress_environment(progress_file), Echo(Path(progress_file), log) as echo:
+            _run_chapters(selected, out, cfg_hash, force, parameters, times, status, echo, log)
+    finally:
+        os.unlink(progress_file)
+    if "ran" in status.values():  # a run that found everything cached leaves every file as it was
+        _stamp_report(cfg, out, cfg_hash)
+    return {"profile": cfg.profile, "config_hash": cfg_hash, "out": str(out), "chapters": status,
+            "wall_time_s": round(time.time() - start, 2), "reproduce_wall_time_s": times.get("reproduce_wall_time_s"),
+            "report": str(out / "report.md") if (out / "report.md").exists() else None}
+
+
+@contextlib.contextmanager
+def progress_environment(path: str):
+    """The kernels inherit `$RQAKIT_PROGRESS`: their stages and loops report there (rqakit.progress)."""
+    saved = os.environ.get(PROGRESS_ENV)
+    os.environ[PROGRESS_ENV] = path
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(PROGRESS_ENV, None)
+        else:
+            os.environ[PROGRESS_ENV] = saved
+
+
+def time_left(times: dict, chapters: list[str]) -> float | None:
+    """The last recorded wall times of `chapters` summed: the run's time left, when all are known."""
+    walls = [times["chapters"].get(c, {}).get("wall_time_s") for c in chapters]
+    return float(sum(walls)) if walls and all(w is not None for w in walls) else None
+
+
+def _run_chapters(selected, out, cfg_hash, force, parameters, times, status, echo, log) -> None:
+    for index, chapter in enumerate(selected):
+        # A chapter after one that ran reads what that one rebuilt, so it runs too.
+        stale = "forced" if force else ("an earlier chapter ran" if "ran" in status.values()
+                                        else stale_reason(out, chapter, cfg_hash))
+        if stale is None:
             status[chapter] = "cached"
             log(f"[reproduce] {chapter}: cached ({cfg_hash})")
             continue
-        log(f"[reproduce] {chapter}: running")
+        left = time_left(times, selected[index:])
+        estimate = f"; about {clock(left)} left for the run (last recorded chapter times)" if left else ""
+        log(f"[reproduce] {chapter}: running ({stale}); chapter {index + 1} of {len(selected)}{estimate}")
+        echo.chapter, echo.stage, echo.last_bar = chapter, None, None
         try:
-            record = run_chapter(chapter, parameters, out)
+            try:
+                record = run_chapter(chapter, parameters, out)
+            except KeyboardInterrupt:
+                echo.drain()
+                raise Interrupted(f"interrupted in chapter {chapter}{echo.where()}; run the same command again to "
+                                  "resume: finished chapters and stages are cached and training restarts from its "
+                                  "last checkpoint") from None
+            echo.drain()
             if not is_current(out, chapter, cfg_hash):
                 raise RqaError(f"chapter {chapter} ran but {out / (chapter + '.json')} is not stamped with config "
                                f"{cfg_hash}: the profile or the kit changed during the run, or the notebook's last "
                                "cell did not call write_chapter; rerun")
         except RqaError as error:
-            times["chapters"][chapter] = {**times["chapters"].get(chapter, {}), "status": "failed", "error": str(error)}
+            state = "interrupted" if isinstance(error, Interrupted) else "failed"
+            times["chapters"][chapter] = {**times["chapters"].get(chapter, {}), "status": state, "error": str(error)}
             _write_times(out, times)
             raise
         times["chapters"][chapter] = record
         _write_times(out, times)
         status[chapter] = "ran"
         log(f"[reproduce] {chapter}: done in {times['chapters'][chapter]['wall_time_s']:.1f} s")
-    _write_times(out, times)
-    _stamp_report(cfg, out, cfg_hash)
-    return {"profile": cfg.profile, "config_hash": cfg_hash, "out": str(out), "chapters": status,
-            "wall_time_s": round(time.time() - start, 2), "reproduce_wall_time_s": times.get("reproduce_wall_time_s"),
-            "report": str(out / "report.md") if (out / "report.md").exists() else None}
 
 
 def _write_times(out: Path, times: dict) -> None:

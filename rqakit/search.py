@@ -273,7 +273,8 @@ def dense_retrieve(de, corpus, query_sets: Mapping[str, Mapping[str, str]], dept
     from rqakit.encode import encode_corpus, encode_queries
 
     with tempfile.TemporaryDirectory() as scratch:
-        shards = encode_corpus(de, corpus.iter_docs(), Path(emb_dir or scratch), batch_size=batch_size)
+        shards = encode_corpus(de, corpus.iter_docs(), Path(emb_dir or scratch), batch_size=batch_size,
+                               total=corpus.known_len() if hasattr(corpus, "known_len") else None)
         return search_query_sets(lambda texts: encode_queries(de, texts, batch_size=batch_size), shards,
                                  query_sets, depth)
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import random
 import shutil
 import time
@@ -25,9 +24,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
+from .atomic import atomic_path
 from .errors import RqaError
+from .progress import Bar, emit  # tqdm that `rqakit reproduce` also sees from outside the kernel
 from .runtime import autocast, barrier, loss_scaler, pick_device, world
 
 NO_DECAY = ("bias", "LayerNorm.weight", "LayerNorm.bias", "layer_norm", "layernorm")
@@ -129,30 +129,55 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+KEEP_CHECKPOINTS = 2  # the newest and the one before: a fallback when the newest cannot be read
+
+
 def save_checkpoint(folder: Path, *, model: nn.Module, optimizer, scheduler, step: int, history: list, evals: list,
                     scaler=None) -> None:
-    """Write `folder/step-<k>/` atomically (temp name, then rename) and drop older ones."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """Write `folder/step-<k>/` atomically (temp name, then rename); keep the previous one too."""
     final = folder / f"step-{step:07d}"
-    tmp = folder / f".step-{step:07d}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              "step": step, "rng": _rng_state(), "history": history, "evals": evals}
     if scaler is not None:
         state["scaler"] = scaler.state_dict()
-    torch.save(state, tmp / "state.pt")
-    os.replace(tmp, final)
-    for old in folder.glob("step-*"):
-        if old != final:
-            shutil.rmtree(old, ignore_errors=True)
+    with atomic_path(final) as tmp:  # replaces a damaged copy of this step, left by a fallback
+        tmp.mkdir()
+        torch.save(state, tmp / "state.pt")
+    for old in checkpoints(folder)[:-KEEP_CHECKPOINTS]:
+        shutil.rmtree(old, ignore_errors=True)
+    emit("checkpoint", folder=str(folder), step=step)
+
+
+def checkpoints(folder: Path | None) -> list[Path]:
+    """Complete checkpoints of `folder`, oldest first."""
+    if folder is None or not folder.exists():
+        return []
+    return sorted(p for p in folder.glob("step-*") if (p / "state.pt").exists())
 
 
 def latest_checkpoint(folder: Path | None) -> Path | None:
-    if folder is None or not folder.exists():
-        return None
-    done = sorted(p for p in folder.glob("step-*") if (p / "state.pt").exists())
+    done = checkpoints(folder)
     return done[-1] if done else None
+
+
+def load_checkpoint(folder: Path | None, device, log: Callable[[str], None] = print) -> tuple[Path | None, dict | None]:
+    """The newest checkpoint that reads back, newest first; a damaged one (a truncated or corrupt
+    state.pt) is skipped with a warning naming it, and with none readable the run starts fresh."""
+    damaged = []
+    for ckpt in reversed(checkpoints(folder)):
+        try:
+            state = torch.load(ckpt / "state.pt", map_location=device, weights_only=False)
+            if not isinstance(state, dict) or not {"model", "optimizer", "scheduler", "rng", "step"} <= set(state):
+                raise ValueError("not a training checkpoint")
+        except Exception as exc:  # UnpicklingError, EOFError, RuntimeError (zip), ValueError
+            log(f"warning: checkpoint {ckpt / 'state.pt'} cannot be read ({type(exc).__name__}); "
+                "falling back to the one before")
+            damaged.append(ckpt)
+            continue
+        return ckpt, state
+    if damaged:
+        log(f"warning: no readable checkpoint in {folder}; training starts from step 0")
+    return None, None
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -175,9 +200,8 @@ def train(model: nn.Module, plan: Sequence[Sequence[Any]], collate: Callable[[An
     optimizer, scheduler = make_optimizer(model, optim, total)
     scaler = loss_scaler(device, precision)   # fp16 only: scale the loss, unscale before clipping
     history, evals, start = [], [], 0
-    ckpt = latest_checkpoint(checkpoint_dir)
+    ckpt, state = load_checkpoint(checkpoint_dir, device, log)
     if ckpt is not None:
-        state = torch.load(ckpt / "state.pt", map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -194,7 +218,8 @@ def train(model: nn.Module, plan: Sequence[Sequence[Any]], collate: Callable[[An
     if eval_fn is not None and eval_every and start == 0 and not evals:
         evals.append({"step": 0, **eval_fn(0)})
     t0 = time.time()
-    bar = tqdm(range(start, total), desc=desc, initial=start, total=total, disable=rank != 0, dynamic_ncols=True)
+
+    bar = Bar(range(start, total), desc=desc, initial=start, total=total, disable=rank != 0, dynamic_ncols=True)
     model.train()
     for step in bar:
         micro = plan[step]

@@ -15,12 +15,19 @@ torch.set_num_threads(1)
 # before any test module imports it: one empty, writable folder per session.
 SESSION_HOME = Path(tempfile.mkdtemp(prefix="rqakit-irds-"))
 os.environ["IR_DATASETS_HOME"] = str(SESSION_HOME)
+# Every other cache a test may fill lives in one temporary folder too, never under ~/.cache:
+# the kit's backbones (RQAKIT_CACHE), Hugging Face, matplotlib and anything honouring XDG.
+SESSION_CACHE = Path(tempfile.mkdtemp(prefix="rqakit-cache-"))
+for _name, _sub in (("RQAKIT_CACHE", "rqakit"), ("HF_HOME", "huggingface"), ("MPLCONFIGDIR", "matplotlib"),
+                    ("XDG_CACHE_HOME", "xdg")):
+    os.environ[_name] = str(SESSION_CACHE / _sub)
 # The shared cache sits beside the repository (../shared/ir_datasets), as on CI.
 SCIFACT_CACHE = Path(os.environ.get("RQAKIT_SCIFACT_CACHE") or Path(__file__).resolve().parents[2] / "shared" / "ir_datasets")
 
 
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(SESSION_HOME, ignore_errors=True)
+    shutil.rmtree(SESSION_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -110,8 +110,9 @@ def test_unknown_dataset_names_close_matches():
 
 
 def test_split_without_qrels_names_the_splits_that_have_them():
-    with pytest.raises(RqaError, match=r"'beir/scifact' has no qrels.*beir/scifact/test.*require_qrels=False"):
+    with pytest.raises(RqaError, match=r"'beir/scifact' has no qrels.*beir/scifact/test") as err:
         load_split("beir/scifact")
+    assert "require_qrels" not in str(err.value)  # a Python-only keyword means nothing on the command line
     with pytest.raises(RqaError, match="'rqakit/toy' has no queries"):
         load_split("rqakit/toy")
 

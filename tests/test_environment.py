@@ -59,3 +59,30 @@ def test_environment_yml_lists_the_direct_dependencies_at_the_locked_versions():
 
 def test_every_direct_dependency_is_locked():
     assert direct_dependencies() <= set(lock_pins())
+
+
+def lab_command(uid: int) -> str:
+    """The `make lab` line, printed (not run) for an account with this uid."""
+    import subprocess
+
+    out = subprocess.run(["make", "-n", "-C", str(ROOT), "lab", f"LAB_UID={uid}", "VENV=/nonexistent-venv",
+                          "IR_DATASETS_HOME=/nonexistent-irds"], capture_output=True, text=True, check=True).stdout
+    return next(line for line in out.splitlines() if "jupyter lab" in line)
+
+
+def test_make_lab_allows_root_only_as_root():
+    assert "--allow-root" in lab_command(0)
+    assert "--allow-root" not in lab_command(1000)
+    assert "make lab" in (ROOT / "README.md").read_text()
+
+
+def test_the_test_session_writes_caches_only_under_temporary_folders():
+    import os
+    import tempfile
+
+    from rqakit.models.backbone import cache_dir
+
+    tmp = Path(tempfile.gettempdir()).resolve()
+    for name in ("RQAKIT_CACHE", "HF_HOME", "MPLCONFIGDIR", "XDG_CACHE_HOME", "IR_DATASETS_HOME"):
+        assert Path(os.environ[name]).resolve().is_relative_to(tmp), name
+    assert cache_dir().resolve().is_relative_to(tmp)

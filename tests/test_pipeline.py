@@ -110,6 +110,112 @@ def test_a_chapter_stamped_with_another_config_stops_the_run(tmp_path, monkeypat
     assert record["chapters"]["01_data"]["status"] == "failed" and record["reproduce_wall_time_s"] is None
 
 
+def fake_stage_chapters(monkeypatch, workdir) -> list:
+    """Like `fake_chapters`, but each chapter after 01_data reads one stage folder of its own,
+    built through `run_stage` under `workdir`, as the notebooks do."""
+    from rqakit.artifacts import run_stage
+
+    ran = []
+
+    def run_chapter(chapter, parameters, out):
+        ran.append(chapter)
+        if chapter != "01_data":
+            run_stage(workdir / chapter, "h-" + chapter, lambda tmp: {}, log=lambda m: None)
+        write_chapter(out, chapter, load_config(parameters["profile"], parameters["overrides"]), {})
+        return {"wall_time_s": 2.0, "overhead_s": 1.0, "status": "ran"}
+
+    monkeypatch.setattr(pipeline, "run_chapter", run_chapter)
+    return ran
+
+
+def test_a_chapter_whose_stage_folder_is_gone_runs_again_and_so_do_later_ones(tmp_path, monkeypatch):
+    import shutil
+
+    ran = fake_stage_chapters(monkeypatch, tmp_path / "runs")
+    reproduce("toy", out=tmp_path / "out", log=lambda m: None)
+    assert ran == list(CHAPTERS)
+    assert json.loads((tmp_path / "out" / "03_warmup.json").read_text())["stages"] == {
+        str(tmp_path / "runs" / "03_warmup"): "h-03_warmup"}
+    shutil.rmtree(tmp_path / "runs" / "04_augment")
+    logs = []
+    summary = reproduce("toy", out=tmp_path / "out", log=logs.append)
+    assert ran[len(CHAPTERS):] == ["04_augment", "05_joint", "06_ablations", "07_report"]
+    assert summary["chapters"]["03_warmup"] == "cached"
+    assert any("04_augment: running (stage folder" in line and "04_augment is missing" in line for line in logs)
+
+
+def test_a_fresh_clone_reruns_the_committed_toy_report_and_a_cached_rerun_writes_nothing(tmp_path, monkeypatch):
+    """The committed reports/toy match the toy config, but a fresh clone has no runs/ behind them."""
+    import shutil
+    from pathlib import Path
+
+    root = Path(pipeline.__file__).resolve().parents[1]
+    shutil.copytree(root / "reports" / "toy", tmp_path / "reports" / "toy")
+    monkeypatch.chdir(tmp_path)
+    stamped = []
+    monkeypatch.setattr(pipeline, "_stamp_report", lambda cfg, out, h: stamped.append(out))
+    ran = fake_stage_chapters(monkeypatch, tmp_path / "runs" / "toy")
+    reproduce("toy", log=lambda m: None)
+    assert ran == list(CHAPTERS) and len(stamped) == 1
+    files = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (tmp_path / "reports" / "toy").rglob("*") if p.is_file()}
+    again = reproduce("toy", log=lambda m: None)
+    assert set(again["chapters"].values()) == {"cached"} and ran == list(CHAPTERS) and len(stamped) == 1
+    assert files == {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (tmp_path / "reports" / "toy").rglob("*") if p.is_file()}
+
+
+def test_the_terminal_shows_chapter_stage_and_each_loop_with_total_and_time_left(tmp_path, monkeypatch):
+    """The kernel's stages and loops report through $RQAKIT_PROGRESS; reproduce prints them."""
+    from rqakit import progress
+    from rqakit.artifacts import run_stage
+
+    monkeypatch.setattr(progress, "EVERY_S", 0.0)
+    monkeypatch.setenv("RQAKIT_PROGRESS_EVERY", "0")
+
+    def run_chapter(chapter, parameters, out):
+        def build(tmp):
+            for _ in progress.Bar(range(12), desc="warmup_de", disable=False):
+                time.sleep(0.01)
+            return {}
+
+        run_stage(tmp_path / "runs" / "warmup_de", "h", build, log=lambda m: None)
+        write_chapter(out, chapter, load_config(parameters["profile"], parameters["overrides"]), {})
+        return {"wall_time_s": 2.0, "overhead_s": 1.0, "status": "ran"}
+
+    monkeypatch.setattr(pipeline, "run_chapter", run_chapter)
+    logs = []
+    reproduce("toy", out=tmp_path / "out", chapters=["3", "4"], log=logs.append)
+    assert "[reproduce] 03_warmup · stage warmup_de: running" in logs
+    assert any(line.startswith("[reproduce] 03_warmup · warmup_de: 6/12 [50%]") and "left" in line for line in logs)
+    assert any(line.startswith("[reproduce] 03_warmup · warmup_de: 12/12 [100%]") for line in logs)
+    assert any(line.startswith("[reproduce] 03_warmup · stage warmup_de: done in") for line in logs)
+    assert any("03_warmup: running (no record); chapter 1 of 2" in line for line in logs)
+    # with chapter times on record, the run says how long it has left
+    logs.clear()
+    reproduce("toy", out=tmp_path / "out", chapters=["3", "4"], force=True, log=logs.append)
+    assert any("03_warmup: running (forced); chapter 1 of 2; about 0:04 left for the run" in line for line in logs)
+
+
+def test_ctrl_c_names_the_chapter_and_stage_where_the_run_stopped(tmp_path, monkeypatch, capsys):
+    from rqakit import progress
+
+    def run_chapter(chapter, parameters, out):
+        if chapter == "05_joint":
+            progress.emit("stage", name="joint-dynamic-m4-s1", state="running")
+            progress.emit("bar", desc="joint-dynamic-m4-s1", n=7, total=21, start=0, elapsed=3.0)
+            raise KeyboardInterrupt
+        write_chapter(out, chapter, load_config(parameters["profile"], parameters["overrides"]), {})
+        return {"wall_time_s": 2.0, "overhead_s": 1.0, "status": "ran"}
+
+    monkeypatch.setattr(pipeline, "run_chapter", run_chapter)
+    code = main(["reproduce", "--profile", "toy", "--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 130
+    assert err[-1] == ("rqakit: interrupted in chapter 05_joint at stage joint-dynamic-m4-s1 (joint-dynamic-m4-s1 "
+                       "7/21); run the same command again to resume: finished chapters and stages are cached and "
+                       "training restarts from its last checkpoint")
+    assert json.loads((tmp_path / "chapters.json").read_text())["chapters"]["05_joint"]["status"] == "interrupted"
+
+
 @pytest.mark.slow
 def test_toy_profile_end_to_end(tmp_path, capsys):
     out, overrides = tmp_path / "out", {"runtime.workdir": str(tmp_path / "runs")}

@@ -176,3 +176,14 @@ def test_no_denoise_trains_as_many_steps_as_the_run_on_all_lists_unless_told_oth
     assert halved.hash("augment") == ws.hash("augment")                    # the same lists, reused from the cache
     epochs = read_manifest(joint.run(halved, "no-denoise", seed=1, log=quiet))
     assert epochs["steps"] == reference["steps"] // 2 and epochs["epochs"] == ws.cfg.joint.epochs
+
+
+def test_a_cached_stage_is_reported_once_per_process(tmp_path):
+    """`rqakit stage joint` reaches `baselines` through every stage in between: one line, not six."""
+    from rqakit.artifacts import run_stage
+
+    logs = []
+    for _ in range(3):
+        run_stage(tmp_path / "baselines" / "h1", "h1", lambda tmp: {}, log=logs.append)
+    assert sum("[baselines] done" in line for line in logs) == 1
+    assert sum("[baselines] cached" in line for line in logs) == 1

@@ -87,6 +87,44 @@ def test_killed_run_resumes_to_bit_identical_weights(tmp_path):
     assert any(not torch.equal(mid[k], a[k]) for k in a)
 
 
+def test_a_corrupt_checkpoint_falls_back_to_the_previous_one_with_a_warning(tmp_path):
+    examples = lists()
+    plan = make_plan(len(examples), batch_size=4, micro_batch_size=2, epochs=2, seed=1)  # 4 steps
+    full = joint_model()
+    run(full, examples, steps_plan=plan, tmp=tmp_path / "full")
+    folder = tmp_path / "killed"
+    run(joint_model(), examples, steps_plan=plan, tmp=folder, stop_after=3)
+    # the previous checkpoint stays on disk, so there is one to fall back to
+    assert [p.name for p in sorted(folder.glob("step-*"))] == ["step-0000002", "step-0000003"]
+    (folder / "step-0000003" / "state.pt").write_bytes(b"\x80\x04 not a checkpoint")
+    warnings, resumed = [], joint_model()
+    plan_examples = [[[examples[i] for i in mb] for mb in step] for step in plan]
+    again = train(resumed, plan_examples, resumed.collate, optim=OptimSettings(lr=1e-3), precision=False,
+                  checkpoint_dir=folder, checkpoint_every=1, seed=3, log=warnings.append)
+    assert again.resumed_from == 2
+    assert any(str(folder / "step-0000003" / "state.pt") in w and "falling back" in w for w in warnings)
+    a, b = state(full), state(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_no_readable_checkpoint_starts_fresh_with_a_warning(tmp_path):
+    examples = lists()
+    plan = make_plan(len(examples), batch_size=4, micro_batch_size=2, epochs=1, seed=1)  # 2 steps
+    full = joint_model()
+    run(full, examples, steps_plan=plan)
+    folder = tmp_path / "ckpt"
+    run(joint_model(), examples, steps_plan=plan, tmp=folder, stop_after=1)
+    for ckpt in folder.glob("step-*"):
+        (ckpt / "state.pt").write_bytes(b"")
+    warnings, fresh = [], joint_model()
+    plan_examples = [[[examples[i] for i in mb] for mb in step] for step in plan]
+    again = train(fresh, plan_examples, fresh.collate, optim=OptimSettings(lr=1e-3), precision=False,
+                  checkpoint_dir=folder, checkpoint_every=1, seed=3, log=warnings.append)
+    assert again.resumed_from == 0 and any("starts from step 0" in w for w in warnings)
+    a, b = state(full), state(fresh)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_same_seed_same_weights_and_other_seed_differs():
     examples = lists()
     plan = make_plan(len(examples), batch_size=4, micro_batch_size=2, epochs=1, seed=1)

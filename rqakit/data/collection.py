@@ -89,6 +89,11 @@ class Corpus:
             count = self._dataset.docs_count()
             return count if count is not None else self._dataset.docs_store().count()
 
+    def known_len(self) -> int | None:
+        """The document count when the collection records it (cheap), else None (a progress bar's total)."""
+        with reading(self.dataset_id):
+            return self._dataset.docs_count()
+
     def _to_doc(self, record) -> Doc:
         title = getattr(record, "title", "") if self.use_titles else ""
         return Doc(record.doc_id, title if isinstance(title, str) else "", _doc_text(record))

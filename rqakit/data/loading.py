@@ -28,8 +28,8 @@ def _query_text(query) -> str:
 
 def _no_qrels_message(dataset_id: str) -> str:
     children = child_ids(dataset_id)
-    hint = f"load a split with judgements ({', '.join(children)})" if children else "pick a split with judgements"
-    return f"dataset '{dataset_id}' has no qrels; {hint}, or pass require_qrels=False"
+    hint = f"use one of its splits with judgements: {', '.join(children)}" if children else "pick a split with judgements"
+    return f"dataset '{dataset_id}' has no qrels (relevance judgements) to score against; {hint}"
 
 
 def load_split(dataset_id: str, require_qrels: bool = True, name: str = "") -> Split:

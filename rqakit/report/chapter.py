@@ -3,8 +3,9 @@
     write_chapter("reports/toy", "02_baselines", cfg, {"bm25": {...}})
     is_current("reports/toy", "02_baselines", config_hash(cfg))   # True: `rqakit reproduce` skips it
 
-The record carries the config hash of the resolved config and the kit version; a chapter whose
-record matches both is done for that config.
+The record carries the config hash of the resolved config, the kit version and the stage folders
+the chapter read (`stages`: folder -> the stage's config hash); a chapter is done for that config
+while its record matches and every one of those folders is still complete.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..artifacts import git_commit
+from ..artifacts import git_commit, missing_stages, take_stages_read
 from ..atomic import write_json as write_json_atomic
 from ..config import RunConfig, config_hash
 
@@ -52,6 +53,7 @@ def write_chapter(out_dir: str | Path, chapter: str, cfg: RunConfig, results: di
         "kit_version": __version__,
         "git_commit": git_commit(),
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "stages": take_stages_read(),
         "results": jsonable(results),
     }
     write_json_atomic(path, record)
@@ -68,10 +70,28 @@ def read_chapter(out_dir: str | Path, chapter: str) -> dict | None:
         return None
 
 
-def is_current(out_dir: str | Path, chapter: str, cfg_hash: str) -> bool:
-    """True when the chapter's record exists for this config hash and this kit version."""
+def stale_reason(out_dir: str | Path, chapter: str, cfg_hash: str) -> str | None:
+    """Why the chapter must run again for this config, or None when its record is current and the
+    stage folders it read are all still complete."""
     record = read_chapter(out_dir, chapter)
-    return bool(record) and record.get("config_hash") == cfg_hash and record.get("kit_version") == __version__
+    if not record:
+        return "no record"
+    if record.get("config_hash") != cfg_hash:
+        return f"recorded for config {record.get('config_hash')}"
+    if record.get("kit_version") != __version__:
+        return f"recorded by kit {record.get('kit_version')}"
+    if not isinstance(record.get("stages"), dict):
+        return "its record does not list the stage folders it read"
+    missing = missing_stages(record["stages"])
+    if missing:
+        return f"stage folder {missing[0]} is missing or incomplete" + (f" (+{len(missing) - 1} more)" if len(missing) > 1 else "")
+    return None
+
+
+def is_current(out_dir: str | Path, chapter: str, cfg_hash: str) -> bool:
+    """True when the chapter's record exists for this config hash and this kit version, and the
+    stage results it read are still on disk."""
+    return stale_reason(out_dir, chapter, cfg_hash) is None
 
 
 # ------------------------------------------------------------------------------ chapter times
