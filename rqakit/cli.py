@@ -101,6 +101,13 @@ def _cmd_runs(args) -> dict:
     return stage_results(load_config(args.profile, args.set), clean=args.clean)
 
 
+def _cmd_plan(args) -> dict:
+    from .config import load_config
+    from .cost import plan
+
+    return plan(load_config(args.profile, args.set))
+
+
 def _cmd_config(args) -> dict:
     from .config import field_help, load_config
 
@@ -154,6 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--force", action="store_true")
     st.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     st.set_defaults(func=_cmd_stage)
+
+    pl = sub.add_parser("plan", help="tokens, FLOPs and estimated wall time of every stage of a profile's report, "
+                                     "and of those still to run")
+    pl.add_argument("--profile", default="scifact")
+    pl.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    pl.set_defaults(func=_cmd_plan)
 
     rn = sub.add_parser("runs", help="list a profile's cached stage results (one folder per config); --clean removes "
                                       "those the current config does not use")
