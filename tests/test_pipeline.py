@@ -156,10 +156,13 @@ def test_a_fresh_clone_reruns_the_committed_toy_report_and_a_cached_rerun_writes
     monkeypatch.setattr(pipeline, "_stamp_report", lambda cfg, out, h: stamped.append(out))
     ran = fake_stage_chapters(monkeypatch, tmp_path / "runs" / "toy")
     reproduce("toy", log=lambda m: None)
-    assert ran == list(CHAPTERS) and len(stamped) == 1
+    # 01_data reads no stage folder, so its committed record stays current; every later chapter
+    # read stage folders that a fresh clone lacks, and runs again.
+    rebuilt = [c for c in CHAPTERS if c != "01_data"]
+    assert ran == rebuilt and len(stamped) == 1
     files = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (tmp_path / "reports" / "toy").rglob("*") if p.is_file()}
     again = reproduce("toy", log=lambda m: None)
-    assert set(again["chapters"].values()) == {"cached"} and ran == list(CHAPTERS) and len(stamped) == 1
+    assert set(again["chapters"].values()) == {"cached"} and ran == rebuilt and len(stamped) == 1
     assert files == {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (tmp_path / "reports" / "toy").rglob("*") if p.is_file()}
 
 
@@ -177,7 +180,7 @@ def test_the_terminal_shows_chapter_stage_and_each_loop_with_total_and_time_left
                 time.sleep(0.01)
             return {}
 
-        run_stage(tmp_path / "runs" / "warmup_de", "h", build, log=lambda m: None)
+        run_stage(tmp_path / "runs" / "warmup_de" / "h", "h", build, log=lambda m: None)
         write_chapter(out, chapter, load_config(parameters["profile"], parameters["overrides"]), {})
         return {"wall_time_s": 2.0, "overhead_s": 1.0, "status": "ran"}
 
