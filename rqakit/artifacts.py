@@ -22,6 +22,7 @@ from . import __version__
 from .atomic import atomic_path, remove_stale, temporary_sibling, write_json
 from .progress import emit
 from .runtime import barrier, world
+from .timing import measuring
 
 
 def git_commit(cwd: Path | None = None) -> str:
@@ -157,7 +158,8 @@ def run_stage(folder: Path, cfg_hash: str, build: Callable[[Path], dict | None],
 def _build_into(folder: Path, cfg_hash: str, build, config: dict | None, start: float, rank: int) -> None:
     with atomic_path(folder) as tmp:
         tmp.mkdir()
-        extra = build(tmp) or {}
+        with measuring() as split:
+            extra = build(tmp) or {}
         manifest = {
             "stage": stage_label(folder),
             "config_hash": cfg_hash,
@@ -166,6 +168,7 @@ def _build_into(folder: Path, cfg_hash: str, build, config: dict | None, start: 
             "machine": machine(),
             "wall_time_s": round(time.time() - start, 3),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "time_split_s": split,   # rqakit.timing: training steps, encoding, scoring, search, evaluation
             **extra,
         }
         if config is not None:

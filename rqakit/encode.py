@@ -32,6 +32,7 @@ from rqakit.models.backbone import pad_encodings
 from rqakit.models.cross_encoder import CrossEncoder
 from rqakit.models.dual_encoder import DualEncoder
 from rqakit.runtime import compute_dtype as runtime_compute_dtype
+from rqakit.timing import timed_as
 from rqakit.types import Doc
 from rqakit.progress import Bar  # tqdm that `rqakit reproduce` also sees from outside the kernel
 
@@ -175,6 +176,7 @@ def _run_all(model, items: list, tokenize, forward, empty_shape, *, batch_size, 
 
 # -- dual encoder --------------------------------------------------------------------------------
 
+@timed_as("query encoding")
 def encode_queries(
     dual_encoder: DualEncoder,
     texts: Sequence[str],
@@ -216,6 +218,7 @@ def encode_texts(
     )
 
 
+@timed_as("passage encoding")
 def encode_passages(
     dual_encoder: DualEncoder,
     docs: Iterable[Doc],
@@ -335,6 +338,7 @@ def _write_manifest(out_dir: Path, manifest: dict) -> None:
     write_json(out_dir / MANIFEST, manifest)
 
 
+@timed_as("corpus encoding")
 def encode_corpus(
     dual_encoder: DualEncoder,
     docs: Iterable[Doc],
@@ -412,6 +416,7 @@ def _write_shard(out_dir: Path, index: int, shard_docs: list[Doc], parts: Iterab
 
 # -- cross encoder -------------------------------------------------------------------------------
 
+@timed_as("CE scoring")
 def score_pairs(
     cross_encoder: CrossEncoder,
     queries: Sequence[str],
