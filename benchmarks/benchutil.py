@@ -10,7 +10,6 @@ import resource
 import shutil
 import stat
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -65,22 +64,10 @@ def as_single_text(doc: Doc) -> Doc:
 
 # -- the machine ------------------------------------------------------------------------------
 
-def matmul_peak_gflops(dtype: torch.dtype, *, size: int = 2048, repeats: int = 5) -> float:
-    """Best GFLOP/s of torch.matmul on two (size, size) matrices of `dtype`, at torch's thread count."""
-    a = torch.randn(size, size).to(dtype)
-    b = torch.randn(size, size).to(dtype)
-    torch.matmul(a, b)
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        torch.matmul(a, b)
-        best = min(best, time.perf_counter() - started)
-    return 2 * size**3 / best / 1e9
-
-
 def matmul_peaks() -> dict[str, float | None]:
     """{"fp32": GFLOP/s, "bf16": GFLOP/s}; bf16 is None on a CPU without native bf16 (emulated
     bf16 runs at a fraction of a GFLOP/s and would take minutes to time)."""
+    from rqakit.cost import matmul_peak_gflops
     from rqakit.runtime import cpu_supports_bf16
 
     bf16 = matmul_peak_gflops(torch.bfloat16) if cpu_supports_bf16() else None
