@@ -12,9 +12,8 @@ warm re-ranker.
 4. `rqakit.mining.build_lists` writes undenoised and denoised lists of m (positive at index 0).
 
 Writes `lists.parquet`, `candidates.parquet` (every scored pair with its fate), `summary.json`,
-`calibration.json`, and where the collection knows its unlabelled positives (`Split.annotations`,
-e.g. `rqakit/toy`) `denoising.json` (precision and recall against the known
-unlabelled positives).
+`calibration.json`, and, where the collection knows the relevant passages its qrels miss
+(`Split.annotations`, e.g. `rqakit/toy`), `denoising.json`: precision and recall against them.
 """
 from __future__ import annotations
 
