@@ -37,7 +37,8 @@ def stage_results(cfg: RunConfig, *, clean: bool = False) -> dict:
     of temporaries left by killed processes. Current results and their work folders are kept."""
     import shutil
 
-    from ..artifacts import read_manifest, remove_stale_temporaries
+    from ..artifacts import read_manifest
+    from ..atomic import remove_stale
 
     ws = Workspace(cfg)
     rows, removed = [], []
@@ -49,17 +50,16 @@ def stage_results(cfg: RunConfig, *, clean: bool = False) -> dict:
         for entry in sorted(stage_dir.iterdir()):
             if entry.name == "latest" or entry.name.startswith("."):
                 continue
-            cfg_hash = entry.name.removesuffix(".work")
-            kind = "work" if entry.name.endswith(".work") else "result" if read_manifest(entry) else "incomplete"
+            cfg_hash, manifest = entry.name.removesuffix(".work"), read_manifest(entry)
+            kind = "work" if entry.name.endswith(".work") else "result" if manifest else "incomplete"
             row = {"stage": stage_dir.name, "hash": cfg_hash, "kind": kind, "current": cfg_hash == current,
-                   "finished_at": (read_manifest(entry) or {}).get("finished_at")}
+                   "finished_at": (manifest or {}).get("finished_at")}
             if clean and not row["current"]:
                 shutil.rmtree(entry, ignore_errors=True)
                 removed.append(str(entry))
             rows.append(row)
         if clean:
-            for folder in stage_dir.iterdir():
-                remove_stale_temporaries(folder)
+            remove_stale(stage_dir)  # temporaries of killed processes
     return {"root": str(ws.root), "folders": rows, "removed": removed}
 
 
