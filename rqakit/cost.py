@@ -84,7 +84,7 @@ def measure_lengths(ws) -> Lengths:
 
 def stage_work(ws, lengths: Lengths) -> dict[str, list[Work]]:
     """The work of every stage of the profile's report (joint runs as `ablations.planned_runs`)."""
-    from .stages import ablations
+    from .stages import ablations, joint
 
     cfg, n_docs = ws.cfg, len(ws.corpus)
     n_train, n_val, n_test = len(ws.train.queries), len(ws.val.queries), len(ws.test.queries)
@@ -105,21 +105,24 @@ def stage_work(ws, lengths: Lengths) -> dict[str, list[Work]]:
     }
     n_lists = 2 * n_train   # undenoised + denoised lists
     for spec in ablations.planned_runs(ws):
-        j, m = cfg.joint, spec["list_size"]
-        lists = n_lists // 2 if spec["variant"] == "no-denoise" and cfg.ablations.no_denoise_budget == "epochs" else n_lists
+        j, m, variant = cfg.joint, spec["list_size"], spec["variant"]
+        lists = n_lists // 2 if variant == "no-denoise" and cfg.ablations.no_denoise_budget == "epochs" else n_lists
         steps = max(1, round(lists // j.batch_queries * j.epochs)) if lists >= j.batch_queries else 1
         trained = steps * j.batch_queries
-        dynamic = spec["variant"] != "static"
-        parts = [Work("train", trained * (q + m * p), p, 3), corpus]
+        dynamic = variant != "static"
+        reads = joint.report_reads(cfg, variant, m, spec["seed"])
+        parts = [Work("train", trained * (q + m * p), p, 3), corpus, Work("encode", (n_val + n_test) * q, q)]
         if dynamic:
-            parts += [Work("train", trained * m * pair, pair, 3),
-                      Work("score", n_test * cfg.evaluate.rerank_depth * pair, pair)]
-        if j.eval_every:   # validation curves: both models over a pool of about 20 passages per query
+            parts.append(Work("train", trained * m * pair, pair, 3))
+        if reads["rerank"]:   # BM25's candidates too: about half of them are the retriever's, scored once
+            share = 1.5 if reads["rerank_bm25"] else 1.0
+            parts.append(Work("score", share * n_test * cfg.evaluate.rerank_depth * pair, pair))
+        if reads["curves"]:   # both models over a pool of about 20 passages per validation query
             points = steps // j.eval_every + 2
-            parts += [Work("encode", points * n_val * 20 * p, p)]
+            parts.append(Work("encode", points * n_val * 20 * p, p))
             if dynamic:
-                parts += [Work("score", points * n_val * 20 * pair, pair)]
-        work[f"joint-{spec['variant']}-m{m}-s{spec['seed']}"] = parts
+                parts.append(Work("score", points * n_val * 20 * pair, pair))
+        work[f"joint-{variant}-m{m}-s{spec['seed']}"] = parts
     return work
 
 

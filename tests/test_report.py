@@ -75,7 +75,12 @@ def metrics(ndcg: float) -> dict:
 
 def joint_folder(root: Path, variant: str, m: int, seed: int, ndcg: float, ranks: list[int]) -> None:
     folder = root / f"joint-{variant}-m{m}-s{seed}"
-    write(folder / "metrics.json", {"retriever": metrics(ndcg), "reranker": metrics(ndcg + 0.1)})
+    evaluated = {"retriever": metrics(ndcg)}  # what joint.report_reads has a run evaluate (joint.list_size 4)
+    if variant == "dynamic":
+        evaluated["reranker"] = metrics(ndcg + 0.1)
+        if m == 4:
+            evaluated["reranker@bm25"] = metrics(ndcg + 0.05)
+    write(folder / "metrics.json", evaluated)
     write(folder / "manifest.json", {"wall_time_s": 10.0 + seed, "steps": 5, "mean_step_s": 0.5})
     curves = [{"step": s, "retriever_nDCG@10": 0.1 * s, "retriever_RR@10": 0.1 * s} for s in range(3)]
     if variant != "static":
@@ -153,7 +158,8 @@ def test_results_rows_are_tidy_and_complete(built):
     assert retrieval[retrieval["system"] == "bm25"]["seed"].isna().all()
     assert set(frame[frame["table"] == "ablation"]["system"]) == {"dynamic", "static", "pointwise", "no-denoise"}
     assert set(frame[frame["table"] == "listsize"]["system"]) == {"retriever-m2", "retriever-m4", "reranker-m2", "reranker-m4"}
-    assert set(frame[frame["table"] == "rerank"]["system"]) == {"warmup_ce@bm25", "warmup_ce@warmup_de", "joint_ce@dynamic"}
+    assert set(frame[frame["table"] == "rerank"]["system"]) == {"warmup_ce@bm25", "warmup_ce@warmup_de",
+                                                                "joint_ce@bm25", "joint_ce@dynamic"}
     step = frame[(frame["table"] == "run") & (frame["system"] == "warmup_de") & (frame["metric"] == "mean_step_s")]
     assert step["value"].tolist() == pytest.approx([0.3])          # mean of 0.2 and 0.4 s from history.json
     # The NaN precision of an empty pseudo-positive set is left out, not written as NaN.

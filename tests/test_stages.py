@@ -48,20 +48,46 @@ def test_augment_writes_both_list_kinds_with_the_positive_first(ws):
 
 def test_a_killed_joint_run_resumes_to_the_weights_of_an_uninterrupted_one(ws):
     quiet = lambda *_: None  # noqa: E731
+    first = ws.cfg.ablations.seeds[0]  # the run that draws the curves
     with pytest.raises(TrainingStopped):
-        joint.run(ws, "dynamic", seed=5, stop_after=1, log=quiet)
-    folder = ws.folder(joint.folder_name("dynamic", ws.cfg.joint.list_size, 5))
+        joint.run(ws, "dynamic", seed=first, stop_after=1, log=quiet)
+    folder = ws.folder(joint.folder_name("dynamic", ws.cfg.joint.list_size, first))
     assert not folder.exists() and any(work_dir(folder).glob("ckpt/step-*"))  # nothing looks complete
-    resumed = joint.run(ws, "dynamic", seed=5, log=quiet)
+    resumed = joint.run(ws, "dynamic", seed=first, log=quiet)
     assert is_complete(resumed, read_manifest(resumed)["config_hash"])
     assert not work_dir(folder).exists()
-    cached = joint.run(ws, "dynamic", seed=5, log=quiet)
+    cached = joint.run(ws, "dynamic", seed=first, log=quiet)
     assert cached == resumed
-    fresh = joint.run(ws, "dynamic", seed=5, force=True, log=quiet)
+    fresh = joint.run(ws, "dynamic", seed=first, force=True, log=quiet)
     a, b = weights(resumed), weights(fresh)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     curves = json.loads((fresh / "curves.json").read_text())
     assert curves[0]["step"] == 0 and {"retriever_nDCG@10", "reranker_nDCG@10"} <= set(curves[-1])
+    assert set(json.loads((fresh / "metrics.json").read_text())) == {"retriever", "reranker", "reranker@bm25"}
+
+
+@pytest.mark.parametrize("variant, list_size, seed, curves, rerank, rerank_bm25", [
+    ("dynamic", 4, 1, True, True, True), ("static", 4, 1, True, False, False), ("dynamic", 4, 2, False, True, True),
+    ("static", 4, 3, False, False, False), ("pointwise", 4, 1, False, False, False),
+    ("no-denoise", 4, 1, False, False, False), ("dynamic", 2, 1, False, True, False)])
+def test_a_joint_run_evaluates_what_the_report_reads_of_it(variant, list_size, seed, curves, rerank, rerank_bm25):
+    cfg = load_config("toy")  # joint.list_size 4, ablations.seeds [1, 2, 3]
+    expected = {"curves": curves, "rerank": rerank, "rerank_bm25": rerank_bm25}
+    assert joint.report_reads(cfg, variant, list_size, seed) == expected
+    assert not joint.report_reads(load_config("toy", {"joint.eval_every": 0}), variant, list_size, seed)["curves"]
+
+
+def test_curves_and_test_re_ranking_leave_training_untouched(ws):
+    """The run that draws curves and one that does not (another first seed) train the same weights."""
+    quiet = lambda *_: None  # noqa: E731
+    drawn = joint.run(ws, "dynamic", seed=ws.cfg.ablations.seeds[0], log=quiet)
+    other = Workspace(load_config("toy", {**SMALL, "runtime.workdir": ws.config.runtime.workdir,
+                                          "ablations.seeds": [7, 1]}))
+    undrawn = joint.run(other, "dynamic", seed=ws.cfg.ablations.seeds[0], log=quiet)
+    assert undrawn != drawn and (drawn / "curves.json").exists() and not (undrawn / "curves.json").exists()
+    a, b = weights(drawn), weights(undrawn)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((undrawn / "metrics.json").read_text()) == json.loads((drawn / "metrics.json").read_text())
 
 
 def test_static_run_keeps_the_teacher_and_reports_only_the_retriever(ws):

@@ -248,11 +248,17 @@ def render_report(ws, out_dir: Path, frame: pd.DataFrame, data: dict, written: d
               "The hybrid row fuses BM25 with the dynamic retriever; the fusion method and weight are chosen on the "
               "validation runs only:", "", md("hybrid"), "",
               "## Re-ranking (Table 3 analogue)", "", md("table3"), "",
+              "Re-ranked on test: BM25's and the warm retriever's top candidates by the warm re-ranker; each "
+              "dynamic run's own retriever candidates by that run's re-ranker (every seed and list size), and BM25's "
+              "by the same re-ranker (every seed at the main list size). A static "
+              "run keeps the warm re-ranker; the pointwise and no-denoise runs enter Table 4 through their "
+              "retrievers only, so their re-rankers are not evaluated.", "",
               "## Ablations (Table 4 analogue)", "", md("table4"), "", md("paired"), "",
               "## List size (Figure 4 analogue)", "", md("list_size"), "", f"![list size]({rel(figs['list_size'])})", "",
               "## Mutual improvement", "",
-              "Both models of the first dynamic seed on the validation slice during joint training (the paper has no "
-              "such figure; it argues mutual improvement through Tables 3-4).", "",
+              "Both models of the first dynamic seed on the validation slice during joint training, beside the static "
+              "run of the same seed (the paper has no such figure; it argues mutual improvement through Tables 3-4). "
+              f"Only these two runs draw curves, every {cfg.joint.eval_every} steps.", "",
               f"![mutual improvement]({rel(figs['curves'])})", ""]
     if "denoising" in figs:
         parts += ["## Denoising", "", f"![denoising]({rel(figs['denoising'])})", ""]

@@ -5,7 +5,7 @@ Every number is one row {"table", "system", "seed", "metric", "value"}:
 | table     | systems                                                                      | metrics            |
 |-----------|------------------------------------------------------------------------------|--------------------|
 | retrieval | bm25, zeroshot-mean, zeroshot-cls, warmup_de, st-mnrl, static, dynamic, hybrid | ir_measures names |
-| rerank    | warmup_ce@bm25, warmup_ce@warmup_de, joint_ce@dynamic                        | ir_measures names  |
+| rerank    | warmup_ce@bm25, warmup_ce@warmup_de, joint_ce@bm25, joint_ce@dynamic         | ir_measures names  |
 | ablation  | dynamic, static, pointwise, no-denoise (at m = ablations.list_size or joint's) | ir_measures names |
 | listsize  | retriever-m<m>, reranker-m<m> (dynamic)                                      | ir_measures names  |
 | paired    | dynamic-vs-static (per-query nDCG@10 on test, averaged over seeds)          | diff, p_ttest, ... |
@@ -126,6 +126,7 @@ def joint_rows(ws, runs: list[JointRun]) -> list[dict]:
             rows += metric_rows("retrieval", variant, r.seed, _metrics(r)["retriever"])
     for r in main_runs(ws, runs, "dynamic"):
         rows += metric_rows("rerank", "joint_ce@dynamic", r.seed, _metrics(r)["reranker"])
+        rows += metric_rows("rerank", "joint_ce@bm25", r.seed, _metrics(r)["reranker@bm25"])
     from ..stages.ablations import ablation_list_size
 
     for r in runs:

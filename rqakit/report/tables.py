@@ -25,6 +25,7 @@ RETRIEVAL_LABELS = {
 }
 RERANK_ORDER = (("warmup_ce@bm25", "warm CE (RocketQA step 2)", "bm25"),
                 ("warmup_ce@warmup_de", "warm CE (RocketQA step 2)", "warmup_de"),
+                ("joint_ce@bm25", "joint CE (RocketQAv2)", "bm25"),
                 ("joint_ce@dynamic", "joint CE (RocketQAv2)", "dynamic"))
 ABLATION_LABELS = {
     "dynamic": "RocketQAv2 (dynamic listwise distillation)",

@@ -12,7 +12,14 @@ Both models start from the warm-up stages and read the lists of `augment`:
 
 A folder per (variant, m, seed): `retriever/`, `reranker/` (dynamic variants), `history.json`,
 `curves.json` (both models on the validation slice every `joint.eval_every` steps: mutual
-improvement, seen), `metrics.json` (test retrieval and re-ranking) and the runs.
+improvement, seen), `metrics.json` (test retrieval and re-ranking: `reranker` on the run's own
+retriever, `reranker@bm25` on BM25) and the runs.
+
+A run evaluates what the report reads of it and nothing more (`report_reads`): every run its
+retriever on test; the dynamic runs also their re-ranker on the retriever's test top candidates
+(Table 3, Figure 4) and, at the main list size, on BM25's (Table 3); only the first seed of dynamic and static at the main list size draws the
+validation curves (the mutual-improvement figure). Neither choice touches training: evaluation
+runs in eval mode and draws no random numbers.
 """
 from __future__ import annotations
 
@@ -29,7 +36,7 @@ from ..errors import RqaError
 from ..mining import read_lists, select_lists
 from ..models import CrossEncoder, DualEncoder
 from ..objectives import JointDistillation, ListExample
-from ..rerank import rerank
+from ..rerank import ScoreCache, rerank
 from ..search import dense_retrieve
 from ..training import OptimSettings, TrainingStopped
 from .common import fit, load_run, make_plan, metrics_of, ranked_ids, save_run, write_json
@@ -71,14 +78,28 @@ def folder_name(variant: str, list_size: int, seed: int) -> str:
     return f"joint-{variant}-m{list_size}-s{seed}"
 
 
+def report_reads(cfg, variant: str, list_size: int, seed: int) -> dict[str, bool]:
+    """What the report reads of the joint run (variant, m, seed), so what it evaluates besides its
+    retriever: `curves`, validation curves every `joint.eval_every` steps (the first seed of dynamic
+    and static at `joint.list_size`); `rerank`, its re-ranker on its retriever's test top candidates
+    (dynamic: Table 3 and the list-size figure; static keeps the warm re-ranker, pointwise and
+    no-denoise appear in Table 4 through their retrievers only); `rerank_bm25`, the same re-ranker
+    on BM25's top candidates (Table 3, dynamic at `joint.list_size`)."""
+    main = list_size == cfg.joint.list_size
+    return {"curves": bool(cfg.joint.eval_every) and main and seed == cfg.ablations.seeds[0]
+            and variant in ("dynamic", "static"),
+            "rerank": variant == "dynamic", "rerank_bm25": variant == "dynamic" and main}
+
+
 def stage_hash(ws: Workspace, name: str) -> str:
     """Config hash of the joint run `name` ("joint-static-m8-s2"): READS with the variant's joint
-    section in place of the profile's, and the stages it needs."""
+    section in place of the profile's, the stages it needs, and what it evaluates (`report_reads`:
+    the hash covers the choice, not the report layout it follows from)."""
     found = re.fullmatch(r"joint-(.+)-m(\d+)-s(-?\d+)", name)
     if not found:
         raise RqaError(f"{name!r} is not a joint run name (joint-VARIANT-mM-sSEED)")
     variant, list_size, seed = found.group(1), int(found.group(2)), int(found.group(3))
-    extra = {"variant": variant}
+    extra = {"variant": variant, **report_reads(ws.config, variant, list_size, seed)}
     if variant == "no-denoise":  # how many steps it trains (ablations.no_denoise_budget)
         extra["no_denoise_budget"] = ws.cfg.ablations.no_denoise_budget
     return ws.hash("joint", extra=extra, sections={"joint": variant_config(ws, variant, list_size, seed)})
@@ -139,6 +160,7 @@ def run(ws: Workspace, variant: str = "dynamic", *, list_size: int | None = None
     cfg_hash = stage_hash(ws, name)
     folder = ws.folder(name, cfg_hash)
     budget = ws.cfg.ablations.no_denoise_budget if variant == "no-denoise" else None
+    reads = report_reads(ws.config, variant, j.list_size, j.seed)
 
     def build(tmp: Path) -> dict:
         all_lists = read_lists(aug / "lists.parquet")
@@ -159,7 +181,7 @@ def run(ws: Workspace, variant: str = "dynamic", *, list_size: int | None = None
         plan = make_plan(len(examples), batch_size=min(j.batch_queries, len(examples)),
                          micro_batch_size=j.micro_batch_queries, epochs=epochs, seed=j.seed)
         evaluator = None
-        if j.eval_every:
+        if reads["curves"]:
             bm25_val, wde_val = load_run(base, "bm25.val"), load_run(wde, "warmup_de.val")
             pools = {q: list(dict.fromkeys(ranked_ids(bm25_val, q, 10) + ranked_ids(wde_val, q, 10)))
                      for q in ws.val.queries}
@@ -180,18 +202,22 @@ def run(ws: Workspace, variant: str = "dynamic", *, list_size: int | None = None
         for split_name, r in runs.items():
             save_run(tmp, f"retriever.{split_name}", r)
         metrics = {"retriever": metrics_of(runs["test"], ws.test, measures, ws.corpus, relevance)}
-        if j.mode != "static":  # static's re-ranker is the warm one, measured in warmup_ce
-            reranked = rerank(reranker, runs["test"], ws.test.queries, ws.corpus, top_n=cfg.evaluate.rerank_depth,
-                              batch_size=batch_size)
-            save_run(tmp, "reranker.test", reranked)
-            metrics["reranker"] = metrics_of(reranked, ws.test, measures, ws.corpus, relevance)
+        sources = {"reranker": runs["test"], "reranker@bm25": load_run(base, "bm25.test")}
+        shared = ScoreCache()  # the two candidate sets share many (query, doc) pairs: score each once
+        for key, source in sources.items():
+            if reads["rerank" if key == "reranker" else "rerank_bm25"]:
+                reranked = rerank(reranker, source, ws.test.queries, ws.corpus, top_n=cfg.evaluate.rerank_depth,
+                                  batch_size=batch_size, cache=shared)
+                save_run(tmp, f"{key.replace('@', '.')}.test", reranked)
+                metrics[key] = metrics_of(reranked, ws.test, measures, ws.corpus, relevance)
         write_json(tmp / "metrics.json", metrics)
         write_json(tmp / "history.json", result.history)
-        write_json(tmp / "curves.json", result.evals)
+        if reads["curves"]:
+            write_json(tmp / "curves.json", result.evals)
         step_s = [h["seconds"] for h in result.history]
         log(f"[{name}] {len(examples)} lists, {result.steps} steps, test {metrics}")
         return {"metrics": metrics, "variant": variant, "list_size": j.list_size, "seed": j.seed, "lists": len(examples),
-                "steps": len(result.history), "epochs": epochs,
+                "steps": len(result.history), "epochs": epochs, "evaluated": reads,
                 "mean_step_s": float(np.mean(step_s)) if step_s else None,
                 "train_wall_time_s": result.wall_time_s}
 
