@@ -105,7 +105,7 @@ def _cmd_plan(args) -> dict:
     from .config import load_config
     from .cost import plan
 
-    return plan(load_config(args.profile, args.set))
+    return plan(load_config(args.profile, args.set), peak_gflops=args.peak_gflops)
 
 
 def _cmd_config(args) -> dict:
@@ -165,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plan", help="tokens, FLOPs and estimated wall time of every stage of a profile's report, "
                                      "and of those still to run")
     pl.add_argument("--profile", default="scifact")
+    pl.add_argument("--peak-gflops", type=float, default=None,
+                    help="the machine's matmul peak (default: a few seconds of timing, low on a busy machine)")
     pl.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     pl.set_defaults(func=_cmd_plan)
 

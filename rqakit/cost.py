@@ -6,8 +6,14 @@ machine's matmul peak, and an estimate of the wall time (`rqakit plan`).
 A transformer of L layers, width h and FFN width f costs about 2·L·(4h² + 2hf) FLOPs per token
 forward plus 4·L·n·h for attention over n tokens; a training step costs three forwards (forward +
 backward). Token counts come from the config and the data: passage, query and pair lengths are the
-mean token counts of a sample of the collection under each max length. The estimate divides each
-part's FLOPs by the matmul peak times the share of it that part reaches (`EFFICIENCY`).
+mean token counts of a sample of the collection under each max length.
+
+The estimate divides each part's FLOPs by a rate. Where earlier stages of the profile recorded
+their time split (the manifests' `time_split_s`, rqakit.timing), the rate of each part ("training
+steps", "corpus encoding", "CE scoring" ...) is the one measured there, and the seconds no part
+accounts for (setup, search, checkpoints, I/O) are added in the measured proportion; otherwise
+the matmul peak times the share of it each kind of work reaches (`EFFICIENCY`). `check` holds,
+for each finished stage, its estimate from the other stages' rates beside its measured time.
 """
 from __future__ import annotations
 
@@ -23,6 +29,7 @@ SAMPLE = 500   # passages and queries tokenised to measure mean lengths
 # (benchmarks/README.md) on a 2-core AVX2 CPU: length-sorted inference near the roof, training
 # steps (small micro-batches, backward, optimizer) further below it.
 EFFICIENCY = {"encode": 0.8, "score": 0.8, "train": 0.6}
+OVERHEAD = 0.05   # seconds outside the modelled parts, as a share of theirs, when nothing is measured
 
 
 def matmul_peak_gflops(dtype: torch.dtype = torch.float32, *, size: int = 1024, repeats: int = 5) -> float:
@@ -51,6 +58,14 @@ class Work:
     tokens: float
     seq_len: float
     passes: int = 1    # 3 for training (forward + backward)
+    part: str = ""     # where the manifest's time split counts it (default: PARTS[kind])
+
+    @property
+    def where(self) -> str:
+        return self.part or PARTS[self.kind]
+
+
+PARTS = {"train": "training steps", "encode": "corpus encoding", "score": "CE scoring"}
 
 
 @dataclass
@@ -95,7 +110,7 @@ def stage_work(ws, lengths: Lengths) -> dict[str, list[Work]]:
     ce_steps = round(n_train // ce.batch_queries * ce.epochs)
     corpus = Work("encode", n_docs * p, p)
     work = {
-        "baselines": [Work("encode", 2 * n_docs * p, p), Work("encode", 2 * (n_val + n_test) * q, q)],
+        "baselines": [Work("encode", 2 * n_docs * p, p), Work("encode", 2 * (n_val + n_test) * q, q, part="query encoding")],
         "warmup_de": [Work("train", de_steps * cfg.warmup_de.batch_queries * (q + 2 * p), p, 3), corpus],
         "warmup_ce": [Work("train", ce_steps * ce.batch_queries * ce.list_size * pair, pair, 3),
                       Work("score", 1.5 * n_test * cfg.evaluate.rerank_depth * pair, pair)],
@@ -111,7 +126,8 @@ def stage_work(ws, lengths: Lengths) -> dict[str, list[Work]]:
         trained = steps * j.batch_queries
         dynamic = variant != "static"
         reads = joint.report_reads(cfg, variant, m, spec["seed"])
-        parts = [Work("train", trained * (q + m * p), p, 3), corpus, Work("encode", (n_val + n_test) * q, q)]
+        parts = [Work("train", trained * (q + m * p), p, 3), corpus,
+                 Work("encode", (n_val + n_test) * q, q, part="query encoding")]
         if dynamic:
             parts.append(Work("train", trained * m * pair, pair, 3))
         if reads["rerank"]:   # BM25's candidates too: about half of them are the retriever's, scored once
@@ -119,33 +135,92 @@ def stage_work(ws, lengths: Lengths) -> dict[str, list[Work]]:
             parts.append(Work("score", share * n_test * cfg.evaluate.rerank_depth * pair, pair))
         if reads["curves"]:   # both models over a pool of about 20 passages per validation query
             points = steps // j.eval_every + 2
-            parts.append(Work("encode", points * n_val * 20 * p, p))
+            parts.append(Work("encode", points * n_val * 20 * p, p, part="evaluation"))
             if dynamic:
-                parts.append(Work("score", points * n_val * 20 * pair, pair))
+                parts.append(Work("score", points * n_val * 20 * pair, pair, part="evaluation"))
         work[f"joint-{variant}-m{m}-s{spec['seed']}"] = parts
     return work
 
 
+def part_flops(parts: list[Work], backbone) -> dict[str, float]:
+    """FLOPs of a stage's work by the time-split part that counts it."""
+    out: dict[str, float] = {}
+    for w in parts:
+        out[w.where] = out.get(w.where, 0.0) + w.passes * w.tokens * flops_per_token(backbone, w.seq_len)
+    return out
+
+
+def measured_rates(measured: dict[str, tuple[dict, dict]]) -> tuple[dict[str, float], float | None]:
+    """{stage: (part FLOPs, manifest time split)} of finished stages -> (GFLOP/s per part, seconds
+    outside the modelled parts per modelled second); parts without FLOPs or seconds are left out."""
+    flops: dict[str, float] = {}
+    seconds: dict[str, float] = {}
+    rest = modelled = 0.0
+    for parts, split in measured.values():
+        for part, value in split.items():
+            if part in parts and parts[part] > 0 and value > 0:
+                flops[part] = flops.get(part, 0.0) + parts[part]
+                seconds[part] = seconds.get(part, 0.0) + value
+                modelled += value
+            else:
+                rest += value
+    rates = {part: flops[part] / seconds[part] / 1e9 for part in flops}
+    return rates, (rest / modelled if modelled else None)
+
+
+def estimate_seconds(parts: dict[str, float], rates: dict[str, float], overhead: float | None,
+                     fallback: dict[str, float]) -> float:
+    """Seconds of a stage: each part's FLOPs at its measured rate (else `fallback`), plus overhead."""
+    compute = sum(flops / ((rates.get(part) or fallback[part]) * 1e9) for part, flops in parts.items())
+    return compute * (1.0 + (OVERHEAD if overhead is None else overhead))
+
+
 def plan(cfg, *, peak_gflops: float | None = None) -> dict:
     """Every stage of `cfg`'s report with its tokens, TFLOPs, floor and estimate, and whether it
-    is already cached; totals over the stages still to run."""
+    is already cached (then its measured time); totals over the stages still to run."""
+    import json
+
     from .models.backbone import load_encoder, resolve_backbone
     from .stages import Workspace
 
     ws = Workspace(cfg)
     peak = peak_gflops or matmul_peak_gflops()
     backbone = load_encoder(resolve_backbone(cfg.model.backbone))[0].config
+    work = stage_work(ws, measure_lengths(ws))
+    flops = {stage: part_flops(parts, backbone) for stage, parts in work.items()}
+    manifests = {}
+    for stage in work:
+        path = ws.folder(stage) / "manifest.json"
+        if path.exists():
+            manifests[stage] = json.loads(path.read_text())
+    measured = {stage: (flops[stage], m["time_split_s"]) for stage, m in manifests.items() if m.get("time_split_s")}
+    rates, overhead = measured_rates(measured)
+    kinds = {w.where: w.kind for parts in work.values() for w in parts}
+    fallback = {part: peak * EFFICIENCY[kind] for part, kind in kinds.items()}
     rows = []
-    for stage, parts in stage_work(ws, measure_lengths(ws)).items():
-        flops = sum(w.passes * w.tokens * flops_per_token(backbone, w.seq_len) for w in parts)
-        seconds = sum(w.passes * w.tokens * flops_per_token(backbone, w.seq_len) / (peak * 1e9 * EFFICIENCY[w.kind])
-                      for w in parts)
-        done = (ws.folder(stage) / "manifest.json").exists()
-        rows.append({"stage": stage, "done": done, "tokens": int(sum(w.passes * w.tokens for w in parts)),
-                     "tflop": round(flops / 1e12, 2), "floor_s": round(flops / (peak * 1e9)),
-                     "estimate_s": round(seconds)})
+    for stage, parts in work.items():
+        total = sum(flops[stage].values())
+        row = {"stage": stage, "done": stage in manifests,
+               "tokens": int(sum(w.passes * w.tokens for w in parts)), "tflop": round(total / 1e12, 2),
+               "floor_s": round(total / (peak * 1e9)),
+               "estimate_s": round(estimate_seconds(flops[stage], rates, overhead, fallback))}
+        if stage in manifests and "wall_time_s" in manifests[stage]:
+            row["measured_s"] = round(manifests[stage]["wall_time_s"])
+        rows.append(row)
+    check = []   # each finished stage estimated from the others' rates only
+    for stage in measured:
+        others = {k: v for k, v in measured.items() if k != stage}
+        o_rates, o_overhead = measured_rates(others)
+        estimate = estimate_seconds(flops[stage], o_rates, o_overhead, fallback)
+        wall = manifests[stage].get("wall_time_s")
+        if wall:
+            check.append({"stage": stage, "estimate_s": round(estimate), "measured_s": round(wall),
+                          "ratio": round(estimate / wall, 2)})
     todo = [r for r in rows if not r["done"]]
     return {"profile": cfg.profile, "peak_gflops": round(peak, 1), "threads": torch.get_num_threads(),
             "stages": rows, "todo_estimate_s": sum(r["estimate_s"] for r in todo),
             "todo_estimate_h": round(sum(r["estimate_s"] for r in todo) / 3600, 2),
-            "todo_floor_s": sum(r["floor_s"] for r in todo), "efficiency": EFFICIENCY}
+            "todo_floor_s": sum(r["floor_s"] for r in todo),
+            "rates_gflops": {part: round(v, 1) for part, v in sorted(rates.items())},
+            "rates_from": sorted(measured), "overhead": None if overhead is None else round(overhead, 3),
+            "efficiency": EFFICIENCY, "check": check}

@@ -4,7 +4,7 @@ from types import SimpleNamespace
 import pytest
 
 from rqakit.config import load_config
-from rqakit.cost import Lengths, flops_per_token, plan, stage_work
+from rqakit.cost import Lengths, estimate_seconds, flops_per_token, measured_rates, plan, stage_work
 from rqakit.stages import Workspace, ablations
 
 
@@ -37,3 +37,37 @@ def test_the_plan_counts_every_stage_of_the_report(tmp_path, tiny_cache):
     (folder / "manifest.json").write_text("{}")
     second = plan(cfg, peak_gflops=50.0)
     assert second["stages"][0]["done"] and second["todo_estimate_s"] == first["todo_estimate_s"] - baselines["estimate_s"]
+
+
+def test_measured_rates_divide_each_parts_flops_by_its_recorded_seconds():
+    measured = {"a": ({"training steps": 100e9, "corpus encoding": 60e9}, {"training steps": 2.0, "corpus encoding": 1.0,
+                                                                          "checkpoints": 0.3, "other": 0.3}),
+                "b": ({"training steps": 50e9, "CE scoring": 0.0}, {"training steps": 1.0, "search": 0.4})}
+    rates, overhead = measured_rates(measured)
+    assert rates == pytest.approx({"training steps": 50.0, "corpus encoding": 60.0})
+    assert overhead == pytest.approx((0.3 + 0.3 + 0.4) / (2.0 + 1.0 + 1.0))
+    seconds = estimate_seconds({"training steps": 100e9, "CE scoring": 80e9}, rates, overhead, {"CE scoring": 40.0})
+    assert seconds == pytest.approx((100 / 50 + 80 / 40) * (1 + overhead))
+
+
+def test_the_plan_estimates_from_the_rates_finished_stages_recorded(tmp_path, tiny_cache):
+    import json
+
+    cfg = load_config("toy", {"runtime.workdir": str(tmp_path)})
+    ws = Workspace(cfg)
+    before = plan(cfg, peak_gflops=50.0)
+    assert before["rates_gflops"] == {} and before["check"] == []
+    warm = next(r for r in before["stages"] if r["stage"] == "warmup_de")
+    flops = warm["tflop"] * 1e12
+    folder = ws.folder("warmup_de")
+    folder.mkdir(parents=True)
+    split = {"training steps": 2.0, "corpus encoding": 1.0, "other": 0.5}
+    (folder / "manifest.json").write_text(json.dumps({"wall_time_s": 3.5, "time_split_s": split}))
+    after = plan(cfg, peak_gflops=50.0)
+    assert set(after["rates_gflops"]) == {"training steps", "corpus encoding"} and after["rates_from"] == ["warmup_de"]
+    assert after["overhead"] == pytest.approx(0.5 / 3.0, abs=1e-3)
+    row = next(r for r in after["stages"] if r["stage"] == "warmup_de")
+    assert row["done"] and row["measured_s"] == 4 and row["estimate_s"] == pytest.approx(3.5, abs=0.6)
+    assert after["rates_gflops"]["corpus encoding"] > 0 and flops > 0
+    check = after["check"]  # estimated from the other finished stages only: here none, so the peak
+    assert [c["stage"] for c in check] == ["warmup_de"] and check[0]["measured_s"] == 4
