@@ -91,6 +91,9 @@ def joint_folder(root: Path, variant: str, m: int, seed: int, ndcg: float, ranks
     write_run(folder / "runs" / "retriever.val.trec", DENSE_VAL)
 
 
+ZEROSHOT_RANKS = [2, 3, 1, 4]
+
+
 def make_workspace(tmp_path: Path) -> Workspace:
     cfg = load_config("toy", {"ablations.seeds": [1, 2], "ablations.variant_seeds": [1],
                               "ablations.list_sizes": [2, 4], "joint.list_size": 4})
@@ -100,6 +103,7 @@ def make_workspace(tmp_path: Path) -> Workspace:
     write(base / "manifest.json", {"wall_time_s": 1.5})
     write_run(base / "runs" / "bm25.val.trec", BM25_VAL)
     write_run(base / "runs" / "bm25.test.trec", ranked_run([5, 5, 5, 5]))
+    write_run(base / "runs" / "zeroshot-mean.test.trec", ranked_run(ZEROSHOT_RANKS))
     for name, body in (("warmup_de", {"warmup_de": metrics(0.3)}),
                        ("warmup_ce", {"warmup_ce@bm25": metrics(0.55), "warmup_ce@warmup_de": metrics(0.35)}),
                        ("st_mnrl", {"st-mnrl": metrics(0.45)})):
@@ -150,11 +154,11 @@ def test_results_rows_are_tidy_and_complete(built):
     frame = pd.DataFrame(rows)
     assert set(frame["table"]) == {"retrieval", "rerank", "ablation", "listsize", "paired", "run"}
     retrieval = frame[frame["table"] == "retrieval"]
-    assert set(retrieval["system"]) == {"bm25", "zeroshot-mean", "zeroshot-cls", "warmup_de", "st-mnrl", "static",
-                                        "dynamic", "hybrid"}
+    assert set(retrieval["system"]) == {"bm25", "zeroshot-mean", "zeroshot-cls", "fusion-zeroshot", "warmup_de",
+                                        "st-mnrl", "static", "dynamic", "hybrid", "hybrid-static"}
     assert set(retrieval["metric"]) == set(MEASURES)
     seeds = retrieval.groupby("system")["seed"].apply(lambda s: sorted(set(s.dropna().astype(int))))
-    assert seeds["dynamic"] == seeds["static"] == seeds["hybrid"] == [1, 2]
+    assert seeds["dynamic"] == seeds["static"] == seeds["hybrid"] == seeds["hybrid-static"] == [1, 2]
     assert retrieval[retrieval["system"] == "bm25"]["seed"].isna().all()
     assert set(frame[frame["table"] == "ablation"]["system"]) == {"dynamic", "static", "pointwise", "no-denoise"}
     assert set(frame[frame["table"] == "listsize"]["system"]) == {"retriever-m2", "retriever-m4", "reranker-m2", "reranker-m4"}
@@ -176,11 +180,12 @@ def test_every_table_and_figure_is_written(built):
         png = out / "figures" / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     report = (out / "report.md").read_text()
-    first = report.splitlines()[:5]
+    first = report.splitlines()[:7]
     assert "does not beat** BM25" not in first[2] and "**beats** BM25" in first[2]       # 0.600 vs 0.500
     assert "0.600" in first[2] and "0.500" in first[2]
     assert "**beats** the sentence-transformers MNRL peer" in first[3]                  # 0.600 vs 0.450
-    assert "static distillation" in first[4] and "p =" in first[4]
+    assert "untrained fusion of BM25" in first[4] and "hybrid" in first[5]
+    assert "static distillation" in first[6] and "p =" in first[6]
     assert "random tiny BERT" in report                                                  # toy backbone
     assert summary["stamp"]["config_hash"] in report
 
@@ -225,7 +230,18 @@ def test_hybrid_weight_is_chosen_on_validation_not_test(built):
         on_test = {(m, w): evaluate_run(fuse(m, bm25_test, dense_test, w), ws.test.qrels, ["nDCG@10"])["nDCG@10"]
                    for m in FUSION_METHODS for w in FUSION_WEIGHTS}
         assert max(on_test.values()) > expected                      # test would have picked another weight
-    assert [c["bm25_weight"] for c in summary["hybrid"]] == [0.7, 0.7]
+    assert [c["bm25_weight"] for c in summary["hybrid"] if c["system"] == "hybrid"] == [0.7, 0.7]
+    assert [c["system"] for c in summary["hybrid"]] == ["hybrid", "hybrid", "hybrid-static", "hybrid-static"]
+
+
+def test_the_untrained_fusion_is_plain_rrf_of_bm25_and_the_zero_shot_backbone(built):
+    ws, out, _ = built
+    from rqakit.fusion import reciprocal_rank_fusion
+
+    fused = reciprocal_rank_fusion([ranked_run([5, 5, 5, 5]), ranked_run(ZEROSHOT_RANKS)], k=60)
+    expected = evaluate_run(fused, ws.test.qrels, ["nDCG@10"])["nDCG@10"]
+    rows = read_rows(out).query("table == 'retrieval' and system == 'fusion-zeroshot' and metric == 'nDCG@10'")
+    assert rows["value"].tolist() == [pytest.approx(expected)] and rows["seed"].isna().all()
 
 
 def test_paper_numbers_stay_in_their_own_tables(built):

@@ -4,7 +4,7 @@ Every number is one row {"table", "system", "seed", "metric", "value"}:
 
 | table     | systems                                                                      | metrics            |
 |-----------|------------------------------------------------------------------------------|--------------------|
-| retrieval | bm25, zeroshot-mean, zeroshot-cls, warmup_de, st-mnrl, static, dynamic, hybrid | ir_measures names |
+| retrieval | bm25, zeroshot-mean, zeroshot-cls, fusion-zeroshot, warmup_de, st-mnrl, static, dynamic, hybrid, hybrid-static | ir_measures names |
 | rerank    | warmup_ce@bm25, warmup_ce@warmup_de, joint_ce@bm25, joint_ce@dynamic         | ir_measures names  |
 | ablation  | dynamic, static, pointwise, no-denoise (at m = ablations.list_size or joint's) | ir_measures names |
 | listsize  | retriever-m<m>, reranker-m<m> (dynamic)                                      | ir_measures names  |
@@ -183,21 +183,34 @@ def split_scorer(ws, split, per_query_values: bool = False):
     return lambda run, measures: scorer(run, split, measures, texts, relevance, cache)
 
 
+HYBRIDS = {"dynamic": "hybrid", "static": "hybrid-static"}   # joint variant -> its fused system
+
+
 def hybrid_rows(ws, runs: list[JointRun]) -> tuple[list[dict], list[dict]]:
-    """Retrieval rows of BM25 + dynamic retriever per seed, fused as chosen on validation; and
-    the choices (one per seed)."""
+    """Retrieval rows of BM25 fused with the dynamic retriever ("hybrid") and with the static one
+    ("hybrid-static") per seed, the fusion chosen on validation; the choices (one per run); and
+    "fusion-zeroshot", BM25 and the zero-shot backbone under plain RRF (k = 60), nothing trained
+    and nothing chosen."""
     base = ws.folder("baselines")
     bm25_val, bm25_test = _run(base, "bm25.val"), _run(base, "bm25.test")
     measures = list(ws.cfg.evaluate.measures)
+    test_score = split_scorer(ws, ws.test)
     rows, choices = [], []
-    for r in main_runs(ws, runs, "dynamic"):
-        choice = choose_fusion(bm25_val, _run(r.folder, "retriever.val"), ws.val.qrels, score=split_scorer(ws, ws.val))
-        fused = fuse(choice["method"], bm25_test, _run(r.folder, "retriever.test"), choice["bm25_weight"])
-        test_metrics = split_scorer(ws, ws.test)(fused, measures)
-        rows += metric_rows("retrieval", "hybrid", r.seed, test_metrics)
-        rows.append(row("run", f"hybrid-{choice['method']}", r.seed, "bm25_weight", choice["bm25_weight"]))
-        rows.append(row("run", f"hybrid-{choice['method']}", r.seed, f"val_{choice['measure']}", choice["val_value"]))
-        choices.append({"seed": r.seed, **choice, "test": test_metrics})
+    for variant, system in HYBRIDS.items():
+        for r in main_runs(ws, runs, variant):
+            choice = choose_fusion(bm25_val, _run(r.folder, "retriever.val"), ws.val.qrels,
+                                   score=split_scorer(ws, ws.val))
+            fused = fuse(choice["method"], bm25_test, _run(r.folder, "retriever.test"), choice["bm25_weight"])
+            test_metrics = test_score(fused, measures)
+            rows += metric_rows("retrieval", system, r.seed, test_metrics)
+            rows.append(row("run", f"{system}-{choice['method']}", r.seed, "bm25_weight", choice["bm25_weight"]))
+            rows.append(row("run", f"{system}-{choice['method']}", r.seed, f"val_{choice['measure']}",
+                            choice["val_value"]))
+            choices.append({"system": system, "seed": r.seed, **choice, "test": test_metrics})
+    zero_shot = base / "runs" / "zeroshot-mean.test.trec"
+    if zero_shot.exists():
+        fused = reciprocal_rank_fusion([bm25_test, read_trec_run(zero_shot)], k=60)
+        rows += metric_rows("retrieval", "fusion-zeroshot", None, test_score(fused, measures))
     return rows, choices
 
 

@@ -12,15 +12,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-RETRIEVAL_ORDER = ("bm25", "zeroshot-mean", "zeroshot-cls", "warmup_de", "st-mnrl", "static", "dynamic", "hybrid")
+RETRIEVAL_ORDER = ("bm25", "zeroshot-mean", "zeroshot-cls", "fusion-zeroshot", "warmup_de", "st-mnrl", "static",
+                   "dynamic", "hybrid-static", "hybrid")
 RETRIEVAL_LABELS = {
     "bm25": "BM25 (bm25s)",
     "zeroshot-mean": "backbone zero-shot, mean pooling",
     "zeroshot-cls": "backbone zero-shot, [CLS]",
+    "fusion-zeroshot": "BM25 + backbone zero-shot (mean), RRF k = 60: no training",
     "warmup_de": "warm retriever (RocketQA step 1)",
     "st-mnrl": "sentence-transformers MNRL fine-tune (peer)",
     "static": "joint, static distillation",
     "dynamic": "joint, dynamic distillation (RocketQAv2)",
+    "hybrid-static": "BM25 + static, fused (kit's own row)",
     "hybrid": "BM25 + dynamic, fused (kit's own row)",
 }
 RERANK_ORDER = (("warmup_ce@bm25", "warm CE (RocketQA step 2)", "bm25"),
@@ -129,7 +132,8 @@ def paired_table(test: dict) -> pd.DataFrame:
 
 def hybrid_table(choices: list[dict], measures) -> pd.DataFrame:
     """The fusion chosen on validation per seed, and its test figures."""
-    return pd.DataFrame([{"seed": c["seed"], "method": c["method"], "BM25 weight": c["bm25_weight"],
+    return pd.DataFrame([{"system": c.get("system", "hybrid"), "seed": c["seed"], "method": c["method"],
+                          "BM25 weight": c["bm25_weight"],
                           f"val {c['measure']}": f"{c['val_value']:.{DIGITS}f}",
                           **{f"test {m}": f"{c['test'][m]:.{DIGITS}f}" for m in measures if m in c["test"]}}
                          for c in choices])
