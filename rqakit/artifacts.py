@@ -1,7 +1,8 @@
 """Atomic, cached stage folders, one per config: `<workdir>/<profile>/<stage>/<config hash>/`.
 
 A stage writes into `.<hash>.tmp-<pid>` and renames it to `<hash>` only once complete, with a
-`manifest.json` (config hash, kit version, git commit, wall time, and the stage's own figures).
+`manifest.json` (config hash, kit version, git commit, wall time and its split summed over every
+attempt, a killed and resumed run included, and the stage's own figures).
 A folder whose manifest is missing or whose hash differs is never taken as done, so a killed run
 restarts that stage and nothing after it looks complete. Another config writes another folder:
 no complete result is ever deleted except by `rqakit runs --clean` (or rebuilt by `--force`).
@@ -22,7 +23,10 @@ from . import __version__
 from .atomic import atomic_path, remove_stale, temporary_sibling, write_json
 from .progress import emit
 from .runtime import barrier, world
-from .timing import measuring
+from .attempts import Attempts
+from .timing import live_split, measuring
+
+ATTEMPTS = "attempts.json"   # in the work folder: every attempt's time (rqakit.attempts)
 
 
 def git_commit(cwd: Path | None = None) -> str:
@@ -156,19 +160,22 @@ def run_stage(folder: Path, cfg_hash: str, build: Callable[[Path], dict | None],
 
 
 def _build_into(folder: Path, cfg_hash: str, build, config: dict | None, start: float, rank: int) -> None:
+    clock = Attempts(work_dir(folder) / ATTEMPTS)
     with atomic_path(folder) as tmp:
         tmp.mkdir()
-        with measuring() as split:
+        with measuring() as split, clock.running(live_split, enabled=rank == 0):
             extra = build(tmp) or {}
+        spent = clock.totals(split, time.time() - start)
         manifest = {
             "stage": stage_label(folder),
             "config_hash": cfg_hash,
             "kit_version": __version__,
             "git_commit": git_commit(),
             "machine": machine(),
-            "wall_time_s": round(time.time() - start, 3),
+            "wall_time_s": spent["wall_time_s"],           # every attempt: a resumed run counts its kills
+            "attempts": spent["attempts"],
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "time_split_s": split,   # rqakit.timing: training steps, encoding, scoring, search, evaluation
+            "time_split_s": spent["time_split_s"],         # rqakit.timing: training steps, encoding, scoring ...
             **extra,
         }
         if config is not None:

@@ -11,8 +11,10 @@ and a chapter after one that ran runs too. A run that skips every chapter writes
 failing chapter stops the run with one RqaError line naming the chapter, the cell and the error;
 the stages are cached on disk, so rerunning resumes there.
 
-Per chapter, `<out>/chapters.json` keeps the wall time and the overhead (kernel start, notebook
-I/O and the cell tagged `imports`); the sum over chapters is results.json's `reproduce` row.
+Per chapter, `<out>/chapters.json` keeps the wall time summed over its attempts (a chapter killed
+and resumed counts both, rqakit.attempts), the overhead (kernel start, notebook I/O and the cell
+tagged `imports`) and the kit's commit in the chapter's own record; the sum over chapters is
+results.json's `reproduce` row.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import time
 from pathlib import Path
 
 from .artifacts import unwritable_reason
+from .attempts import Attempts
 from .config import config_hash, load_config, parse_overrides
 from .errors import Interrupted, RqaError
 from .progress import ENV as PROGRESS_ENV, Echo, clock
@@ -32,6 +35,7 @@ from .report.chapter import is_current, read_chapter_times, stale_reason, write_
 CHAPTERS = ("01_data", "02_baselines", "03_warmup", "04_augment", "05_joint", "06_ablations", "07_report")
 KERNEL = "python3"           # ipykernel's kernel; jupyter_client runs it with this interpreter
 START_TIMEOUT_S = 300        # kernel start on a busy machine
+ATTEMPTS_DIR = ".attempts"   # in the report folder: each running chapter's time so far (rqakit.attempts)
 
 
 def notebooks_dir() -> Path:
@@ -191,9 +195,14 @@ def _run_chapters(selected, out, cfg_hash, force, parameters, times, status, ech
         estimate = f"; about {clock(left)} left for the run (last recorded chapter times)" if left else ""
         log(f"[reproduce] {chapter}: running ({stale}); chapter {index + 1} of {len(selected)}{estimate}")
         echo.chapter, echo.stage, echo.last_bar = chapter, None, None
+        attempts = out / ATTEMPTS_DIR / f"{chapter}.json"   # a killed run's time counts when it resumes
+        if force:
+            attempts.unlink(missing_ok=True)
+        spent_on = Attempts(attempts)
         try:
             try:
-                record = run_chapter(chapter, parameters, out)
+                with spent_on.running():
+                    record = run_chapter(chapter, parameters, out)
             except KeyboardInterrupt:
                 echo.drain()
                 raise Interrupted(f"interrupted in chapter {chapter}{echo.where()}; run the same command again to "
@@ -209,7 +218,9 @@ def _run_chapters(selected, out, cfg_hash, force, parameters, times, status, ech
             times["chapters"][chapter] = {**times["chapters"].get(chapter, {}), "status": state, "error": str(error)}
             _write_times(out, times)
             raise
-        times["chapters"][chapter] = record
+        spent = spent_on.totals(elapsed_s=record["wall_time_s"])   # this attempt as run_chapter timed it
+        times["chapters"][chapter] = {**record, "wall_time_s": spent["wall_time_s"], "attempts": spent["attempts"]}
+        spent_on.clear()
         _write_times(out, times)
         status[chapter] = "ran"
         log(f"[reproduce] {chapter}: done in {times['chapters'][chapter]['wall_time_s']:.1f} s")

@@ -68,3 +68,14 @@ def measuring():
         total = time.perf_counter() - start
         out.update({part: round(seconds, 3) for part, seconds in sorted(split.items())})
         out["other"] = round(max(0.0, total - sum(split.values())), 3)
+
+
+def live_split() -> dict[str, float]:
+    """The innermost `measuring` block's parts so far (a copy; empty outside one). Safe to call from
+    another thread: a part being added meanwhile is retried."""
+    for _ in range(5):
+        try:
+            return dict(_splits[-1]) if _splits else {}
+        except (RuntimeError, IndexError):  # the dict grew, or the block closed, while it was copied
+            continue
+    return {}

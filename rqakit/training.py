@@ -55,8 +55,13 @@ class TrainResult:
     steps: int
     history: list[dict] = field(default_factory=list)   # one row per optimizer step
     evals: list[dict] = field(default_factory=list)     # one row per evaluation
-    wall_time_s: float = 0.0
+    wall_time_s: float = 0.0                            # this call: the steps since the resume
     resumed_from: int = 0
+
+    @property
+    def steps_seconds(self) -> float:
+        """Seconds of every optimizer step, those of earlier attempts included (from the history)."""
+        return float(sum(row.get("seconds", 0.0) for row in self.history))
 
 
 def seed_everything(seed: int) -> None:

@@ -212,13 +212,19 @@ def wall_time_section(ws, out_dir: str | Path, runs: list) -> str:
     times = read_chapter_times(out_dir)
     lines = [WALL_START, "## Wall time", ""]
     if times["chapters"]:
+        built = chapter_stage_seconds(out_dir, sorted(times["chapters"]))
         frame = pd.DataFrame([{"chapter": name, "wall time (s)": _num(r.get("wall_time_s")),
+                               "attempts": r.get("attempts", 1),
                                "overhead: kernel + imports (s)": _num(r.get("overhead_s")),
+                               "build time of its stages (s)": _num(built[name]),
+                               "kit commit": chapter_commit(out_dir, name),
                                "last status": r.get("status", "")} for name, r in times["chapters"].items()])
         lines += [tables.markdown_table(frame), ""]
         if times.get("reproduce_wall_time_s") is not None:
-            lines += [f"Whole reproduction (sum of the chapters, each as last run): "
-                      f"{times['reproduce_wall_time_s']:.1f} s.", ""]
+            lines += [f"Whole reproduction (sum of the chapters, each as last run, its attempts summed): "
+                      f"{times['reproduce_wall_time_s']:.1f} s. A chapter run again over cached stages takes "
+                      "seconds; the build time of its stages (each stage counted in the first chapter that read it) is "
+                      "what computing its results cost.", ""]
     else:
         lines += ["No chapter times yet (the notebooks were not run through `rqakit reproduce`).", ""]
     stage = []
@@ -226,11 +232,39 @@ def wall_time_section(ws, out_dir: str | Path, runs: list) -> str:
         manifest = json.loads((folder / "manifest.json").read_text())
         step = results.mean_step_s(folder) if manifest.get("steps") else None
         stage.append({"stage": folder.name, "wall time (s)": _num(manifest.get("wall_time_s")),
-                      "steps": manifest.get("steps", ""), "mean step (s)": _num(step, 3)})
+                      "attempts": manifest.get("attempts", 1), "steps": manifest.get("steps", ""),
+                      "mean step (s)": _num(step, 3), "kit commit": manifest.get("git_commit", "")})
     if stage:
         lines += ["Stages (from their manifests; a stage reused from the cache keeps the time of the run that "
-                  "built it):", "", tables.markdown_table(pd.DataFrame(stage)), ""]
+                  "built it, summed over its attempts when it was killed and resumed):", "",
+                  tables.markdown_table(pd.DataFrame(stage)), ""]
     return "\n".join(lines + [WALL_END])
+
+
+def _chapter_record(out_dir, chapter: str) -> dict:
+    path = Path(out_dir) / f"{chapter}.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def chapter_stage_seconds(out_dir, chapters) -> dict[str, float | None]:
+    """{chapter: wall time of the stage folders it built}, from their manifests: a stage belongs to
+    the first chapter (in order) that read it. None where a chapter recorded none."""
+    seen, out = set(), {}
+    for chapter in chapters:
+        total, found = 0.0, False
+        for folder in _chapter_record(out_dir, chapter).get("stages", {}):
+            manifest = Path(folder) / "manifest.json"
+            if folder in seen or not manifest.is_file():
+                continue
+            seen.add(folder)
+            total += float(json.loads(manifest.read_text()).get("wall_time_s") or 0.0)
+            found = True
+        out[chapter] = total if found else None
+    return out
+
+
+def chapter_commit(out_dir, chapter: str) -> str:
+    return _chapter_record(out_dir, chapter).get("git_commit", "")
 
 
 def _num(v, digits: int = 1) -> str:

@@ -219,6 +219,6 @@ def run(ws: Workspace, variant: str = "dynamic", *, list_size: int | None = None
         return {"metrics": metrics, "variant": variant, "list_size": j.list_size, "seed": j.seed, "lists": len(examples),
                 "steps": len(result.history), "epochs": epochs, "evaluated": reads,
                 "mean_step_s": float(np.mean(step_s)) if step_s else None,
-                "train_wall_time_s": result.wall_time_s}
+                "train_wall_time_s": result.wall_time_s, "steps_s": round(result.steps_seconds, 3)}
 
     return run_stage(folder, cfg_hash, build, config=ws.config_dict(), force=force, log=log)

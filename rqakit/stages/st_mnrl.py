@@ -154,6 +154,6 @@ def run(ws: Workspace, force: bool = False, log=print) -> Path:
         write_json(tmp / "history.json", result.history)
         log(f"[st_mnrl] {len(examples)} triples, {result.steps} steps, test {metrics[RUN_NAME]}")
         return {"metrics": metrics, "settings": recipe, "train_examples": len(examples), "steps": result.steps,
-                "train_wall_time_s": result.wall_time_s}
+                "train_wall_time_s": result.wall_time_s, "steps_s": round(result.steps_seconds, 3)}
 
     return run_stage(folder, ws.hash("st_mnrl"), build, config=ws.config_dict(), force=force, log=log)

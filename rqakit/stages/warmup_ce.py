@@ -107,6 +107,7 @@ def run(ws: Workspace, force: bool = False, log=print) -> Path:
         write_json(tmp / "metrics.json", metrics)
         write_json(tmp / "history.json", result.history)
         log(f"[warmup_ce] {result.steps} steps, test {metrics}")
-        return {"metrics": metrics, "steps": result.steps, "train_wall_time_s": result.wall_time_s}
+        return {"metrics": metrics, "steps": result.steps, "train_wall_time_s": result.wall_time_s,
+                "steps_s": round(result.steps_seconds, 3)}
 
     return run_stage(folder, ws.hash("warmup_ce"), build, config=ws.config_dict(), force=force, log=log)

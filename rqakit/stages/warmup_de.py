@@ -90,6 +90,6 @@ def run(ws: Workspace, force: bool = False, log=print) -> Path:
         write_json(tmp / "history.json", result.history)
         log(f"[warmup_de] {len(examples)} pairs, {result.steps} steps, test {metrics['warmup_de']}")
         return {"metrics": metrics, "train_examples": len(examples), "steps": result.steps,
-                "train_wall_time_s": result.wall_time_s}
+                "train_wall_time_s": result.wall_time_s, "steps_s": round(result.steps_seconds, 3)}
 
     return run_stage(folder, ws.hash("warmup_de"), build, config=ws.config_dict(), force=force, log=log)

@@ -1,0 +1,98 @@
+"""Time spent on a piece of work over every attempt at it: a run killed and resumed is two attempts.
+
+A stage (`artifacts.run_stage`) or a chapter (`pipeline.reproduce`) that a kill interrupts leaves no
+manifest behind, so its time would be lost. `Attempts` keeps a JSON list beside the work, one entry
+per attempt, and rewrites the running attempt's entry every `every_s` seconds from a daemon thread:
+a kill loses at most that much. When the work completes, `totals` sums every attempt.
+
+    clock = Attempts(work / "attempts.json")
+    with clock.running(live_split):       # live_split() -> {part: seconds} of this attempt so far
+        build()
+    clock.totals(final_split, elapsed)    # {"wall_time_s", "attempts", "time_split_s"}
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from .atomic import write_json
+
+HEARTBEAT_S = 30.0
+
+
+def _sum_splits(splits) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for split in splits:
+        for part, seconds in (split or {}).items():
+            out[part] = round(out.get(part, 0.0) + float(seconds), 3)
+    return dict(sorted(out.items()))
+
+
+class Attempts:
+    """The attempts at one piece of work recorded in `path` (earlier ones are read at creation)."""
+
+    def __init__(self, path: str | Path, every_s: float = HEARTBEAT_S):
+        self.path = Path(path)
+        self.every_s = every_s
+        self.earlier: list[dict] = []
+        if self.path.is_file():
+            try:
+                self.earlier = list(json.loads(self.path.read_text(encoding="utf-8")))
+            except (ValueError, TypeError):  # a file cut short by a full disk: its attempts are lost
+                self.earlier = []
+        self.started = time.time()
+
+    def _current(self, live: Callable[[], dict] | None) -> dict:
+        elapsed = time.time() - self.started
+        split = dict(live() if live else {})
+        split["other"] = max(0.0, elapsed - sum(split.values()))
+        return {"started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),
+                "elapsed_s": round(elapsed, 3), "split_s": {k: round(v, 3) for k, v in split.items()}}
+
+    def record(self, live: Callable[[], dict] | None = None) -> None:
+        """Write the earlier attempts and this one as it stands now."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(self.path, [*self.earlier, self._current(live)])
+
+    @contextlib.contextmanager
+    def running(self, live: Callable[[], dict] | None = None, enabled: bool = True):
+        """Record this attempt every `every_s` seconds while the block runs, and once more if it
+        raises (an interrupt, a failure): what it spent counts when the work is resumed."""
+        if not enabled:
+            yield self
+            return
+        self.started = time.time()
+        stop = threading.Event()
+
+        def beat():
+            while not stop.wait(self.every_s):
+                with contextlib.suppress(Exception):  # a heartbeat never takes the work down
+                    self.record(live)
+
+        thread = threading.Thread(target=beat, name="rqakit-attempts", daemon=True)
+        thread.start()
+        try:
+            yield self
+        except BaseException:
+            stop.set()
+            thread.join()
+            with contextlib.suppress(Exception):
+                self.record(live)
+            raise
+        stop.set()
+        thread.join()
+
+    def totals(self, split: dict | None = None, elapsed_s: float | None = None) -> dict:
+        """Wall time and time split summed over the earlier attempts and this one (`split`,
+        `elapsed_s`: this attempt's final figures; default: as it stands now)."""
+        elapsed = time.time() - self.started if elapsed_s is None else elapsed_s
+        return {"wall_time_s": round(sum(float(a.get("elapsed_s", 0.0)) for a in self.earlier) + elapsed, 3),
+                "attempts": len(self.earlier) + 1,
+                "time_split_s": _sum_splits([*(a.get("split_s") for a in self.earlier), split])}
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)

@@ -1,0 +1,74 @@
+"""Time over attempts: a stage or chapter killed and resumed counts the time of both attempts."""
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from rqakit.artifacts import ATTEMPTS, read_manifest, run_stage, work_dir
+from rqakit.attempts import Attempts
+from rqakit.timing import timed
+
+
+def test_a_killed_attempt_leaves_its_time_and_the_next_one_adds_to_it(tmp_path):
+    path = tmp_path / "attempts.json"
+    script = textwrap.dedent(f"""
+        import time
+        from rqakit.attempts import Attempts
+        with Attempts({str(path)!r}, every_s=0.05).running(lambda: {{"training steps": 0.25}}):
+            print("started", flush=True)
+            time.sleep(60)
+    """)
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "started"
+    time.sleep(0.6)
+    child.send_signal(signal.SIGKILL)                    # no handler runs: only the heartbeat's record is left
+    child.wait()
+    killed = json.loads(path.read_text())
+    assert len(killed) == 1 and 0.4 <= killed[0]["elapsed_s"] <= 5.0
+    assert killed[0]["split_s"]["training steps"] == 0.25
+    assert killed[0]["split_s"]["other"] == pytest.approx(killed[0]["elapsed_s"] - 0.25, abs=1e-3)
+    clock = Attempts(path)
+    with clock.running():
+        pass
+    spent = clock.totals({"training steps": 1.0, "other": 0.5}, 1.5)
+    assert spent["attempts"] == 2
+    assert spent["wall_time_s"] == pytest.approx(killed[0]["elapsed_s"] + 1.5, abs=1e-3)
+    assert spent["time_split_s"]["training steps"] == pytest.approx(1.25)
+    assert spent["time_split_s"]["other"] == pytest.approx(killed[0]["split_s"]["other"] + 0.5, abs=1e-3)
+
+
+def test_an_interrupted_attempt_is_recorded_on_the_way_out(tmp_path):
+    path = tmp_path / "attempts.json"
+    with pytest.raises(KeyboardInterrupt), Attempts(path, every_s=60).running():
+        time.sleep(0.2)
+        raise KeyboardInterrupt
+    recorded = json.loads(path.read_text())
+    assert len(recorded) == 1 and recorded[0]["elapsed_s"] >= 0.2
+
+
+def test_a_resumed_stage_manifest_sums_its_attempts_and_their_time_split(tmp_path):
+    folder = tmp_path / "stage" / "h1"
+    calls = []
+
+    def build(out):
+        calls.append(1)
+        with timed("training steps"):
+            time.sleep(0.3)
+        if len(calls) == 1:
+            raise KeyboardInterrupt   # a kill that Python sees; SIGKILL is the heartbeat's case above
+        (out / "result.txt").write_text("ok")
+
+    quiet = lambda *_: None  # noqa: E731
+    with pytest.raises(KeyboardInterrupt):
+        run_stage(folder, "h1", build, log=quiet)
+    first = json.loads((work_dir(folder) / ATTEMPTS).read_text())
+    assert len(first) == 1 and first[0]["split_s"]["training steps"] >= 0.3
+    run_stage(folder, "h1", build, log=quiet)
+    manifest = read_manifest(folder)
+    assert manifest["attempts"] == 2 and not work_dir(folder).exists()
+    assert manifest["wall_time_s"] >= 0.6 and manifest["time_split_s"]["training steps"] >= 0.6
+    assert manifest["wall_time_s"] == pytest.approx(sum(manifest["time_split_s"].values()), abs=0.01)
