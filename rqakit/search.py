@@ -283,6 +283,34 @@ def dense_retrieve(de, corpus, query_sets: Mapping[str, Mapping[str, str]], dept
                                  query_sets, depth)
 
 
+def zero_shot_runs(spec: str, corpus, query_sets: Mapping[str, Mapping[str, str]], depth: int,
+                   readings: Mapping[str, bool], *, max_length: int | None = None,
+                   query_max_length: int | None = None, batch_size: int = 64) -> dict[str, dict[str, Run]]:
+    """A backbone read zero-shot under every pooling of `readings` ({pooling: normalize}) from one
+    encoding of the corpus and the queries -> {pooling: {name: run}}; each reading's runs are those
+    `dense_retrieve` gives for a DualEncoder with that pooling (the same vectors, stored alike)."""
+    from rqakit.encode import encode_corpus, encode_queries
+    from rqakit.models.dual_encoder import PoolingsEncoder
+
+    base = load_dual_encoder(spec, max_length=max_length, query_max_length=query_max_length)
+    if not base.shared:
+        raise RqaError(f"{spec} has separate query and passage towers; zero-shot readings need one shared tower")
+    de = PoolingsEncoder(base.query_encoder, base.tokenizer, dict(readings), pooling=base.pooling,
+                         query_max_length=base.query_max_length, passage_max_length=base.passage_max_length)
+    with tempfile.TemporaryDirectory() as scratch:
+        shards = encode_corpus(de, corpus.iter_docs(), Path(scratch), batch_size=batch_size,
+                               total=corpus.known_len() if hasattr(corpus, "known_len") else None)
+        queries = {name: encode_queries(de, list(qs.values()), batch_size=batch_size) for name, qs in query_sets.items()}
+        runs: dict[str, dict[str, Run]] = {}
+        for pooling in de.readings:
+            cols = de.columns(pooling)
+            view = [(ids, emb[:, cols]) for ids, emb in shards]
+            runs[pooling] = {name: dense_search(np.ascontiguousarray(queries[name][:, cols]), view, depth,
+                                                query_ids=list(qs)) if qs else {}
+                             for name, qs in query_sets.items()}
+    return runs
+
+
 def search_query_sets(encode: Callable[[list[str]], np.ndarray], shards: Iterable[Shard],
                       query_sets: Mapping[str, Mapping[str, str]], depth: int) -> dict[str, Run]:
     """Encode each query set ({qid: text} -> (nq, d)) and search it against the passage shards:

@@ -180,3 +180,29 @@ def test_interpolate_minmax_by_hand():
     assert fused == pytest.approx(expected)
     with pytest.raises(RqaError, match="weight_a"):
         interpolate(run_a, run_b, weight_a=1.5)
+
+
+def test_zero_shot_readings_from_one_encoding_equal_one_encoding_per_pooling(tiny_cache):
+    """baselines reads the backbone mean-pooled (normalised) and [CLS] from one forward per text;
+    each reading's runs are those of its own DualEncoder, vector for vector."""
+    from rqakit.search import dense_retrieve, load_dual_encoder, zero_shot_runs
+    from rqakit.types import Doc
+
+    class Corpus:
+        docs = [Doc(f"d{i}", f"passage number {i} about {w}", "t") for i, w in enumerate(
+            ["cells", "genes", "proteins", "mice", "dna", "rna", "virus", "cancer", "brain", "heart"])]
+
+        def iter_docs(self):
+            return iter(self.docs)
+
+    queries = {"test": {"q1": "genes and dna", "q2": "heart cells", "q3": "virus"}, "empty": {}}
+    joint = zero_shot_runs("tiny", Corpus(), queries, 5, {"mean": True, "cls": False}, max_length=16,
+                           query_max_length=8, batch_size=4)
+    for pooling in ("mean", "cls"):
+        alone = dense_retrieve(load_dual_encoder("tiny", pooling=pooling, max_length=16, query_max_length=8),
+                               Corpus(), queries, 5, batch_size=4)
+        assert joint[pooling]["empty"] == alone["empty"] == {}
+        for qid, ranking in alone["test"].items():
+            assert list(joint[pooling]["test"][qid]) == list(ranking)
+            assert list(joint[pooling]["test"][qid].values()) == pytest.approx(list(ranking.values()), abs=1e-6)
+    assert joint["mean"]["test"] != joint["cls"]["test"]

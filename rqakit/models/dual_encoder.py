@@ -228,3 +228,34 @@ class DualEncoder(nn.Module):
     @staticmethod
     def _option_names() -> tuple[str, ...]:
         return ("pooling", "normalize", "temperature", "query_max_length", "passage_max_length")
+
+
+class PoolingsEncoder(DualEncoder):
+    """One shared tower read under several poolings from a single forward: each text's hidden
+    states are pooled every way of `readings` ({pooling: normalize}) and laid side by side,
+    (N, k·h), so k zero-shot readings of a corpus cost one encoding (`search.zero_shot_runs`)."""
+
+    def __init__(self, encoder: nn.Module, tokenizer, readings: dict[str, bool], **options):
+        super().__init__(encoder, None, tokenizer, **options)
+        if not readings:
+            raise RqaError("PoolingsEncoder needs at least one pooling to read")
+        self.readings = {check_pooling(pooling): bool(normalize) for pooling, normalize in readings.items()}
+
+    @property
+    def embedding_dim(self) -> int:
+        return len(self.readings) * int(self.query_encoder.config.hidden_size)
+
+    def columns(self, pooling: str) -> slice:
+        """The columns of the (N, k·h) embeddings that hold `pooling`'s reading."""
+        h = int(self.query_encoder.config.hidden_size)
+        index = list(self.readings).index(pooling)
+        return slice(index * h, (index + 1) * h)
+
+    def _embed(self, tower: nn.Module, batch: dict) -> torch.Tensor:
+        inputs = encoder_inputs(batch, self.device)
+        hidden = tower(**inputs).last_hidden_state  # (N, L, h), computed once for every reading
+        parts = []
+        for pooling, normalize in self.readings.items():
+            embeddings = pool_hidden(hidden, inputs["attention_mask"], pooling)  # (N, h) fp32
+            parts.append(nn.functional.normalize(embeddings, dim=-1) if normalize else embeddings)
+        return torch.cat(parts, dim=-1)  # (N, k·h)

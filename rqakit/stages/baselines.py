@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..artifacts import run_stage
-from ..search import BM25Index, dense_retrieve, load_dual_encoder
+from ..search import BM25Index, zero_shot_runs
 from .common import metrics_of, save_run, write_json
 from .workspace import SPLITS, Workspace
 
@@ -28,12 +28,12 @@ def run(ws: Workspace, force: bool = False, log=print) -> Path:
         test_run = bm25.search(ws.test.queries, depth)
         save_run(tmp, "bm25.test", test_run)
         metrics = {"bm25": metrics_of(test_run, ws.test, measures, ws.corpus, cfg.evaluate.relevance)}
-        for pooling in ("mean", "cls"):
-            de = load_dual_encoder(cfg.model.backbone, pooling=pooling, max_length=cfg.model.p_max_len,
-                                   query_max_length=cfg.model.q_max_len)
+        # One encoding serves both readings: mean pooling normalised, as MiniLM was trained; raw [CLS].
+        readings = zero_shot_runs(cfg.model.backbone, ws.corpus, {"val": ws.val.queries, "test": ws.test.queries},
+                                  depth, {"mean": True, "cls": False}, max_length=cfg.model.p_max_len,
+                                  query_max_length=cfg.model.q_max_len, batch_size=cfg.evaluate.batch_size)
+        for pooling, runs in readings.items():
             name = f"zeroshot-{pooling}"
-            runs = dense_retrieve(de, ws.corpus, {"val": ws.val.queries, "test": ws.test.queries}, depth,
-                                  batch_size=cfg.evaluate.batch_size)
             for split_name, run_ in runs.items():
                 save_run(tmp, f"{name}.{split_name}", run_)
             metrics[name] = metrics_of(runs["test"], ws.test, measures, ws.corpus, cfg.evaluate.relevance)
