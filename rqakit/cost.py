@@ -110,7 +110,8 @@ def stage_work(ws, lengths: Lengths) -> dict[str, list[Work]]:
     ce_steps = round(n_train // ce.batch_queries * ce.epochs)
     corpus = Work("encode", n_docs * p, p)
     work = {
-        "baselines": [Work("encode", 2 * n_docs * p, p), Work("encode", 2 * (n_val + n_test) * q, q, part="query encoding")],
+        # one encoding serves both zero-shot readings (search.zero_shot_runs)
+        "baselines": [corpus, Work("encode", (n_val + n_test) * q, q, part="query encoding")],
         "warmup_de": [Work("train", de_steps * cfg.warmup_de.batch_queries * (q + 2 * p), p, 3), corpus],
         "warmup_ce": [Work("train", ce_steps * ce.batch_queries * ce.list_size * pair, pair, 3),
                       Work("score", 1.5 * n_test * cfg.evaluate.rerank_depth * pair, pair)],

@@ -286,7 +286,9 @@ def render_report(ws, out_dir: Path, frame: pd.DataFrame, data: dict, written: d
               f"Data: train `{cfg.data.train}`, test `{cfg.data.eval or 'held out of train'}`; backbone "
               f"`{cfg.model.backbone}`; list size m = {cfg.joint.list_size} (Table 4: m = {table4_m}); "
               f"seeds {list(cfg.ablations.seeds)} "
-              f"(other variants {list(cfg.ablations.variant_seeds)}). Every number is in `results.json`.", "",
+              f"(other variants {list(cfg.ablations.variant_seeds)}); list sizes of the list-size study "
+              f"{list(cfg.ablations.list_sizes)}. Every number is in `results.json`.", "",
+              *[f"- Profile note, {key}: {value}" for key, value in (cfg.notes or {}).items()], "",
               "## Retrieval (Table 2 analogue)", "", md("table2"), "",
               "The hybrid rows fuse BM25 with the dynamic (hybrid) or the static (hybrid-static) retriever; the fusion "
               "method and weight are chosen on the validation runs only. fusion-zeroshot fuses BM25 with the "
