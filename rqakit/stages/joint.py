@@ -17,9 +17,9 @@ retriever, `reranker@bm25` on BM25) and the runs.
 
 A run evaluates what the report reads of it and nothing more (`report_reads`): every run its
 retriever on test; the dynamic runs also their re-ranker on the retriever's test top candidates
-(Table 3, Figure 4) and, at the main list size, on BM25's (Table 3); only the first seed of dynamic and static at the main list size draws the
-validation curves (the mutual-improvement figure). Neither choice touches training: evaluation
-runs in eval mode and draws no random numbers.
+(Table 3, Figure 4) and, at the main list size, on BM25's (Table 3); only the first seed of
+dynamic and static at the main list size draws the validation curves (the mutual-improvement
+figure). Neither choice touches training: evaluation runs in eval mode and draws no random numbers.
 """
 from __future__ import annotations
 
@@ -202,11 +202,11 @@ def run(ws: Workspace, variant: str = "dynamic", *, list_size: int | None = None
         for split_name, r in runs.items():
             save_run(tmp, f"retriever.{split_name}", r)
         metrics = {"retriever": metrics_of(runs["test"], ws.test, measures, ws.corpus, relevance)}
-        sources = {"reranker": runs["test"], "reranker@bm25": load_run(base, "bm25.test")}
         shared = ScoreCache()  # the two candidate sets share many (query, doc) pairs: score each once
-        for key, source in sources.items():
-            if reads["rerank" if key == "reranker" else "rerank_bm25"]:
-                reranked = rerank(reranker, source, ws.test.queries, ws.corpus, top_n=cfg.evaluate.rerank_depth,
+        for key, wanted, source in (("reranker", reads["rerank"], lambda: runs["test"]),
+                                    ("reranker@bm25", reads["rerank_bm25"], lambda: load_run(base, "bm25.test"))):
+            if wanted:
+                reranked = rerank(reranker, source(), ws.test.queries, ws.corpus, top_n=cfg.evaluate.rerank_depth,
                                   batch_size=batch_size, cache=shared)
                 save_run(tmp, f"{key.replace('@', '.')}.test", reranked)
                 metrics[key] = metrics_of(reranked, ws.test, measures, ws.corpus, relevance)
