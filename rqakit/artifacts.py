@@ -174,6 +174,7 @@ def _build_into(folder: Path, cfg_hash: str, build, config: dict | None, start: 
             "machine": machine(),
             "wall_time_s": spent["wall_time_s"],           # every attempt: a resumed run counts its kills
             "attempts": spent["attempts"],
+            "load_mean": spent["load_mean"],                 # 1-minute load average while it ran
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "time_split_s": spent["time_split_s"],         # rqakit.timing: training steps, encoding, scoring ...
             **extra,

@@ -3,7 +3,9 @@
 A stage (`artifacts.run_stage`) or a chapter (`pipeline.reproduce`) that a kill interrupts leaves no
 manifest behind, so its time would be lost. `Attempts` keeps a JSON list beside the work, one entry
 per attempt, and rewrites the running attempt's entry every `every_s` seconds from a daemon thread:
-a kill loses at most that much. When the work completes, `totals` sums every attempt.
+a kill loses at most that much. When the work completes, `totals` sums every attempt. Each entry
+also keeps the mean 1-minute load average of its heartbeats: a stage timed while other jobs
+shared the CPU reads slow, and the manifest says so.
 
     clock = Attempts(work / "attempts.json")
     with clock.running(live_split):       # live_split() -> {part: seconds} of this attempt so far
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -45,13 +48,21 @@ class Attempts:
             except (ValueError, TypeError):  # a file cut short by a full disk: its attempts are lost
                 self.earlier = []
         self.started = time.time()
+        self.loads: list[float] = []
+
+    def _sample_load(self) -> None:
+        with contextlib.suppress(OSError, AttributeError):   # no load average on this platform
+            self.loads.append(os.getloadavg()[0])
 
     def _current(self, live: Callable[[], dict] | None) -> dict:
         elapsed = time.time() - self.started
         split = dict(live() if live else {})
         split["other"] = max(0.0, elapsed - sum(split.values()))
-        return {"started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),
-                "elapsed_s": round(elapsed, 3), "split_s": {k: round(v, 3) for k, v in split.items()}}
+        entry = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),
+                 "elapsed_s": round(elapsed, 3), "split_s": {k: round(v, 3) for k, v in split.items()}}
+        if self.loads:
+            entry["load_mean"] = round(sum(self.loads) / len(self.loads), 2)
+        return entry
 
     def record(self, live: Callable[[], dict] | None = None) -> None:
         """Write the earlier attempts and this one as it stands now."""
@@ -66,11 +77,14 @@ class Attempts:
             yield self
             return
         self.started = time.time()
+        self.loads = []
+        self._sample_load()
         stop = threading.Event()
 
         def beat():
             while not stop.wait(self.every_s):
                 with contextlib.suppress(Exception):  # a heartbeat never takes the work down
+                    self._sample_load()
                     self.record(live)
 
         thread = threading.Thread(target=beat, name="rqakit-attempts", daemon=True)
@@ -88,11 +102,17 @@ class Attempts:
 
     def totals(self, split: dict | None = None, elapsed_s: float | None = None) -> dict:
         """Wall time and time split summed over the earlier attempts and this one (`split`,
-        `elapsed_s`: this attempt's final figures; default: as it stands now)."""
+        `elapsed_s`: this attempt's final figures; default: as it stands now), and the mean load
+        average over them, weighted by time (None where none was sampled)."""
         elapsed = time.time() - self.started if elapsed_s is None else elapsed_s
-        return {"wall_time_s": round(sum(float(a.get("elapsed_s", 0.0)) for a in self.earlier) + elapsed, 3),
-                "attempts": len(self.earlier) + 1,
-                "time_split_s": _sum_splits([*(a.get("split_s") for a in self.earlier), split])}
+        current = {**self._current(None), "elapsed_s": elapsed}
+        attempts = [*self.earlier, current]
+        loaded = [(float(a["elapsed_s"]), float(a["load_mean"])) for a in attempts if "load_mean" in a]
+        weight = sum(t for t, _ in loaded)
+        return {"wall_time_s": round(sum(float(a.get("elapsed_s", 0.0)) for a in attempts), 3),
+                "attempts": len(attempts),
+                "time_split_s": _sum_splits([*(a.get("split_s") for a in self.earlier), split]),
+                "load_mean": round(sum(t * load for t, load in loaded) / weight, 2) if weight > 0 else None}
 
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)

@@ -207,6 +207,7 @@ def plan(cfg, *, peak_gflops: float | None = None) -> dict:
                "estimate_s": round(estimate_seconds(flops[stage], rates, overhead, fallback))}
         if stage in manifests and "wall_time_s" in manifests[stage]:
             row["measured_s"] = round(manifests[stage]["wall_time_s"])
+            row["load_mean"] = manifests[stage].get("load_mean")   # measured while other jobs ran: slow
         rows.append(row)
     check = []   # each finished stage estimated from the others' rates only
     for stage in measured:

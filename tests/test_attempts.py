@@ -48,6 +48,16 @@ def test_an_interrupted_attempt_is_recorded_on_the_way_out(tmp_path):
         raise KeyboardInterrupt
     recorded = json.loads(path.read_text())
     assert len(recorded) == 1 and recorded[0]["elapsed_s"] >= 0.2
+    assert recorded[0]["load_mean"] >= 0.0       # sampled as the attempt starts
+
+
+def test_the_mean_load_is_weighted_by_each_attempts_time(tmp_path):
+    path = tmp_path / "attempts.json"
+    path.write_text(json.dumps([{"elapsed_s": 30.0, "split_s": {}, "load_mean": 4.0},
+                                {"elapsed_s": 10.0, "split_s": {}}]))      # an attempt without samples
+    clock = Attempts(path)
+    clock.loads = [2.0]
+    assert clock.totals({}, 10.0)["load_mean"] == pytest.approx((30 * 4.0 + 10 * 2.0) / 40)
 
 
 def test_a_resumed_stage_manifest_sums_its_attempts_and_their_time_split(tmp_path):

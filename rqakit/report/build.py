@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -214,7 +215,7 @@ def wall_time_section(ws, out_dir: str | Path, runs: list) -> str:
     if times["chapters"]:
         built = chapter_stage_seconds(out_dir, sorted(times["chapters"]))
         frame = pd.DataFrame([{"chapter": name, "wall time (s)": _num(r.get("wall_time_s")),
-                               "attempts": r.get("attempts", 1),
+                               "attempts": r.get("attempts", 1), "mean load": _num(r.get("load_mean"), 2),
                                "overhead: kernel + imports (s)": _num(r.get("overhead_s")),
                                "build time of its stages (s)": _num(built[name]),
                                "kit commit": chapter_commit(out_dir, name),
@@ -232,11 +233,14 @@ def wall_time_section(ws, out_dir: str | Path, runs: list) -> str:
         manifest = json.loads((folder / "manifest.json").read_text())
         step = results.mean_step_s(folder) if manifest.get("steps") else None
         stage.append({"stage": folder.name, "wall time (s)": _num(manifest.get("wall_time_s")),
-                      "attempts": manifest.get("attempts", 1), "steps": manifest.get("steps", ""),
+                      "attempts": manifest.get("attempts", 1), "mean load": _num(manifest.get("load_mean"), 2),
+                      "steps": manifest.get("steps", ""),
                       "mean step (s)": _num(step, 3), "kit commit": manifest.get("git_commit", "")})
     if stage:
         lines += ["Stages (from their manifests; a stage reused from the cache keeps the time of the run that "
-                  "built it, summed over its attempts when it was killed and resumed):", "",
+                  "built it, summed over its attempts when it was killed and resumed; mean load is the 1-minute "
+                  f"load average while it ran, on {os.cpu_count()} cores here: above that, other jobs shared the "
+                  "CPU and the stage reads slow):", "",
                   tables.markdown_table(pd.DataFrame(stage)), ""]
     return "\n".join(lines + [WALL_END])
 
