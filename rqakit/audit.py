@@ -19,7 +19,7 @@ positive promoted to lead a denoised list is also no negative).
     run_audit(load_config("toy"))                                  # `rqakit audit --profile toy`
 
 With `teacher="retrain"` (the default) the warm retriever and re-ranker are trained again on the
-visible labels, in `<workdir>/<profile>/audit-s<seed>/`, so neither has seen a hidden positive
+visible labels, in `<workdir>/<profile>-audit/s<seed>/`, so neither has seen a hidden positive
 labelled (a hidden positive may even be drawn as a warm-up negative, as a real false negative
 is). `teacher="profile"` reuses the profile's warm models, which were trained with every label:
 faster, but the hidden positives leak into the teacher and the recall is an upper bound.
@@ -119,23 +119,38 @@ def audit_curve(visible: Split, hidden: dict[str, str], candidates: dict[str, li
 
 class AuditWorkspace(Workspace):
     """The profile's workspace with one positive per multi-positive training query hidden, its
-    stages cached under `<root>/audit-s<seed>/` (the baselines, which read no training label,
-    are the profile's own)."""
+    stages cached under `<workdir>/<profile>-audit/s<seed>/`, apart from the profile's own (the
+    baselines, which read no training label, are the profile's own)."""
 
     def __init__(self, cfg: RunConfig, seed: int, main_root: Path):
-        super().__init__(cfg, root=Path(main_root) / f"audit-s{seed}")
+        super().__init__(cfg, root=audit_root(main_root) / f"s{seed}")
         self.seed, self.main_root = seed, Path(main_root)
 
     @cached_property
-    def _splits(self):
+    def _hiding(self):
         train, val, test = Workspace._splits.func(self)
-        visible, self.hidden = hide_one_positive(train, self.seed)
-        return visible, val, test
+        visible, hidden = hide_one_positive(train, self.seed)
+        return (visible, val, test), hidden
+
+    @property
+    def _splits(self):
+        return self._hiding[0]
+
+    @property
+    def hidden(self) -> dict[str, str]:
+        """qid -> the positive hidden from the training labels."""
+        return self._hiding[1]
 
     def folder(self, stage: str, cfg_hash: str | None = None) -> Path:
         if stage == "baselines":
             return Workspace(self.config, root=self.main_root).folder(stage, cfg_hash)
         return super().folder(stage, cfg_hash)
+
+
+def audit_root(main_root: Path) -> Path:
+    """`<workdir>/<profile>-audit`: beside the profile's stage folders, never among them."""
+    main_root = Path(main_root)
+    return main_root.with_name(main_root.name + "-audit")
 
 
 def _records(frame: pd.DataFrame) -> list[dict]:
@@ -145,7 +160,7 @@ def _records(frame: pd.DataFrame) -> list[dict]:
 
 def run_audit(cfg: RunConfig, *, seed: int = 0, teacher: str = "retrain", thresholds=DEFAULT_THRESHOLDS,
               force: bool = False, log=print) -> dict:
-    """`rqakit audit`: the curve for a profile, cached in `<workdir>/<profile>/audit/<hash>/`
+    """`rqakit audit`: the curve for a profile, cached in `<workdir>/<profile>-audit/curve/<hash>/`
     (`curve.csv`, `summary.json`). Returns the summary with the folder and the curve's rows."""
     from .stages import augment, warmup_ce, warmup_de
 
@@ -181,6 +196,7 @@ def run_audit(cfg: RunConfig, *, seed: int = 0, teacher: str = "retrain", thresh
             f"at t = {a.neg_threshold}: precision {at['precision']:.3f}, recall {at['recall']:.3f}")
         return {"summary": summary}
 
-    folder = run_stage(ws.root / "audit" / cfg_hash, cfg_hash, build, config=ws.config_dict(), force=force, log=log)
+    folder = run_stage(audit_root(ws.root) / "curve" / cfg_hash, cfg_hash, build, config=ws.config_dict(),
+                       force=force, log=log)
     summary = json.loads((folder / "summary.json").read_text())
     return {"folder": str(folder), **summary, "curve": _records(pd.read_csv(folder / "curve.csv"))}

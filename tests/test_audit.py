@@ -74,3 +74,45 @@ def test_bad_settings_are_one_line_errors():
         audit_curve(VISIBLE, HIDDEN, CANDIDATES, LOGITS, thresholds=[0.95], calibration="sigmoid")
     with pytest.raises(RqaError, match="no audited query has candidates"):
         audit_curve(VISIBLE, HIDDEN, {"q3": CANDIDATES["q3"]}, LOGITS, calibration="sigmoid")
+
+
+def test_the_toy_profile_audit_from_the_command_line(toy_ws, capsys):
+    """`rqakit audit` on the toy slice: every training query has two positives; the warm models
+    are retrained on the visible labels beside (never inside) the profile's stage folders."""
+    import json
+
+    from rqakit.audit import AuditWorkspace, audit_root
+    from rqakit.cli import main
+
+    workdir = toy_ws.config.runtime.workdir
+    settings = [f"{k}={v}" for k, v in {"data.max_train_queries": 48, "runtime.workdir": workdir}.items()]
+    assert main(["audit", "--profile", "toy", "--set", *settings]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["queries_audited"] == len(toy_ws.train.queries) == 48     # toy: a full and a partial positive each
+    assert 0 < out["hidden_in_window"] <= 48 and out["leak"] is None
+    curve = out["curve"]
+    assert [r["neg_threshold"] for r in curve] == sorted(r["neg_threshold"] for r in curve)
+    recalls, dropped = [r["recall"] for r in curve], [r["dropped"] for r in curve]
+    assert recalls == sorted(recalls, reverse=True) and dropped == sorted(dropped, reverse=True)  # higher t drops fewer
+    assert any(r["dropped_hidden"] > 0 for r in curve)
+    at = out["at_neg_threshold"]
+    assert at["neg_threshold"] == 0.1 and at == next(r for r in curve if r["neg_threshold"] == 0.1)
+    retrained = AuditWorkspace(toy_ws.config, 0, toy_ws.root)
+    assert retrained.root == audit_root(toy_ws.root) / "s0" and (retrained.root / "warmup_ce").is_dir()
+    assert all(h not in retrained.train.qrels[q] for q, h in retrained.hidden.items())
+    assert not (toy_ws.root / "audit").exists()
+    # the profile's own warm models saw the hidden positives: the run says so
+    assert main(["audit", "--profile", "toy", "--teacher", "profile", "--thresholds", "0.1", "0.5",
+                 "--set", *settings]) == 0
+    leaky = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert leaky["leak"] and [r["neg_threshold"] for r in leaky["curve"]] == [0.1, 0.5]
+
+
+def test_audit_errors_name_the_fix(tmp_path, capsys):
+    from rqakit.cli import main
+
+    assert main(["audit", "--profile", "toy", "--thresholds", "1.5"]) == 2
+    assert "must lie strictly between 0 and 1" in capsys.readouterr().err
+    assert main(["audit", "--profile", "toy", "--set", f"runtime.workdir={tmp_path}",
+                 "augment.calibration=rank"]) == 2
+    assert "calibration 'rank' has none" in capsys.readouterr().err
