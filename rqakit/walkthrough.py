@@ -195,7 +195,7 @@ def kl_gradients(s_de, s_ce, reduction: str = "mean") -> pd.DataFrame:
             kl.backward()
             g_de = de.grad[0].numpy()
             g_ce = ce.grad[0].numpy() if ce.grad is not None else np.zeros_like(g_de)
-            rows.append({"kl_direction": direction, "kl_grad_to_ce": grad_to_ce, "KL": float(kl),
+            rows.append({"kl_direction": direction, "kl_grad_to_ce": grad_to_ce, "KL": float(kl.detach()),
                          "grad_s_de": g_de, "grad_s_ce": g_ce, "|grad_s_de|": float(np.linalg.norm(g_de)),
                          "|grad_s_ce|": float(np.linalg.norm(g_ce))})
     return pd.DataFrame(rows)
@@ -206,7 +206,7 @@ def supervised_loss(s_ce) -> dict:
     ce = torch.tensor(np.asarray(s_ce, dtype=np.float64))[None].requires_grad_()   # (1, m)
     loss = listwise_ce_loss(ce)
     loss.backward()
-    return {"L_sup": float(loss), "grad_s_ce": ce.grad[0].numpy()}
+    return {"L_sup": float(loss.detach()), "grad_s_ce": ce.grad[0].numpy()}
 
 
 def dynamic_steps(dual_encoder, cross_encoder, examples: list[ListExample], *, steps: int = 6, lr: float = 5e-5,
