@@ -23,6 +23,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def probability(text: str) -> float:
+    """A threshold: strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"{text} must lie strictly between 0 and 1")
+    return value
+
+
 def writable_folder(text: str) -> str:
     """A folder the command can create files in (made if missing)."""
     from .artifacts import unwritable_reason
@@ -116,16 +127,6 @@ def _cmd_audit(args) -> dict:
     check_workdir(cfg)
     kwargs = {"thresholds": args.thresholds} if args.thresholds else {}
     return run_audit(cfg, seed=args.seed, teacher=args.teacher, force=args.force, **kwargs)
-
-
-def probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"{text} must lie strictly between 0 and 1")
-    return value
 
 
 def _cmd_config(args) -> dict:

@@ -237,7 +237,7 @@ def dynamic_steps(dual_encoder, cross_encoder, examples: list[ListExample], *, s
 
 
 def score_window(cross_encoder, split: Split, candidates: dict[str, list[str]], corpus: Corpus, *,
-                 score_depth: int, hidden: dict[str, str] | None = None, batch_size: int = 32) -> dict[str, dict[str, float]]:
+                 score_depth: int, batch_size: int = 32) -> dict[str, dict[str, float]]:
     """CE logits on each query's first `score_depth` candidates and its labelled positives, as
     `augment` scores them (hidden positives only when retrieved). qid -> {doc id: logit}."""
     pairs = []
@@ -268,8 +268,8 @@ def denoising_table(split: Split, candidates: dict[str, list[str]], ce_scores: d
     rows = []
     for rank, doc in enumerate(candidates[qid][:score_depth], start=1):
         logit = ce_scores[qid][doc]
-        rows.append({"rank": rank, "doc_id": doc,
-                     "who": "labelled positive" if doc in labelled else "hidden positive" if doc == hid else "unlabelled",
+        who = "labelled positive" if doc in labelled else "hidden positive" if doc == hid else "unlabelled"
+        rows.append({"rank": rank, "doc_id": doc, "who": who,
                      "ce_logit": logit, "probability": float(calibrator([logit])[0]),
                      "decision": "positive (label)" if doc in labelled else fate[doc]})
     return pd.DataFrame(rows)

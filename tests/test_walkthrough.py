@@ -126,6 +126,7 @@ def test_the_walkthrough_runs_on_a_scifact_slice_with_minilm(scifact_home, tmp_p
     assert len(summary["dynamic_losses"]) == 3 and len(summary["warmup_loss"]) == 4
     recalls = [r["recall"] for r in summary["audit"]]
     assert recalls == sorted(recalls, reverse=True)
-    assert {r["decision"] for r in summary["denoising"]} <= {"positive (label)", "negative", "dropped", "pseudo-positive"}
+    decisions = {"positive (label)", "negative", "dropped", "pseudo-positive"}
+    assert {r["decision"] for r in summary["denoising"]} <= decisions
     for name in ("warmup_loss", "distributions", "dynamic_steps", "denoising", "audit"):
         assert (out / "figures" / f"{name}.png").stat().st_size > 1000, name
