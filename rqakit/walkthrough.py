@@ -10,6 +10,7 @@
     dynamic_steps     a few steps of L_final = L_sup + L_KL (Eq. 6), both distributions per step
     denoising_table   one query's candidates: CE logit, calibrated probability, decision
     score_window      the re-ranker's logits on every query's scored window (for `rqakit.audit`)
+    positive_ranks    where each model puts the labelled positive in that window
 
 Everything is plain data in and out (dicts, numpy, pandas); the towers are the kit's DualEncoder
 and CrossEncoder, the losses those of `rqakit.losses`, the loops those of `rqakit.training`.
@@ -250,6 +251,24 @@ def score_window(cross_encoder, split: Split, candidates: dict[str, list[str]], 
     for (qid, doc), s in zip(pairs, logits):
         out.setdefault(qid, {})[doc] = float(s)
     return out
+
+
+def positive_ranks(split: Split, candidates: dict[str, list[str]], ce_scores: dict[str, dict[str, float]],
+                   score_depth: int) -> pd.DataFrame:
+    """Per query with a labelled positive in its scored window: the rank of its best-placed
+    labelled positive by the retriever (retrieval order) and by the re-ranker (CE logit), and the
+    reciprocal ranks. A quick check of how much the warm re-ranker knows."""
+    rows = []
+    for qid in sorted(candidates):
+        window, labelled = candidates[qid][:score_depth], set(split.positives(qid))
+        if not labelled & set(window):
+            continue
+        by_ce = sorted(window, key=lambda d: -ce_scores[qid][d])
+        de_rank = 1 + min(window.index(d) for d in labelled & set(window))
+        ce_rank = 1 + min(by_ce.index(d) for d in labelled & set(window))
+        rows.append({"query_id": qid, "retriever rank": de_rank, "re-ranker rank": ce_rank,
+                     "retriever RR": 1 / de_rank, "re-ranker RR": 1 / ce_rank})
+    return pd.DataFrame(rows)
 
 
 def denoising_table(split: Split, candidates: dict[str, list[str]], ce_scores: dict[str, dict[str, float]], qid: str,

@@ -69,6 +69,13 @@ def test_denoising_table_is_the_augment_rule_on_one_query():
     assert table["rank"].tolist() == [1, 2, 3, 4, 5]
 
 
+def test_positive_ranks_by_retrieval_order_and_by_ce_logit():
+    logits = {"q1": {"n1": 1.0, "p": 3.0, "n2": -4.0, "n3": 3.5}}
+    ranks = wt.positive_ranks(SPLIT, {"q1": ["n1", "p", "n2", "n3"]}, logits, score_depth=4).iloc[0]
+    assert (ranks["retriever rank"], ranks["re-ranker rank"], ranks["re-ranker RR"]) == (2, 2, 0.5)
+    assert wt.positive_ranks(SPLIT, {"q1": ["n1", "p"]}, logits, score_depth=1).empty   # positive not scored
+
+
 def test_a_slice_hides_one_positive_per_multi_positive_query(tmp_path):
     train, corpus = load_split("rqakit/toy/train"), load_corpus("rqakit/toy/train")
     sl = wt.take_slice(train, corpus, n_queries=4, n_multi=4, pool_depth=5, seed=3)
