@@ -23,6 +23,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def probability(text: str) -> float:
+    """A threshold: strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"{text} must lie strictly between 0 and 1")
+    return value
+
+
 def writable_folder(text: str) -> str:
     """A folder the command can create files in (made if missing)."""
     from .artifacts import unwritable_reason
@@ -108,6 +119,16 @@ def _cmd_plan(args) -> dict:
     return plan(load_config(args.profile, args.set), peak_gflops=args.peak_gflops)
 
 
+def _cmd_audit(args) -> dict:
+    from .audit import run_audit
+    from .config import load_config
+
+    cfg = load_config(args.profile, args.set)
+    check_workdir(cfg)
+    kwargs = {"thresholds": args.thresholds} if args.thresholds else {}
+    return run_audit(cfg, seed=args.seed, teacher=args.teacher, force=args.force, **kwargs)
+
+
 def _cmd_config(args) -> dict:
     from .config import field_help, load_config
 
@@ -176,6 +197,19 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("--clean", action="store_true", help="remove results of other configs and unfinished work")
     rn.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     rn.set_defaults(func=_cmd_runs)
+
+    au = sub.add_parser("audit", help="hide one positive of every multi-positive training query and measure how "
+                                      "many of them the denoising drops (precision/recall per threshold)")
+    au.add_argument("--profile", default="toy")
+    au.add_argument("--seed", type=int, default=0, help="which positive of each query is hidden")
+    au.add_argument("--teacher", choices=["retrain", "profile"], default="retrain",
+                    help="retrain: warm models trained without the hidden labels (default); profile: the profile's "
+                         "own warm models, which saw them (an upper bound)")
+    au.add_argument("--thresholds", nargs="+", type=probability, default=None,
+                    help="negative thresholds of the curve (default 0.02 ... 0.8)")
+    au.add_argument("--force", action="store_true")
+    au.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    au.set_defaults(func=_cmd_audit)
 
     cf = sub.add_parser("config", help="print a profile's resolved config as JSON")
     cf.add_argument("--profile", default="toy")

@@ -434,3 +434,14 @@ def field_help(cfg_cls=RunConfig, prefix: str = "") -> dict[str, str]:
         else:
             out[f"{prefix}{f.name}"] = f.metadata.get("help", "")
     return out
+
+
+def config_from_dict(d: dict) -> RunConfig:
+    """A RunConfig from its `to_dict()` form (a stage folder's config.json), validated."""
+    if not isinstance(d, dict):
+        raise RqaError(f"a config must be a mapping of sections, not a {type(d).__name__}")
+    body = {k: v for k, v in d.items() if k != "profile"}
+    cfg = RunConfig(profile=str(d.get("profile", "custom")))
+    apply_overrides(cfg, _flatten(body))
+    validate(cfg)
+    return cfg

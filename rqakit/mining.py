@@ -449,6 +449,30 @@ def build_lists(split: Split, candidates: dict[str, list[str]], ce_scores: dict[
     return lists, summary
 
 
+def denoise(split: Split, candidates: dict[str, list[str]], ce_scores: dict[str, dict[str, float]], *,
+            calibrator: Calibrator, neg_threshold: float = 0.1, pos_threshold: float = 0.9, rank_keep_from: int = 10,
+            max_pseudo_positives: int = 1, score_depth: int = 50,
+            answer_bearing: dict[str, set[str]] | None = None) -> dict[str, dict[str, list[str]]]:
+    """The denoising decision `build_lists` takes for every query, without building lists.
+
+    Same inputs and rule as `build_lists` (the scored window candidates[qid][:score_depth], labelled
+    positives never judged). Returns qid -> {"negatives", "pseudo", "dropped"}: doc ids the CE calls
+    negative, the pseudo-positives chosen, and the likely false negatives dropped. Queries without a
+    labelled positive are left out, as `build_lists` leaves them out.
+    """
+    _check_settings(2, neg_threshold, pos_threshold, calibrator, rank_keep_from, max_pseudo_positives, score_depth)
+    views, _ = _query_views(split, candidates, ce_scores, score_depth, answer_bearing)
+    unscored = [v.qid for v in views if any(d not in v.logits for d in v.scored)]
+    if unscored:
+        raise RqaError(f"{len(unscored)} queries (e.g. {unscored[0]!r}) lack CE scores for some of their first "
+                       f"{score_depth} candidates; score the same window (augment.score_depth)")
+    out = {}
+    for view in views:
+        d = _denoise(view, calibrator, neg_threshold, pos_threshold, rank_keep_from, max_pseudo_positives)
+        out[view.qid] = {"negatives": d.negatives, "pseudo": d.pseudo, "dropped": d.dropped}
+    return out
+
+
 def calibration_settings(split: Split, candidates: dict[str, list[str]], ce_scores: dict[str, dict[str, float]], *,
                          neg_threshold: float = 0.1, pos_threshold: float = 0.9, rank_keep_from: int = 10,
                          max_pseudo_positives: int = 1, score_depth: int = 50, prior: float | None = 0.2,

@@ -40,6 +40,22 @@ def scifact_home() -> Path:
     return SESSION_HOME
 
 
+# A small slice of the toy profile: every stage in seconds (tests/test_stages.py, test_explore.py, test_audit.py).
+SMALL_TOY = {"data.max_train_queries": 48, "joint.eval_every": 2, "joint.checkpoint_every": 1,
+             "joint.batch_queries": 8, "joint.micro_batch_queries": 4, "joint.epochs": 0.5}
+
+
+@pytest.fixture(scope="session")
+def toy_ws(tmp_path_factory):
+    """A Workspace of the small toy slice in a temporary workdir, shared by the session: a stage
+    trained by one test is cached for the others."""
+    from rqakit.config import load_config
+    from rqakit.stages import Workspace
+
+    cfg = load_config("toy", {**SMALL_TOY, "runtime.workdir": str(tmp_path_factory.mktemp("toy_runs"))})
+    return Workspace(cfg)
+
+
 @pytest.fixture(scope="module")
 def tiny_cache(tmp_path_factory):
     """A private RQAKIT_CACHE, so the tiny backbone is built afresh from code."""

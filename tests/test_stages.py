@@ -11,14 +11,13 @@ from rqakit.mining import read_lists
 from rqakit.stages import Workspace, ablations, augment, joint
 from rqakit.training import TrainingStopped
 
-SMALL = {"data.max_train_queries": 48, "joint.eval_every": 2, "joint.checkpoint_every": 1,
-         "joint.batch_queries": 8, "joint.micro_batch_queries": 4, "joint.epochs": 0.5}
+from conftest import SMALL_TOY as SMALL
 
 
 @pytest.fixture(scope="module")
-def ws(tmp_path_factory):
-    cfg = load_config("toy", {**SMALL, "runtime.workdir": str(tmp_path_factory.mktemp("runs"))})
-    return Workspace(cfg)
+def ws(toy_ws):
+    """The session's small toy workspace (conftest.SMALL_TOY)."""
+    return toy_ws
 
 
 def weights(folder):

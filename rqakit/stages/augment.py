@@ -40,26 +40,37 @@ def forward_flops_per_token(cross_encoder) -> float:
     return 2.0 * n * (4 * h * h + 2 * h * f)
 
 
+def score_candidates(ws: Workspace, wde: Path, wce: Path, stats: Throughput | None = None):
+    """Steps 1-2: the warm retriever's top `retrieve_depth` per training query (rank order) and the
+    warm cross-encoder's logits on the first `score_depth` of them and on the labelled positives.
+
+    Returns (candidates: qid -> doc ids, ce_scores: qid -> {doc id: logit}, the cross-encoder).
+    """
+    a, batch_size = ws.cfg.augment, ws.cfg.evaluate.batch_size
+    de_run = warm_retriever_run(wde, ws.train.queries, a.retrieve_depth, batch_size)
+    candidates = {q: ranked_ids(de_run, q, a.retrieve_depth) for q in sorted(ws.train.queries)}
+    pairs = []
+    for qid, docs in candidates.items():
+        scored = dict.fromkeys(docs[: a.score_depth] + ws.train.positives(qid))
+        pairs += [(qid, d) for d in scored]
+    ce = CrossEncoder.from_pretrained(Path(wce) / "model")
+    logits = score_pairs(ce, [ws.train.queries[q] for q, _ in pairs], ws.corpus.get_many([d for _, d in pairs]),
+                         batch_size=batch_size, stats=stats)
+    ce_scores: dict[str, dict[str, float]] = {}
+    for (qid, doc), s in zip(pairs, logits):
+        ce_scores.setdefault(qid, {})[doc] = float(s)
+    return candidates, ce_scores, ce
+
+
 def run(ws: Workspace, force: bool = False, log=print) -> Path:
     from . import warmup_ce, warmup_de
 
-    cfg, a = ws.cfg, ws.cfg.augment
+    a = ws.cfg.augment
     wde, wce = warmup_de.run(ws, log=log), warmup_ce.run(ws, log=log)
 
     def build(tmp: Path) -> dict:
-        de_run = warm_retriever_run(wde, ws.train.queries, a.retrieve_depth, cfg.evaluate.batch_size)
-        candidates = {q: ranked_ids(de_run, q, a.retrieve_depth) for q in sorted(ws.train.queries)}
-        pairs = []
-        for qid, docs in candidates.items():
-            scored = dict.fromkeys(docs[: a.score_depth] + ws.train.positives(qid))
-            pairs += [(qid, d) for d in scored]
-        ce = CrossEncoder.from_pretrained(wce / "model")
         stats = Throughput()
-        logits = score_pairs(ce, [ws.train.queries[q] for q, _ in pairs], ws.corpus.get_many([d for _, d in pairs]),
-                             batch_size=cfg.evaluate.batch_size, stats=stats)
-        ce_scores: dict[str, dict[str, float]] = {}
-        for (qid, doc), s in zip(pairs, logits):
-            ce_scores.setdefault(qid, {})[doc] = float(s)
+        candidates, ce_scores, ce = score_candidates(ws, wde, wce, stats)
         calibrator = Calibrator(a.calibration, prior=a.calibration_prior)
         calibrator.fit(*labelled_pairs(ws.train, ce_scores))
         bearing = answer_bearing(ws, candidates)  # NQ: passages with an answer are no negatives

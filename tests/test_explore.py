@@ -1,0 +1,107 @@
+"""The explorer on toy runs: systems, per-query values, side by side, worked examples, the notebook."""
+import json
+import math
+
+import nbformat
+import pandas as pd
+import pytest
+
+from rqakit.errors import RqaError
+from rqakit.evaluation import evaluate_split
+from rqakit.explore import RunFolder, default_pair, explorer_widget
+from rqakit.runs import ranked
+from rqakit.stages import joint
+
+QUIET = lambda *_: None  # noqa: E731
+
+
+@pytest.fixture(scope="module")
+def run_folder(toy_ws):
+    """The session's small toy runs with a static and a dynamic joint run (seed 1)."""
+    joint.run(toy_ws, "static", seed=1, log=QUIET)
+    joint.run(toy_ws, "dynamic", seed=1, log=QUIET)
+    return RunFolder(toy_ws.root)
+
+
+def test_systems_are_every_test_run_of_the_latest_stage_results(run_folder, toy_ws):
+    systems = run_folder.systems()
+    assert {"baselines/bm25", "warmup_de/warmup_de", "warmup_ce/warmup_ce.warmup_de", "joint-static-m4-s1/retriever",
+            "joint-dynamic-m4-s1/retriever", "joint-dynamic-m4-s1/reranker"} <= set(systems)
+    assert "joint-static-m4-s1/reranker" not in systems                       # static keeps the warm re-ranker
+    assert default_pair(run_folder) == ("joint-static-m4-s1/retriever", "joint-dynamic-m4-s1/retriever")
+    assert run_folder.config.to_dict() == toy_ws.config.to_dict()             # read back from config.json
+
+
+def test_per_query_values_average_to_the_stage_metrics(run_folder, toy_ws):
+    a, b = default_pair(run_folder)
+    frame = run_folder.compare(a, b)
+    assert len(frame) == len(toy_ws.test.qrels) and list(frame.columns) == ["query", "A", "B", "B - A"]
+    metrics = json.loads((run_folder.stages["joint-dynamic-m4-s1"] / "metrics.json").read_text())["retriever"]
+    assert frame["B"].mean() == pytest.approx(metrics["nDCG@10"])
+    assert frame["B - A"].tolist() == sorted(frame["B - A"], reverse=True)
+    assert frame["A"].mean() == pytest.approx(evaluate_split(run_folder.run(a), toy_ws.test, ["nDCG@10"])["nDCG@10"])
+
+
+def test_side_by_side_shows_both_top_k_with_labels_ce_logits_and_drops(run_folder, toy_ws):
+    a, b = default_pair(run_folder)
+    examples = run_folder.worked_examples(a, b, n=2)
+    compare = run_folder.compare(a, b)
+    assert all(compare.loc[q, "B - A"] > 0 for q in examples["helped"])
+    assert all(compare.loc[q, "B - A"] < 0 for q in examples["hurt"])
+    qid = (examples["helped"] + examples["hurt"])[0]
+    table = run_folder.side_by_side(qid, a, b, k=5)
+    assert len(table) == 5 and table.index.tolist() == [1, 2, 3, 4, 5]
+    side_a = table[f"A: {a}"]
+    assert side_a["doc_id"].tolist() == [d for d, _ in ranked(run_folder.run(a)[qid])[:5]]
+    assert side_a["label"].tolist() == [toy_ws.test.qrels[qid].get(d, 0) for d in side_a["doc_id"]]
+    warm_ce = run_folder.run("warmup_ce/warmup_ce.warmup_de")[qid]
+    for d, logit in zip(side_a["doc_id"], side_a["CE logit"]):
+        assert (math.isnan(logit) and d not in warm_ce) or logit == pytest.approx(warm_ce[d])
+    cand = pd.read_parquet(run_folder.stages["augment"] / "candidates.parquet")
+    dropped = cand[cand.fate == "dropped"].groupby("doc_id").size()
+    assert side_a["dropped"].tolist() == [int(dropped.get(d, 0)) for d in side_a["doc_id"]]
+
+
+def test_bad_input_is_one_line_that_says_what_to_do(run_folder, tmp_path):
+    with pytest.raises(RqaError, match="no run folder at .*; give <workdir>/<profile> of a run"):
+        RunFolder(tmp_path / "nope")
+    (tmp_path / "empty" / "warmup_de").mkdir(parents=True)
+    with pytest.raises(RqaError, match="holds no completed stage with test runs; run the profile first"):
+        RunFolder(tmp_path / "empty")
+    with pytest.raises(RqaError, match="no system 'joint-bogus/retriever' .*; choose one of: baselines/bm25"):
+        run_folder.run("joint-bogus/retriever")
+    with pytest.raises(RqaError, match="query 'q-nope' is not in the test split"):
+        run_folder.side_by_side("q-nope", *default_pair(run_folder))
+
+
+def test_the_widget_builds_and_follows_the_chosen_query(run_folder):
+    ui = explorer_widget(run_folder, k=3)
+    pick_a, pick_b = ui.children[0].children
+    pick_q, depth = ui.children[1].children
+    assert (pick_a.value, pick_b.value) == default_pair(run_folder)
+    compare = run_folder.compare(pick_a.value, pick_b.value)
+    assert [v for _, v in pick_q.options] == compare.index.tolist()           # the scatter's order: B - A
+    pick_b.value = "baselines/bm25"
+    assert [v for _, v in pick_q.options] == run_folder.compare(pick_a.value, "baselines/bm25").index.tolist()
+
+
+@pytest.mark.slow
+def test_the_explorer_notebook_renders_worked_examples_under_papermill(run_folder, tmp_path):
+    import papermill
+
+    from rqakit.pipeline import kernel_environment, notebooks_dir
+
+    out = tmp_path / "out"
+    with kernel_environment():
+        papermill.execute_notebook(str(notebooks_dir() / "explorer.ipynb"), str(tmp_path / "explorer.ipynb"),
+                                   parameters={"run_folder": str(run_folder.root), "interactive": False,
+                                               "out_dir": str(out), "n_examples": 2}, progress_bar=False)
+    summary = json.loads((out / "explorer.json").read_text())
+    a, b = default_pair(run_folder)
+    assert (summary["A"], summary["B"]) == (a, b)
+    assert summary["examples"] == run_folder.worked_examples(a, b, n=2)
+    assert (out / "figures" / "scatter.png").stat().st_size > 1000
+    executed = nbformat.read(tmp_path / "explorer.ipynb", as_version=4)
+    text = "\n".join(o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.outputs)
+    assert all(f"query {q} " in text for q in summary["examples"]["helped"] + summary["examples"]["hurt"])
+    assert "static rendering" in text
