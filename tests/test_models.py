@@ -287,3 +287,13 @@ def test_cross_encoder_round_trip_and_plain_transformers_recipe(tmp_path):
         h = backbone(**plain).last_hidden_state[:, 0]
         manual = (h @ head["weight"].T + head["bias"])[0, 0]
     torch.testing.assert_close(manual, logits[0], atol=1e-6, rtol=1e-6)
+
+
+def test_a_backbone_missing_offline_is_a_one_line_error(tmp_path, monkeypatch):
+    from rqakit.errors import RqaError
+    from rqakit.models.backbone import load_encoder
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))          # an empty cache
+    with pytest.raises(RqaError, match="neither a local folder nor in the Hugging Face cache"):
+        load_encoder("rqakit-test/no-such-model")

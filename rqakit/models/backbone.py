@@ -142,8 +142,15 @@ def load_encoder(path: str | os.PathLike):
     """(transformers AutoModel in fp32, AutoTokenizer) from a folder or hub name."""
     from transformers import AutoModel, AutoTokenizer
 
-    model = AutoModel.from_pretrained(str(path), dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    try:
+        model = AutoModel.from_pretrained(str(path), dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+    except OSError as error:
+        if Path(path).exists():
+            raise
+        raise RqaError(f"backbone {path!r} is neither a local folder nor in the Hugging Face cache, and nothing "
+                       "is downloaded at run time; put it in the cache (HF_HOME) or give a model folder"
+                       f" ({type(error).__name__})") from None
     return model, tokenizer
 
 
