@@ -179,8 +179,7 @@ def estimate_seconds(parts: dict[str, float], rates: dict[str, float], overhead:
 def plan(cfg, *, peak_gflops: float | None = None) -> dict:
     """Every stage of `cfg`'s report with its tokens, TFLOPs, floor and estimate, and whether it
     is already cached (then its measured time); totals over the stages still to run."""
-    import json
-
+    from .artifacts import read_manifest
     from .models.backbone import load_encoder, resolve_backbone
     from .stages import Workspace
 
@@ -189,11 +188,7 @@ def plan(cfg, *, peak_gflops: float | None = None) -> dict:
     backbone = load_encoder(resolve_backbone(cfg.model.backbone))[0].config
     work = stage_work(ws, measure_lengths(ws))
     flops = {stage: part_flops(parts, backbone) for stage, parts in work.items()}
-    manifests = {}
-    for stage in work:
-        path = ws.folder(stage) / "manifest.json"
-        if path.exists():
-            manifests[stage] = json.loads(path.read_text())
+    manifests = {stage: m for stage in work if (m := read_manifest(ws.folder(stage))) is not None}
     measured = {stage: (flops[stage], m["time_split_s"]) for stage, m in manifests.items() if m.get("time_split_s")}
     rates, overhead = measured_rates(measured)
     kinds = {w.where: w.kind for parts in work.values() for w in parts}

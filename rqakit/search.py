@@ -10,6 +10,7 @@ documents in rank order (``rqakit.runs``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 import warnings
@@ -270,15 +271,24 @@ def load_dual_encoder(spec: str, *, pooling: str | None = None, max_length: int 
     return DualEncoder.from_backbone(spec, shared=True, pooling=pooling, normalize=pooling == "mean", **options)
 
 
+@contextlib.contextmanager
+def encoded_corpus(de, corpus, emb_dir: Path | None = None, batch_size: int = 64):
+    """The corpus's passage-embedding shards, encoded once: in `emb_dir` (kept, resumable) or in a
+    temporary folder removed when the block ends."""
+    from rqakit.encode import encode_corpus
+
+    with tempfile.TemporaryDirectory() as scratch:
+        yield encode_corpus(de, corpus.iter_docs(), Path(emb_dir or scratch), batch_size=batch_size,
+                            total=corpus.known_len() if hasattr(corpus, "known_len") else None)
+
+
 def dense_retrieve(de, corpus, query_sets: Mapping[str, Mapping[str, str]], depth: int, *,
                    emb_dir: Path | None = None, batch_size: int = 64) -> dict[str, Run]:
     """Encode the corpus once (cached shards in emb_dir, else a temporary folder) and search every
     query set: {name: {qid: text}} -> {name: run}, exact inner-product top-depth."""
-    from rqakit.encode import encode_corpus, encode_queries
+    from rqakit.encode import encode_queries
 
-    with tempfile.TemporaryDirectory() as scratch:
-        shards = encode_corpus(de, corpus.iter_docs(), Path(emb_dir or scratch), batch_size=batch_size,
-                               total=corpus.known_len() if hasattr(corpus, "known_len") else None)
+    with encoded_corpus(de, corpus, emb_dir, batch_size) as shards:
         return search_query_sets(lambda texts: encode_queries(de, texts, batch_size=batch_size), shards,
                                  query_sets, depth)
 
@@ -289,7 +299,7 @@ def zero_shot_runs(spec: str, corpus, query_sets: Mapping[str, Mapping[str, str]
     """A backbone read zero-shot under every pooling of `readings` ({pooling: normalize}) from one
     encoding of the corpus and the queries -> {pooling: {name: run}}; each reading's runs are those
     `dense_retrieve` gives for a DualEncoder with that pooling (the same vectors, stored alike)."""
-    from rqakit.encode import encode_corpus, encode_queries
+    from rqakit.encode import encode_queries
     from rqakit.models.dual_encoder import PoolingsEncoder
 
     base = load_dual_encoder(spec, max_length=max_length, query_max_length=query_max_length)
@@ -297,9 +307,7 @@ def zero_shot_runs(spec: str, corpus, query_sets: Mapping[str, Mapping[str, str]
         raise RqaError(f"{spec} has separate query and passage towers; zero-shot readings need one shared tower")
     de = PoolingsEncoder(base.query_encoder, base.tokenizer, dict(readings), pooling=base.pooling,
                          query_max_length=base.query_max_length, passage_max_length=base.passage_max_length)
-    with tempfile.TemporaryDirectory() as scratch:
-        shards = encode_corpus(de, corpus.iter_docs(), Path(scratch), batch_size=batch_size,
-                               total=corpus.known_len() if hasattr(corpus, "known_len") else None)
+    with encoded_corpus(de, corpus, batch_size=batch_size) as shards:
         queries = {name: encode_queries(de, list(qs.values()), batch_size=batch_size) for name, qs in query_sets.items()}
         runs: dict[str, dict[str, Run]] = {}
         for pooling in de.readings:

@@ -26,13 +26,14 @@ import torch
 
 from .audit import hide_one_positive
 from .data.collection import Corpus, Split
-from .encode import encode_passages, encode_queries, score_pairs
+from .encode import encode_passages, encode_queries
 from .errors import RqaError
 from .losses import distillation_kl, listwise_ce_loss
 from .mining import Calibrator, denoise
 from .objectives import JointDistillation, ListExample, ListwiseReranker
 from .runs import ranked
 from .search import BM25Index, dense_search
+from .stages import augment
 from .training import OptimSettings, make_plan, train
 
 CPU = torch.device("cpu")
@@ -241,16 +242,8 @@ def score_window(cross_encoder, split: Split, candidates: dict[str, list[str]], 
                  score_depth: int, batch_size: int = 32) -> dict[str, dict[str, float]]:
     """CE logits on each query's first `score_depth` candidates and its labelled positives, as
     `augment` scores them (hidden positives only when retrieved). qid -> {doc id: logit}."""
-    pairs = []
-    for qid in sorted(candidates):
-        docs = dict.fromkeys(candidates[qid][:score_depth] + split.positives(qid))
-        pairs += [(qid, d) for d in docs]
-    logits = score_pairs(cross_encoder, [split.queries[q] for q, _ in pairs], corpus.get_many([d for _, d in pairs]),
-                         batch_size=batch_size, progress=False)
-    out: dict[str, dict[str, float]] = {}
-    for (qid, doc), s in zip(pairs, logits):
-        out.setdefault(qid, {})[doc] = float(s)
-    return out
+    return augment.score_window(cross_encoder, split, candidates, corpus, score_depth=score_depth,
+                                batch_size=batch_size, progress=False)
 
 
 def positive_ranks(split: Split, candidates: dict[str, list[str]], ce_scores: dict[str, dict[str, float]],

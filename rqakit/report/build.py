@@ -23,11 +23,11 @@ from pathlib import Path
 import pandas as pd
 
 from .. import __version__
-from ..artifacts import git_commit, machine
+from ..artifacts import git_commit, machine, read_manifest
 from ..atomic import write_json as write_json_atomic
 from ..config import config_hash
 from . import figures, paper, results, tables
-from .chapter import read_chapter_times
+from .chapter import read_chapter, read_chapter_times
 
 WALL_START, WALL_END = "<!-- wall-time:start -->", "<!-- wall-time:end -->"
 ALPHA = 0.05
@@ -245,30 +245,25 @@ def wall_time_section(ws, out_dir: str | Path, runs: list) -> str:
     return "\n".join(lines + [WALL_END])
 
 
-def _chapter_record(out_dir, chapter: str) -> dict:
-    path = Path(out_dir) / f"{chapter}.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
 def chapter_stage_seconds(out_dir, chapters) -> dict[str, float | None]:
     """{chapter: wall time of the stage folders it built}, from their manifests: a stage belongs to
     the first chapter (in order) that read it. None where a chapter recorded none."""
     seen, out = set(), {}
     for chapter in chapters:
         total, found = 0.0, False
-        for folder in _chapter_record(out_dir, chapter).get("stages", {}):
-            manifest = Path(folder) / "manifest.json"
-            if folder in seen or not manifest.is_file():
+        for folder in (read_chapter(out_dir, chapter) or {}).get("stages", {}):
+            manifest = read_manifest(Path(folder))
+            if folder in seen or manifest is None:
                 continue
             seen.add(folder)
-            total += float(json.loads(manifest.read_text()).get("wall_time_s") or 0.0)
+            total += float(manifest.get("wall_time_s") or 0.0)
             found = True
         out[chapter] = total if found else None
     return out
 
 
 def chapter_commit(out_dir, chapter: str) -> str:
-    return _chapter_record(out_dir, chapter).get("git_commit", "")
+    return (read_chapter(out_dir, chapter) or {}).get("git_commit", "")
 
 
 def _num(v, digits: int = 1) -> str:

@@ -40,6 +40,21 @@ def forward_flops_per_token(cross_encoder) -> float:
     return 2.0 * n * (4 * h * h + 2 * h * f)
 
 
+def score_window(cross_encoder, split, candidates: dict[str, list[str]], corpus, *, score_depth: int,
+                 batch_size: int, stats: Throughput | None = None, progress: bool = True) -> dict[str, dict[str, float]]:
+    """The cross-encoder's logits on each query's first `score_depth` candidates and on its labelled
+    positives, all pairs in one length-sorted pass: qid -> {doc id: logit}."""
+    pairs = []
+    for qid in sorted(candidates):
+        pairs += [(qid, d) for d in dict.fromkeys(candidates[qid][:score_depth] + split.positives(qid))]
+    logits = score_pairs(cross_encoder, [split.queries[q] for q, _ in pairs], corpus.get_many([d for _, d in pairs]),
+                         batch_size=batch_size, stats=stats, progress=progress)
+    ce_scores: dict[str, dict[str, float]] = {}
+    for (qid, doc), s in zip(pairs, logits):
+        ce_scores.setdefault(qid, {})[doc] = float(s)
+    return ce_scores
+
+
 def score_candidates(ws: Workspace, wde: Path, wce: Path, stats: Throughput | None = None):
     """Steps 1-2: the warm retriever's top `retrieve_depth` per training query (rank order) and the
     warm cross-encoder's logits on the first `score_depth` of them and on the labelled positives.
@@ -49,16 +64,9 @@ def score_candidates(ws: Workspace, wde: Path, wce: Path, stats: Throughput | No
     a, batch_size = ws.cfg.augment, ws.cfg.evaluate.batch_size
     de_run = warm_retriever_run(wde, ws.train.queries, a.retrieve_depth, batch_size)
     candidates = {q: ranked_ids(de_run, q, a.retrieve_depth) for q in sorted(ws.train.queries)}
-    pairs = []
-    for qid, docs in candidates.items():
-        scored = dict.fromkeys(docs[: a.score_depth] + ws.train.positives(qid))
-        pairs += [(qid, d) for d in scored]
     ce = CrossEncoder.from_pretrained(Path(wce) / "model")
-    logits = score_pairs(ce, [ws.train.queries[q] for q, _ in pairs], ws.corpus.get_many([d for _, d in pairs]),
-                         batch_size=batch_size, stats=stats)
-    ce_scores: dict[str, dict[str, float]] = {}
-    for (qid, doc), s in zip(pairs, logits):
-        ce_scores.setdefault(qid, {})[doc] = float(s)
+    ce_scores = score_window(ce, ws.train, candidates, ws.corpus, score_depth=a.score_depth, batch_size=batch_size,
+                             stats=stats)
     return candidates, ce_scores, ce
 
 
