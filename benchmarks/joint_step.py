@@ -2,7 +2,8 @@
 
 MiniLM query tower, passage tower and cross-encoder; 4 queries x m passages with every sequence
 at its max length (query 32, passage 128, query + passage 160 tokens); the forward under
-`rqakit.runtime.autocast` (bf16 on a bf16 CPU, fp32 elsewhere), backward, clip 1, AdamW step.
+`rqakit.runtime.autocast` (bf16 on a bf16 CPU, fp32 elsewhere), backward, clip 1, AdamW step (the
+kit's fused AdamW; `--adamw torch-default` for torch's CPU for-loop).
 For each m: steps/s, seconds per step, peak RSS of the process so far (m ascending), FLOPs of the
 three towers (forward + backward ~ 3 x forward) and their share of the matmul peak of the
 precision used. For m = 8 it also times the official code's way, the query re-encoded once per
@@ -27,6 +28,7 @@ from rqakit.losses import joint_loss
 from rqakit.models import CrossEncoder, DualEncoder
 from rqakit.objectives import JointDistillation, ListExample
 from rqakit.runtime import autocast
+from rqakit.training import OptimSettings, make_optimizer, param_groups
 
 QUERIES, Q_LEN, P_LEN, CE_LEN = 4, 32, 128, 160
 WORDS = ("protein binding regulates cell growth in human tissue samples while receptor signalling "
@@ -114,6 +116,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps before them")
     parser.add_argument("--no-official", action="store_true", help="skip the query-per-row comparison at m = 8")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--adamw", choices=("kit", "torch-default"), default="kit",
+                        help="the kit's optimizer (fused AdamW) or torch's default implementation")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -123,7 +127,10 @@ def main() -> None:
     de = DualEncoder.from_backbone("minilm", query_max_length=Q_LEN, passage_max_length=P_LEN)
     ce = CrossEncoder.from_backbone("minilm", max_length=CE_LEN)
     objective = JointDistillation(de, ce).train()
-    optimizer = torch.optim.AdamW([p for p in objective.parameters() if p.requires_grad], lr=1e-5, weight_decay=0.01)
+    if args.adamw == "kit":   # rqakit.training.make_optimizer: fused AdamW on CPU and CUDA
+        optimizer, _ = make_optimizer(objective, OptimSettings(lr=1e-5, weight_decay=0.01), total_steps=1)
+    else:                     # torch's default implementation (a for-loop on CPU), for comparison
+        optimizer = torch.optim.AdamW(param_groups(objective, 0.01), lr=1e-5)
     shapes = {"query": benchutil.EncoderShape.of(de.query_encoder),
               "passage": benchutil.EncoderShape.of(de.passage_encoder),
               "cross": benchutil.EncoderShape.of(ce.backbone)}
@@ -138,6 +145,7 @@ def main() -> None:
     print(json.dumps({
         "backbone": "minilm",
         "queries": QUERIES,
+        "adamw": args.adamw,
         "lengths": {"query": Q_LEN, "passage": P_LEN, "cross": CE_LEN},
         "compute_dtype": str(compute_dtype).split(".")[-1],
         "matmul_peak_gflops": {k: None if v is None else round(v, 1) for k, v in peaks.items()},
