@@ -2,8 +2,8 @@
 
 MiniLM query tower, passage tower and cross-encoder; 4 queries x m passages with every sequence
 at its max length (query 32, passage 128, query + passage 160 tokens); the forward under
-`rqakit.runtime.autocast` (bf16 on a bf16 CPU, fp32 elsewhere), backward, clip 1, AdamW step (the
-kit's fused AdamW; `--adamw torch-default` for torch's CPU for-loop).
+`rqakit.runtime.autocast` (bf16 on a bf16 CPU, fp32 elsewhere), backward, clip 1, AdamW step: the
+kit's (CPU dropout masks, fused AdamW), or with `--path torch` torch's dropout and default AdamW.
 For each m: steps/s, seconds per step, peak RSS of the process so far (m ascending), FLOPs of the
 three towers (forward + backward ~ 3 x forward) and their share of the matmul peak of the
 precision used. For m = 8 it also times the official code's way, the query re-encoded once per
@@ -25,7 +25,7 @@ import torch
 from rqakit.data.collection import Doc
 from rqakit.runtime import cpu_supports_bf16
 from rqakit.losses import joint_loss
-from rqakit.models import CrossEncoder, DualEncoder
+from rqakit.models import CrossEncoder, DualEncoder, cpu_dropout
 from rqakit.objectives import JointDistillation, ListExample
 from rqakit.runtime import autocast
 from rqakit.training import OptimSettings, make_optimizer, param_groups
@@ -45,6 +45,17 @@ def make_examples(m: int) -> list[ListExample]:
     return [ListExample(filler(2 * Q_LEN, q), [Doc(f"{q}-{j}", filler(6, j), filler(2 * CE_LEN, q + j))
                                                for j in range(m)])
             for q in range(QUERIES)]
+
+
+def torch_dropout(model: torch.nn.Module) -> None:
+    """Undo `rqakit.models.cpu_dropout.install`: torch's nn.Dropout and transformers' SDPA."""
+    for parent in list(model.modules()):
+        for name, child in parent.named_children():
+            if isinstance(child, cpu_dropout.Dropout):
+                setattr(parent, name, torch.nn.Dropout(child.p))
+    for module in model.modules():
+        if getattr(getattr(module, "config", None), "_attn_implementation", None) == cpu_dropout.ATTENTION:
+            module.set_attn_implementation("sdpa")
 
 
 def official_forward(objective: JointDistillation, batch: dict) -> dict:
@@ -116,8 +127,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps before them")
     parser.add_argument("--no-official", action="store_true", help="skip the query-per-row comparison at m = 8")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--adamw", choices=("kit", "torch-default"), default="kit",
-                        help="the kit's optimizer (fused AdamW) or torch's default implementation")
+    parser.add_argument("--path", choices=("kit", "torch"), default="kit",
+                        help="the kit's step (CPU dropout masks, fused AdamW) or torch's defaults for both")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -127,9 +138,10 @@ def main() -> None:
     de = DualEncoder.from_backbone("minilm", query_max_length=Q_LEN, passage_max_length=P_LEN)
     ce = CrossEncoder.from_backbone("minilm", max_length=CE_LEN)
     objective = JointDistillation(de, ce).train()
-    if args.adamw == "kit":   # rqakit.training.make_optimizer: fused AdamW on CPU and CUDA
+    if args.path == "kit":   # rqakit.training.make_optimizer: fused AdamW on CPU and CUDA
         optimizer, _ = make_optimizer(objective, OptimSettings(lr=1e-5, weight_decay=0.01), total_steps=1)
-    else:                     # torch's default implementation (a for-loop on CPU), for comparison
+    else:                    # torch's dropout and its default AdamW (a for-loop on CPU)
+        torch_dropout(objective)
         optimizer = torch.optim.AdamW(param_groups(objective, 0.01), lr=1e-5)
     shapes = {"query": benchutil.EncoderShape.of(de.query_encoder),
               "passage": benchutil.EncoderShape.of(de.passage_encoder),
@@ -145,7 +157,7 @@ def main() -> None:
     print(json.dumps({
         "backbone": "minilm",
         "queries": QUERIES,
-        "adamw": args.adamw,
+        "path": args.path,
         "lengths": {"query": Q_LEN, "passage": P_LEN, "cross": CE_LEN},
         "compute_dtype": str(compute_dtype).split(".")[-1],
         "matmul_peak_gflops": {k: None if v is None else round(v, 1) for k, v in peaks.items()},

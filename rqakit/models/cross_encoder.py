@@ -39,6 +39,7 @@ from torch import nn
 
 from rqakit.errors import RqaError
 from rqakit.types import Doc, passage_text
+from rqakit.models import cpu_dropout
 from rqakit.models.backbone import (
     check_max_length,
     check_pooling,
@@ -82,6 +83,7 @@ class CrossEncoder(nn.Module):
         self.dropout = nn.Dropout(head_dropout)
         self.score_head = nn.Linear(backbone.config.hidden_size, 1)
         self.reset_head()
+        cpu_dropout.install(self)
 
     def reset_head(self) -> None:
         """Weight TruncatedNormal(0, 0.02) cut at two std, bias 0 (official `qtp__cls_out_w/b`)."""

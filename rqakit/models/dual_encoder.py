@@ -38,6 +38,7 @@ from torch import nn
 
 from rqakit.errors import RqaError
 from rqakit.types import Doc
+from rqakit.models import cpu_dropout
 from rqakit.models.backbone import (
     check_max_length,
     check_pooling,
@@ -82,6 +83,7 @@ class DualEncoder(nn.Module):
         self.temperature = float(temperature)
         self.query_max_length = check_max_length(query_max_length, "query_max_length", query_encoder)
         self.passage_max_length = check_max_length(passage_max_length, "passage_max_length", self.passage_encoder)
+        cpu_dropout.install(self)
 
     @property
     def shared(self) -> bool:
