@@ -12,8 +12,11 @@ The estimate divides each part's FLOPs by a rate. Where earlier stages of the pr
 their time split (the manifests' `time_split_s`, rqakit.timing), the rate of each part ("training
 steps", "corpus encoding", "CE scoring" ...) is the one measured there, and the seconds no part
 accounts for (setup, search, checkpoints, I/O) are added in the measured proportion; otherwise
-the matmul peak times the share of it each kind of work reaches (`EFFICIENCY`). `check` holds,
-for each finished stage, its estimate from the other stages' rates beside its measured time.
+the matmul peak times the share of it each kind of work reaches (`EFFICIENCY`). A stage that ran
+while other jobs shared the CPU had only part of it: its seconds are scaled by that share,
+min(1, threads / mean 1-minute load average of its attempts) (`cpu_share`), so the rates and the
+estimates are those of a machine the run has to itself. `check` holds, for each finished stage,
+its estimate from the other stages' rates beside its measured time so scaled.
 """
 from __future__ import annotations
 
@@ -26,8 +29,9 @@ import torch
 SAMPLE = 500   # passages and queries tokenised to measure mean lengths
 
 # Share of the fp32 matmul peak each kind of work reaches, measured with the benchmarks
-# (benchmarks/README.md) on an idle 2-core AVX2 CPU: length-sorted encoding 0.85, the joint
-# training step 0.67 (backward, the optimizer and memory-bound layers below the roof).
+# (benchmarks/README.md) on a 2-core AVX2 CPU: length-sorted encoding 0.85, the joint training
+# step 0.66 to 0.70 (backward, dropout masks and memory-bound layers below the roof), the warm-up
+# steps of the scifact run 0.63.
 EFFICIENCY = {"encode": 0.85, "score": 0.85, "train": 0.65}
 OVERHEAD = 0.05   # seconds outside the modelled parts, as a share of theirs, when nothing is measured
 
@@ -169,6 +173,14 @@ def measured_rates(measured: dict[str, tuple[dict, dict]]) -> tuple[dict[str, fl
     return rates, (rest / modelled if modelled else None)
 
 
+def cpu_share(load_mean: float | None, threads: int) -> float:
+    """The share of its `threads` cores a job had while the 1-minute load average, its own threads
+    included, was `load_mean`: threads / load above `threads`, else 1 (also when not recorded)."""
+    if not load_mean or load_mean <= threads:
+        return 1.0
+    return threads / load_mean
+
+
 def estimate_seconds(parts: dict[str, float], rates: dict[str, float], overhead: float | None,
                      fallback: dict[str, float]) -> float:
     """Seconds of a stage: each part's FLOPs at its measured rate (else `fallback`), plus overhead."""
@@ -189,7 +201,10 @@ def plan(cfg, *, peak_gflops: float | None = None) -> dict:
     work = stage_work(ws, measure_lengths(ws))
     flops = {stage: part_flops(parts, backbone) for stage, parts in work.items()}
     manifests = {stage: m for stage in work if (m := read_manifest(ws.folder(stage))) is not None}
-    measured = {stage: (flops[stage], m["time_split_s"]) for stage, m in manifests.items() if m.get("time_split_s")}
+    threads = torch.get_num_threads()
+    share = {stage: cpu_share(m.get("load_mean"), threads) for stage, m in manifests.items()}
+    measured = {stage: (flops[stage], {part: sec * share[stage] for part, sec in m["time_split_s"].items()})
+                for stage, m in manifests.items() if m.get("time_split_s")}
     rates, overhead = measured_rates(measured)
     kinds = {w.where: w.kind for parts in work.values() for w in parts}
     fallback = {part: peak * EFFICIENCY[kind] for part, kind in kinds.items()}
@@ -203,6 +218,7 @@ def plan(cfg, *, peak_gflops: float | None = None) -> dict:
         if stage in manifests and "wall_time_s" in manifests[stage]:
             row["measured_s"] = round(manifests[stage]["wall_time_s"])
             row["load_mean"] = manifests[stage].get("load_mean")   # measured while other jobs ran: slow
+            row["cpu_share"] = round(share[stage], 2)
         rows.append(row)
     check = []   # each finished stage estimated from the others' rates only
     for stage in measured:
@@ -211,10 +227,11 @@ def plan(cfg, *, peak_gflops: float | None = None) -> dict:
         estimate = estimate_seconds(flops[stage], o_rates, o_overhead, fallback)
         wall = manifests[stage].get("wall_time_s")
         if wall:
+            alone = wall * share[stage]
             check.append({"stage": stage, "estimate_s": round(estimate), "measured_s": round(wall),
-                          "ratio": round(estimate / wall, 2)})
+                          "cpu_share": round(share[stage], 2), "ratio": round(estimate / alone, 2)})
     todo = [r for r in rows if not r["done"]]
-    return {"profile": cfg.profile, "peak_gflops": round(peak, 1), "threads": torch.get_num_threads(),
+    return {"profile": cfg.profile, "peak_gflops": round(peak, 1), "threads": threads,
             "stages": rows, "todo_estimate_s": sum(r["estimate_s"] for r in todo),
             "todo_estimate_h": round(sum(r["estimate_s"] for r in todo) / 3600, 2),
             "todo_floor_s": sum(r["floor_s"] for r in todo),

@@ -4,7 +4,7 @@ from types import SimpleNamespace
 import pytest
 
 from rqakit.config import load_config
-from rqakit.cost import Lengths, estimate_seconds, flops_per_token, measured_rates, plan, stage_work
+from rqakit.cost import Lengths, cpu_share, estimate_seconds, flops_per_token, measured_rates, plan, stage_work
 from rqakit.stages import Workspace, ablations
 
 
@@ -71,3 +71,24 @@ def test_the_plan_estimates_from_the_rates_finished_stages_recorded(tmp_path, ti
     assert after["rates_gflops"]["corpus encoding"] > 0 and flops > 0
     check = after["check"]  # estimated from the other finished stages only: here none, so the peak
     assert [c["stage"] for c in check] == ["warmup_de"] and check[0]["measured_s"] == 4
+
+
+def test_a_stage_measured_on_a_shared_cpu_counts_the_share_it_had(tmp_path, tiny_cache):
+    import json
+
+    assert cpu_share(None, 2) == 1.0 and cpu_share(1.5, 2) == 1.0 and cpu_share(4.0, 2) == 0.5
+    cfg = load_config("toy", {"runtime.workdir": str(tmp_path)})
+    folder = Workspace(cfg).folder("warmup_de")
+    folder.mkdir(parents=True)
+    split = {"training steps": 2.0, "corpus encoding": 1.0}
+    manifest = {"wall_time_s": 3.0, "time_split_s": split}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    alone = plan(cfg, peak_gflops=50.0)
+    threads = alone["threads"]
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "load_mean": 2.0 * threads}))
+    shared = plan(cfg, peak_gflops=50.0)   # the same seconds with half the CPU: twice the rate alone
+    for part, rate in alone["rates_gflops"].items():
+        assert shared["rates_gflops"][part] == pytest.approx(2 * rate, rel=0.02)
+    row = next(r for r in shared["stages"] if r["stage"] == "warmup_de")
+    assert row["cpu_share"] == 0.5 and row["measured_s"] == 3
+    assert shared["check"][0]["cpu_share"] == 0.5

@@ -213,3 +213,19 @@ def test_a_cached_stage_is_reported_once_per_process(tmp_path):
         run_stage(tmp_path / "baselines" / "h1", "h1", lambda tmp: {}, log=logs.append)
     assert sum("[baselines] done" in line for line in logs) == 1
     assert sum("[baselines] cached" in line for line in logs) == 1
+
+
+def test_the_warm_reranker_head_follows_the_stage_seed_not_the_callers_rng(tmp_path):
+    """The same stage hash must give the same model whether `rqakit stage` or a notebook runs it."""
+    from rqakit.stages.warmup_ce import build_cross_encoder
+
+    ws = Workspace(load_config("toy", {"runtime.workdir": str(tmp_path)}))
+    torch.manual_seed(5)
+    a = build_cross_encoder(ws, 1).score_head.weight
+    after = torch.rand(1)
+    torch.manual_seed(6)
+    b = build_cross_encoder(ws, 1).score_head.weight
+    torch.manual_seed(5)
+    assert torch.equal(torch.rand(1), after)                 # the caller's RNG stream is left as it was
+    assert torch.equal(a, b)
+    assert not torch.equal(a, build_cross_encoder(ws, 2).score_head.weight)

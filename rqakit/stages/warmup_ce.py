@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..artifacts import run_stage
 from ..models import CrossEncoder
@@ -61,10 +62,13 @@ def listwise_examples(ws: Workspace, pools: dict[str, list[str]], *, m: int, epo
     return per_epoch
 
 
-def build_cross_encoder(ws: Workspace) -> CrossEncoder:
+def build_cross_encoder(ws: Workspace, seed: int) -> CrossEncoder:
+    """The backbone with a fresh score head drawn from `seed`, whatever the caller's RNG state."""
     m = ws.cfg.model
-    return CrossEncoder.from_backbone(m.backbone, pooling=m.ce_pooling, max_length=m.ce_max_len,
-                                      query_max_length=m.ce_query_max_len)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return CrossEncoder.from_backbone(m.backbone, pooling=m.ce_pooling, max_length=m.ce_max_len,
+                                          query_max_length=m.ce_query_max_len)
 
 
 def run(ws: Workspace, force: bool = False, log=print) -> Path:
@@ -91,7 +95,7 @@ def run(ws: Workspace, force: bool = False, log=print) -> Path:
                      for step in make_plan(len(lists), batch_size=c.batch_queries,
                                            micro_batch_size=per_process(c.batch_queries),
                                            epochs=min(1.0, c.epochs - e), seed=c.seed + e)]
-        ce = build_cross_encoder(ws)
+        ce = build_cross_encoder(ws, c.seed)
         objective = (PointwiseReranker if c.loss == "pointwise" else ListwiseReranker)(ce)
         result = fit(objective, examples, plan, ws=ws, section=c, folder=folder, desc="warmup_ce", log=log,
                      optim=OptimSettings(lr=c.lr, weight_decay=c.weight_decay, warmup_ratio=c.warmup_ratio,
