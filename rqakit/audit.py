@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .artifacts import run_stage
+from .artifacts import is_complete, run_stage
 from .atomic import write_json
 from .config import RunConfig, config_hash
 from .data.collection import Split
@@ -179,8 +179,14 @@ def run_audit(cfg: RunConfig, *, seed: int = 0, teacher: str = "retrain", thresh
     cfg_hash = config_hash({"augment": ws.hash("augment"), "warmup_ce": miner.hash("warmup_ce"), "seed": seed,
                             "teacher": teacher, "thresholds": thresholds})
 
+    stored = ws.folder("augment")   # with the profile's teacher, augment scored these very pairs
+    reuse = teacher == "profile" and is_complete(stored, ws.hash("augment"))
+
     def build(tmp: Path) -> dict:
-        candidates, ce_scores, _ = augment.score_candidates(miner, wde, wce)
+        if reuse:
+            candidates, ce_scores = augment.retrieve_candidates(miner, wde), augment.stored_scores(stored)
+        else:
+            candidates, ce_scores, _ = augment.score_candidates(miner, wde, wce)
         curve = audit_curve(visible, hidden, candidates, ce_scores, thresholds=thresholds,
                             calibration=a.calibration, prior=a.calibration_prior, pos_threshold=a.pos_threshold,
                             max_pseudo_positives=a.max_pseudo_positives, score_depth=a.score_depth)

@@ -108,6 +108,27 @@ def test_the_toy_profile_audit_from_the_command_line(toy_ws, capsys):
     assert leaky["leak"] and [r["neg_threshold"] for r in leaky["curve"]] == [0.1, 0.5]
 
 
+def test_the_profile_teacher_reads_the_scores_augment_kept(toy_ws, monkeypatch):
+    """With the profile's warm models, augment has scored these very pairs: the audit reuses its
+    logits instead of scoring again, and draws the curve it would draw from fresh scores."""
+    from rqakit import audit
+    from rqakit.stages import augment, warmup_ce, warmup_de
+
+    augment.run(toy_ws, log=lambda *_: None)
+    wde, wce = warmup_de.run(toy_ws, log=lambda *_: None), warmup_ce.run(toy_ws, log=lambda *_: None)
+    candidates, fresh, _ = augment.score_candidates(toy_ws, wde, wce)
+    visible, hidden = hide_one_positive(toy_ws.train, 0)
+    expected = audit_curve(visible, hidden, candidates, fresh, thresholds=(0.1, 0.5), score_depth=toy_ws.cfg.augment.score_depth)
+
+    def no_scoring(*args, **kwargs):
+        raise AssertionError("the audit scored pairs that augment had scored")
+    monkeypatch.setattr(augment, "score_window", no_scoring)
+    out = audit.run_audit(toy_ws.config, teacher="profile", thresholds=(0.1, 0.5), force=True, log=lambda *_: None)
+    got = [{k: r[k] for k in ("neg_threshold", "dropped", "dropped_hidden", "recall")} for r in out["curve"]]
+    assert got == [{k: r[k] for k in ("neg_threshold", "dropped", "dropped_hidden", "recall")}
+                   for r in expected.to_dict(orient="records")]
+
+
 def test_audit_errors_name_the_fix(tmp_path, capsys):
     from rqakit.cli import main
 

@@ -55,6 +55,22 @@ def score_window(cross_encoder, split, candidates: dict[str, list[str]], corpus,
     return ce_scores
 
 
+def retrieve_candidates(ws: Workspace, wde: Path) -> dict[str, list[str]]:
+    """Step 1: the warm retriever's top `retrieve_depth` per training query: qid -> doc ids, rank order."""
+    a = ws.cfg.augment
+    de_run = warm_retriever_run(wde, ws.train.queries, a.retrieve_depth, ws.cfg.evaluate.batch_size)
+    return {q: ranked_ids(de_run, q, a.retrieve_depth) for q in sorted(ws.train.queries)}
+
+
+def stored_scores(folder: Path) -> dict[str, dict[str, float]]:
+    """The warm cross-encoder's logits a finished `augment` stage kept: qid -> {doc id: logit}."""
+    frame = pd.read_parquet(Path(folder) / "candidates.parquet", columns=["query_id", "doc_id", "ce_score"])
+    scores: dict[str, dict[str, float]] = {}
+    for qid, doc, logit in zip(frame.query_id, frame.doc_id, frame.ce_score):
+        scores.setdefault(qid, {})[doc] = float(logit)
+    return scores
+
+
 def score_candidates(ws: Workspace, wde: Path, wce: Path, stats: Throughput | None = None):
     """Steps 1-2: the warm retriever's top `retrieve_depth` per training query (rank order) and the
     warm cross-encoder's logits on the first `score_depth` of them and on the labelled positives.
@@ -62,8 +78,7 @@ def score_candidates(ws: Workspace, wde: Path, wce: Path, stats: Throughput | No
     Returns (candidates: qid -> doc ids, ce_scores: qid -> {doc id: logit}, the cross-encoder).
     """
     a, batch_size = ws.cfg.augment, ws.cfg.evaluate.batch_size
-    de_run = warm_retriever_run(wde, ws.train.queries, a.retrieve_depth, batch_size)
-    candidates = {q: ranked_ids(de_run, q, a.retrieve_depth) for q in sorted(ws.train.queries)}
+    candidates = retrieve_candidates(ws, wde)
     ce = CrossEncoder.from_pretrained(Path(wce) / "model")
     ce_scores = score_window(ce, ws.train, candidates, ws.corpus, score_depth=a.score_depth, batch_size=batch_size,
                              stats=stats)
