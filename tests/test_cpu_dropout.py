@@ -99,3 +99,25 @@ def test_the_kit_models_train_with_it_and_infer_as_before():
     a = de.encode_queries(de.tokenize_queries(["alpha beta gamma"]))
     torch.manual_seed(3)
     assert torch.equal(a, de.encode_queries(de.tokenize_queries(["alpha beta gamma"])))
+
+
+def test_training_outputs_follow_the_law_of_torchs_dropout():
+    """Over many masks, a tiny BERT in train mode gives outputs of the same mean and spread with the
+    kit's masks as with torch's: element by element, the difference of the means is N(0, 1) noise."""
+    theirs = AutoModel.from_pretrained(str(tiny_backbone_dir())).train()
+    ours = cpu_dropout.install(AutoModel.from_pretrained(str(tiny_backbone_dir()))).train()
+    ids = torch.randint(1000, 2000, (2, 12))
+    mask = torch.ones_like(ids)
+    mask[1, 8:] = 0
+    n = 600
+
+    def draws(model):
+        with torch.no_grad():
+            return torch.stack([model(input_ids=ids, attention_mask=mask).last_hidden_state for _ in range(n)])
+    torch.manual_seed(0)
+    a, b = draws(theirs), draws(ours)
+    z = (a.mean(0) - b.mean(0)) / ((a.var(0) + b.var(0)) / n).sqrt()
+    assert 0.7 < z.abs().mean() < 0.9                 # E|z| = 0.80 for N(0, 1)
+    assert (z.abs() > 4).float().mean() < 0.005
+    ratio = (b.std(0) / a.std(0)).mean()
+    assert 0.97 < ratio < 1.03
