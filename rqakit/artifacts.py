@@ -40,6 +40,9 @@ def git_commit(cwd: Path | None = None) -> str:
         return "unknown"
 
 
+KIT_COMMIT = git_commit()   # the code this process imported: a later checkout does not change it
+
+
 def machine() -> str:
     import torch
 
@@ -160,7 +163,7 @@ def run_stage(folder: Path, cfg_hash: str, build: Callable[[Path], dict | None],
 
 
 def _build_into(folder: Path, cfg_hash: str, build, config: dict | None, start: float, rank: int) -> None:
-    clock = Attempts(work_dir(folder) / ATTEMPTS)
+    clock = Attempts(work_dir(folder) / ATTEMPTS, commit=KIT_COMMIT)
     with atomic_path(folder) as tmp:
         tmp.mkdir()
         with measuring() as split, clock.running(live_split, enabled=rank == 0):
@@ -170,7 +173,8 @@ def _build_into(folder: Path, cfg_hash: str, build, config: dict | None, start: 
             "stage": stage_label(folder),
             "config_hash": cfg_hash,
             "kit_version": __version__,
-            "git_commit": git_commit(),
+            "git_commit": KIT_COMMIT,                        # the code of the attempt that finished
+            "git_commits": spent["git_commits"],             # of every recorded attempt, in order
             "machine": machine(),
             "wall_time_s": spent["wall_time_s"],           # every attempt: a resumed run counts its kills
             "attempts": spent["attempts"],

@@ -10,7 +10,7 @@ shared the CPU reads slow, and the manifest says so.
     clock = Attempts(work / "attempts.json")
     with clock.running(live_split):       # live_split() -> {part: seconds} of this attempt so far
         build()
-    clock.totals(final_split, elapsed)    # {"wall_time_s", "attempts", "time_split_s"}
+    clock.totals(final_split, elapsed)    # {"wall_time_s", "attempts", "time_split_s", "load_mean", "git_commits"}
 """
 from __future__ import annotations
 
@@ -38,9 +38,10 @@ def _sum_splits(splits) -> dict[str, float]:
 class Attempts:
     """The attempts at one piece of work recorded in `path` (earlier ones are read at creation)."""
 
-    def __init__(self, path: str | Path, every_s: float = HEARTBEAT_S):
+    def __init__(self, path: str | Path, every_s: float = HEARTBEAT_S, commit: str | None = None):
         self.path = Path(path)
         self.every_s = every_s
+        self.commit = commit   # the kit's commit this attempt runs (resumes may run other code)
         self.earlier: list[dict] = []
         if self.path.is_file():
             try:
@@ -62,6 +63,8 @@ class Attempts:
                  "elapsed_s": round(elapsed, 3), "split_s": {k: round(v, 3) for k, v in split.items()}}
         if self.loads:
             entry["load_mean"] = round(sum(self.loads) / len(self.loads), 2)
+        if self.commit:
+            entry["git_commit"] = self.commit
         return entry
 
     def record(self, live: Callable[[], dict] | None = None) -> None:
@@ -102,8 +105,9 @@ class Attempts:
 
     def totals(self, split: dict | None = None, elapsed_s: float | None = None) -> dict:
         """Wall time and time split summed over the earlier attempts and this one (`split`,
-        `elapsed_s`: this attempt's final figures; default: as it stands now), and the mean load
-        average over them, weighted by time (None where none was sampled)."""
+        `elapsed_s`: this attempt's final figures; default: as it stands now), the mean load
+        average over them, weighted by time (None where none was sampled), and the distinct kit
+        commits they ran, in order."""
         elapsed = time.time() - self.started if elapsed_s is None else elapsed_s
         current = {**self._current(None), "elapsed_s": elapsed}
         attempts = [*self.earlier, current]
@@ -112,7 +116,8 @@ class Attempts:
         return {"wall_time_s": round(sum(float(a.get("elapsed_s", 0.0)) for a in attempts), 3),
                 "attempts": len(attempts),
                 "time_split_s": _sum_splits([*(a.get("split_s") for a in self.earlier), split]),
-                "load_mean": round(sum(t * load for t, load in loaded) / weight, 2) if weight > 0 else None}
+                "load_mean": round(sum(t * load for t, load in loaded) / weight, 2) if weight > 0 else None,
+                "git_commits": list(dict.fromkeys(a["git_commit"] for a in attempts if a.get("git_commit")))}
 
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)

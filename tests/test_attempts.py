@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from rqakit.artifacts import ATTEMPTS, read_manifest, run_stage, work_dir
+from rqakit.artifacts import ATTEMPTS, KIT_COMMIT, read_manifest, run_stage, work_dir
 from rqakit.attempts import Attempts
 from rqakit.timing import timed
 
@@ -82,3 +82,17 @@ def test_a_resumed_stage_manifest_sums_its_attempts_and_their_time_split(tmp_pat
     assert manifest["attempts"] == 2 and not work_dir(folder).exists()
     assert manifest["wall_time_s"] >= 0.6 and manifest["time_split_s"]["training steps"] >= 0.6
     assert manifest["wall_time_s"] == pytest.approx(sum(manifest["time_split_s"].values()), abs=0.01)
+    assert manifest["git_commit"] == KIT_COMMIT and manifest["git_commits"] == [KIT_COMMIT]
+
+
+def test_each_attempt_keeps_the_commit_it_ran_and_the_totals_list_them_in_order(tmp_path):
+    """A stage resumed after a checkout ran two versions of the kit: the manifest names both."""
+    path = tmp_path / "attempts.json"
+    path.write_text(json.dumps([{"elapsed_s": 5.0, "split_s": {}, "git_commit": "aaa1111"},
+                                {"elapsed_s": 1.0, "split_s": {}},                      # before commits were kept
+                                {"elapsed_s": 5.0, "split_s": {}, "git_commit": "bbb2222"}]))
+    clock = Attempts(path, commit="aaa1111")
+    with clock.running():
+        clock.record()                                   # what a heartbeat writes
+    assert json.loads(path.read_text())[-1]["git_commit"] == "aaa1111"
+    assert clock.totals({}, 1.0)["git_commits"] == ["aaa1111", "bbb2222"]

@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import __version__
-from ..artifacts import git_commit, machine, read_manifest
+from ..artifacts import KIT_COMMIT, machine, read_manifest
 from ..atomic import write_json as write_json_atomic
 from ..config import config_hash
 from . import figures, paper, results, tables
@@ -34,7 +34,7 @@ ALPHA = 0.05
 
 
 def stamp(ws) -> dict:
-    return {"profile": ws.cfg.profile, "kit_version": __version__, "git_commit": git_commit(),
+    return {"profile": ws.cfg.profile, "kit_version": __version__, "git_commit": KIT_COMMIT,
             "config_hash": config_hash(ws.cfg), "machine": machine(),
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
@@ -235,12 +235,13 @@ def wall_time_section(ws, out_dir: str | Path, runs: list) -> str:
         stage.append({"stage": folder.name, "wall time (s)": _num(manifest.get("wall_time_s")),
                       "attempts": manifest.get("attempts", 1), "mean load": _num(manifest.get("load_mean"), 2),
                       "steps": manifest.get("steps", ""),
-                      "mean step (s)": _num(step, 3), "kit commit": manifest.get("git_commit", "")})
+                      "mean step (s)": _num(step, 3),
+                      "kit commit": ", ".join(manifest.get("git_commits") or [manifest.get("git_commit", "")])})
     if stage:
         lines += ["Stages (from their manifests; a stage reused from the cache keeps the time of the run that "
                   "built it, summed over its attempts when it was killed and resumed; mean load is the 1-minute "
                   f"load average while it ran, on {os.cpu_count()} cores here: above that, other jobs shared the "
-                  "CPU and the stage reads slow):", "",
+                  "CPU and the stage reads slow; kit commit: the code each recorded attempt ran):", "",
                   tables.markdown_table(pd.DataFrame(stage)), ""]
     return "\n".join(lines + [WALL_END])
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..artifacts import git_commit, missing_stages, take_stages_read
+from ..artifacts import KIT_COMMIT, missing_stages, take_stages_read
 from ..atomic import write_json as write_json_atomic
 from ..config import RunConfig, config_hash
 
@@ -51,7 +51,7 @@ def write_chapter(out_dir: str | Path, chapter: str, cfg: RunConfig, results: di
         "profile": cfg.profile,
         "config_hash": config_hash(cfg),
         "kit_version": __version__,
-        "git_commit": git_commit(),
+        "git_commit": KIT_COMMIT,
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "stages": take_stages_read(),
         "results": jsonable(results),
