@@ -9,17 +9,7 @@ from transformers import AutoModel
 from rqakit.models import CrossEncoder, DualEncoder, cpu_dropout
 from rqakit.models.backbone import tiny_backbone_dir
 
-
-@pytest.fixture(scope="module", autouse=True)
-def tiny_cache(tmp_path_factory):
-    import os
-    previous = os.environ.get("RQAKIT_CACHE")
-    os.environ["RQAKIT_CACHE"] = str(tmp_path_factory.mktemp("rqakit_cache"))
-    yield
-    if previous is None:
-        os.environ.pop("RQAKIT_CACHE")
-    else:
-        os.environ["RQAKIT_CACHE"] = previous
+pytestmark = pytest.mark.usefixtures("tiny_cache")   # the tiny backbone, built afresh from code
 
 
 def test_the_law_of_dropout_keep_with_1_minus_p_and_scale_by_its_inverse():
