@@ -43,6 +43,12 @@ def git_commit(cwd: Path | None = None) -> str:
 KIT_COMMIT = git_commit()   # the code this process imported: a later checkout does not change it
 
 
+def threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def machine() -> str:
     import torch
 
@@ -179,6 +185,8 @@ def _build_into(folder: Path, cfg_hash: str, build, config: dict | None, start: 
             "wall_time_s": spent["wall_time_s"],           # every attempt: a resumed run counts its kills
             "attempts": spent["attempts"],
             "load_mean": spent["load_mean"],                 # 1-minute load average while it ran
+            "cpu_s": spent["cpu_s"],                         # CPU seconds of the process, every thread
+            "threads": threads(),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "time_split_s": spent["time_split_s"],         # rqakit.timing: training steps, encoding, scoring ...
             **extra,

@@ -4,13 +4,14 @@ A stage (`artifacts.run_stage`) or a chapter (`pipeline.reproduce`) that a kill 
 manifest behind, so its time would be lost. `Attempts` keeps a JSON list beside the work, one entry
 per attempt, and rewrites the running attempt's entry every `every_s` seconds from a daemon thread:
 a kill loses at most that much. When the work completes, `totals` sums every attempt. Each entry
-also keeps the mean 1-minute load average of its heartbeats: a stage timed while other jobs
-shared the CPU reads slow, and the manifest says so.
+also keeps the mean 1-minute load average of its heartbeats and the CPU seconds the process used:
+a stage timed while other jobs shared the CPU (or while it was stopped) reads slow, and the
+manifest says by how much.
 
     clock = Attempts(work / "attempts.json")
     with clock.running(live_split):       # live_split() -> {part: seconds} of this attempt so far
         build()
-    clock.totals(final_split, elapsed)    # {"wall_time_s", "attempts", "time_split_s", "load_mean", "git_commits"}
+    clock.totals(final_split, elapsed)    # {"wall_time_s", "attempts", "time_split_s", "load_mean", "cpu_s", "git_commits"}
 """
 from __future__ import annotations
 
@@ -49,6 +50,7 @@ class Attempts:
             except (ValueError, TypeError):  # a file cut short by a full disk: its attempts are lost
                 self.earlier = []
         self.started = time.time()
+        self.cpu_started = time.process_time()
         self.loads: list[float] = []
 
     def _sample_load(self) -> None:
@@ -60,7 +62,8 @@ class Attempts:
         split = dict(live() if live else {})
         split["other"] = max(0.0, elapsed - sum(split.values()))
         entry = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),
-                 "elapsed_s": round(elapsed, 3), "split_s": {k: round(v, 3) for k, v in split.items()}}
+                 "elapsed_s": round(elapsed, 3), "split_s": {k: round(v, 3) for k, v in split.items()},
+                 "cpu_s": round(time.process_time() - self.cpu_started, 3)}   # every thread of the process
         if self.loads:
             entry["load_mean"] = round(sum(self.loads) / len(self.loads), 2)
         if self.commit:
@@ -80,6 +83,7 @@ class Attempts:
             yield self
             return
         self.started = time.time()
+        self.cpu_started = time.process_time()
         self.loads = []
         self._sample_load()
         stop = threading.Event()
@@ -106,7 +110,8 @@ class Attempts:
     def totals(self, split: dict | None = None, elapsed_s: float | None = None) -> dict:
         """Wall time and time split summed over the earlier attempts and this one (`split`,
         `elapsed_s`: this attempt's final figures; default: as it stands now), the mean load
-        average over them, weighted by time (None where none was sampled), and the distinct kit
+        average over them, weighted by time (None where none was sampled), the CPU seconds of the
+        process over them (None unless every attempt recorded its own), and the distinct kit
         commits they ran, in order."""
         elapsed = time.time() - self.started if elapsed_s is None else elapsed_s
         current = {**self._current(None), "elapsed_s": elapsed}
@@ -117,6 +122,8 @@ class Attempts:
                 "attempts": len(attempts),
                 "time_split_s": _sum_splits([*(a.get("split_s") for a in self.earlier), split]),
                 "load_mean": round(sum(t * load for t, load in loaded) / weight, 2) if weight > 0 else None,
+                "cpu_s": (round(sum(float(a["cpu_s"]) for a in attempts), 3)
+                          if all("cpu_s" in a for a in attempts) else None),
                 "git_commits": list(dict.fromkeys(a["git_commit"] for a in attempts if a.get("git_commit")))}
 
     def clear(self) -> None:

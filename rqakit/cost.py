@@ -13,9 +13,10 @@ their time split (the manifests' `time_split_s`, rqakit.timing), the rate of eac
 steps", "corpus encoding", "CE scoring" ...) is the one measured there, and the seconds no part
 accounts for (setup, search, checkpoints, I/O) are added in the measured proportion; otherwise
 the matmul peak times the share of it each kind of work reaches (`EFFICIENCY`). A stage that ran
-while other jobs shared the CPU had only part of it: its seconds are scaled by that share,
-min(1, threads / mean 1-minute load average of its attempts) (`cpu_share`), so the rates and the
-estimates are those of a machine the run has to itself. `check` holds, for each finished stage,
+while other jobs shared the CPU, or was paused, had only part of it: its seconds are scaled by
+that share (`cpu_share`: the CPU seconds it used over threads x wall time, or where those were
+not recorded threads / its mean load average), so the rates and the estimates are those of a
+machine the run has to itself. `check` holds, for each finished stage,
 its estimate from the other stages' rates beside its measured time so scaled.
 """
 from __future__ import annotations
@@ -173,12 +174,19 @@ def measured_rates(measured: dict[str, tuple[dict, dict]]) -> tuple[dict[str, fl
     return rates, (rest / modelled if modelled else None)
 
 
-def cpu_share(load_mean: float | None, threads: int) -> float:
-    """The share of its `threads` cores a job had while the 1-minute load average, its own threads
-    included, was `load_mean`: threads / load above `threads`, else 1 (also when not recorded)."""
-    if not load_mean or load_mean <= threads:
+def cpu_share(manifest: dict, threads: int) -> float:
+    """The share of its cores a finished stage had: its process's CPU seconds over threads x wall
+    time where recorded (a pause, or a competitor of lower priority, counts as it really was),
+    else threads / its mean 1-minute load average (its own threads included) above `threads`;
+    1 when neither is recorded. `threads`: the manifest's, else the caller's."""
+    n = manifest.get("threads") or threads
+    cpu, wall = manifest.get("cpu_s"), manifest.get("wall_time_s")
+    if cpu and wall:
+        return min(1.0, cpu / (n * wall))
+    load = manifest.get("load_mean")
+    if not load or load <= n:
         return 1.0
-    return threads / load_mean
+    return n / load
 
 
 def estimate_seconds(parts: dict[str, float], rates: dict[str, float], overhead: float | None,
@@ -202,7 +210,7 @@ def plan(cfg, *, peak_gflops: float | None = None) -> dict:
     flops = {stage: part_flops(parts, backbone) for stage, parts in work.items()}
     manifests = {stage: m for stage in work if (m := read_manifest(ws.folder(stage))) is not None}
     threads = torch.get_num_threads()
-    share = {stage: cpu_share(m.get("load_mean"), threads) for stage, m in manifests.items()}
+    share = {stage: cpu_share(m, threads) for stage, m in manifests.items()}
     measured = {stage: (flops[stage], {part: sec * share[stage] for part, sec in m["time_split_s"].items()})
                 for stage, m in manifests.items() if m.get("time_split_s")}
     rates, overhead = measured_rates(measured)

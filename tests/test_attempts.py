@@ -83,6 +83,9 @@ def test_a_resumed_stage_manifest_sums_its_attempts_and_their_time_split(tmp_pat
     assert manifest["wall_time_s"] >= 0.6 and manifest["time_split_s"]["training steps"] >= 0.6
     assert manifest["wall_time_s"] == pytest.approx(sum(manifest["time_split_s"].values()), abs=0.01)
     assert manifest["git_commit"] == KIT_COMMIT and manifest["git_commits"] == [KIT_COMMIT]
+    # the sleeps used no CPU: the process's CPU seconds say the stage had the cores a fraction of its time
+    assert manifest["cpu_s"] is not None and manifest["cpu_s"] < 0.5 * manifest["wall_time_s"]
+    assert manifest["threads"] >= 1
 
 
 def test_each_attempt_keeps_the_commit_it_ran_and_the_totals_list_them_in_order(tmp_path):

@@ -76,7 +76,11 @@ def test_the_plan_estimates_from_the_rates_finished_stages_recorded(tmp_path, ti
 def test_a_stage_measured_on_a_shared_cpu_counts_the_share_it_had(tmp_path, tiny_cache):
     import json
 
-    assert cpu_share(None, 2) == 1.0 and cpu_share(1.5, 2) == 1.0 and cpu_share(4.0, 2) == 0.5
+    assert cpu_share({}, 2) == 1.0 and cpu_share({"load_mean": 1.5}, 2) == 1.0
+    assert cpu_share({"load_mean": 4.0}, 2) == 0.5
+    # where the process's CPU seconds are recorded they decide, whatever the load average said
+    assert cpu_share({"load_mean": 4.0, "cpu_s": 30.0, "wall_time_s": 20.0, "threads": 2}, 8) == 0.75
+    assert cpu_share({"cpu_s": 50.0, "wall_time_s": 20.0}, 2) == 1.0
     cfg = load_config("toy", {"runtime.workdir": str(tmp_path)})
     folder = Workspace(cfg).folder("warmup_de")
     folder.mkdir(parents=True)
