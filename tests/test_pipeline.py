@@ -246,10 +246,8 @@ def test_toy_profile_end_to_end(tmp_path, capsys):
     report = (out / "report.md").read_text()
     assert "random tiny BERT" in report and "07_report" in report
 
-    start = time.time()
     again = reproduce("toy", out=out, overrides=overrides)
-    assert again["chapters"] == {c: "cached" for c in CHAPTERS}
-    assert time.time() - start < 30
+    assert again["chapters"] == {c: "cached" for c in CHAPTERS}   # no kernel started, nothing rebuilt
 
     # A value only a stage checks: the baselines fail on an unknown measure, in chapter 02.
     bad = {**overrides, "evaluate.measures": "[Bogus@10]"}
