@@ -49,10 +49,15 @@ def score_window(cross_encoder, split, candidates: dict[str, list[str]], corpus,
         pairs += [(qid, d) for d in dict.fromkeys(candidates[qid][:score_depth] + split.positives(qid))]
     logits = score_pairs(cross_encoder, [split.queries[q] for q, _ in pairs], corpus.get_many([d for _, d in pairs]),
                          batch_size=batch_size, stats=stats, progress=progress)
-    ce_scores: dict[str, dict[str, float]] = {}
-    for (qid, doc), s in zip(pairs, logits):
-        ce_scores.setdefault(qid, {})[doc] = float(s)
-    return ce_scores
+    return by_query([q for q, _ in pairs], [d for _, d in pairs], logits)
+
+
+def by_query(qids, docs, logits) -> dict[str, dict[str, float]]:
+    """Parallel sequences of (query id, doc id, logit) -> qid -> {doc id: logit}."""
+    scores: dict[str, dict[str, float]] = {}
+    for qid, doc, logit in zip(qids, docs, logits):
+        scores.setdefault(qid, {})[doc] = float(logit)
+    return scores
 
 
 def retrieve_candidates(ws: Workspace, wde: Path) -> dict[str, list[str]]:
@@ -65,10 +70,7 @@ def retrieve_candidates(ws: Workspace, wde: Path) -> dict[str, list[str]]:
 def stored_scores(folder: Path) -> dict[str, dict[str, float]]:
     """The warm cross-encoder's logits a finished `augment` stage kept: qid -> {doc id: logit}."""
     frame = pd.read_parquet(Path(folder) / "candidates.parquet", columns=["query_id", "doc_id", "ce_score"])
-    scores: dict[str, dict[str, float]] = {}
-    for qid, doc, logit in zip(frame.query_id, frame.doc_id, frame.ce_score):
-        scores.setdefault(qid, {})[doc] = float(logit)
-    return scores
+    return by_query(frame.query_id, frame.doc_id, frame.ce_score)
 
 
 def score_candidates(ws: Workspace, wde: Path, wce: Path, stats: Throughput | None = None):
