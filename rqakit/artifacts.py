@@ -174,7 +174,7 @@ def _build_into(folder: Path, cfg_hash: str, build, config: dict | None, start: 
         tmp.mkdir()
         with measuring() as split, clock.running(live_split, enabled=rank == 0):
             extra = build(tmp) or {}
-        spent = clock.totals(split, time.time() - start)
+        spent = clock.totals(split, time.time() - start, threads())
         manifest = {
             "stage": stage_label(folder),
             "config_hash": cfg_hash,
@@ -187,6 +187,7 @@ def _build_into(folder: Path, cfg_hash: str, build, config: dict | None, start: 
             "load_mean": spent["load_mean"],                 # 1-minute load average while it ran
             "cpu_s": spent["cpu_s"],                         # CPU seconds of the process, every thread
             "threads": threads(),
+            "cpu_share": spent["cpu_share"],                 # of those threads' cores, attempt by attempt
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "time_split_s": spent["time_split_s"],         # rqakit.timing: training steps, encoding, scoring ...
             **extra,

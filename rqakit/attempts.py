@@ -11,7 +11,8 @@ manifest says by how much.
     clock = Attempts(work / "attempts.json")
     with clock.running(live_split):       # live_split() -> {part: seconds} of this attempt so far
         build()
-    clock.totals(final_split, elapsed)    # {"wall_time_s", "attempts", "time_split_s", "load_mean", "cpu_s", "git_commits"}
+    clock.totals(final_split, elapsed, threads)   # {"wall_time_s", "attempts", "time_split_s", "load_mean",
+                                                  #  "cpu_s", "cpu_share", "git_commits"}
 """
 from __future__ import annotations
 
@@ -28,12 +29,31 @@ from .atomic import write_json
 HEARTBEAT_S = 30.0
 
 
+def attempt_share(attempt: dict, threads: int) -> float:
+    """The share of `threads` cores one attempt had: its CPU seconds over threads x its wall time
+    where recorded, else threads / its mean load average (its own threads included) above
+    `threads`, else 1."""
+    elapsed, cpu, load = float(attempt.get("elapsed_s") or 0.0), attempt.get("cpu_s"), attempt.get("load_mean")
+    if cpu and elapsed > 0:
+        return min(1.0, float(cpu) / (threads * elapsed))
+    if load and load > threads:
+        return threads / float(load)
+    return 1.0
+
+
 def _sum_splits(splits) -> dict[str, float]:
     out: dict[str, float] = {}
     for split in splits:
         for part, seconds in (split or {}).items():
             out[part] = round(out.get(part, 0.0) + float(seconds), 3)
     return dict(sorted(out.items()))
+
+
+def _time_weighted_share(attempts: list[dict], threads: int) -> float | None:
+    wall = sum(float(a.get("elapsed_s") or 0.0) for a in attempts)
+    if wall <= 0:
+        return None
+    return round(sum(float(a.get("elapsed_s") or 0.0) * attempt_share(a, threads) for a in attempts) / wall, 3)
 
 
 class Attempts:
@@ -107,12 +127,13 @@ class Attempts:
         stop.set()
         thread.join()
 
-    def totals(self, split: dict | None = None, elapsed_s: float | None = None) -> dict:
+    def totals(self, split: dict | None = None, elapsed_s: float | None = None, threads: int | None = None) -> dict:
         """Wall time and time split summed over the earlier attempts and this one (`split`,
         `elapsed_s`: this attempt's final figures; default: as it stands now), the mean load
         average over them, weighted by time (None where none was sampled), the CPU seconds of the
-        process over them (None unless every attempt recorded its own), and the distinct kit
-        commits they ran, in order."""
+        process over them (None unless every attempt recorded its own), the share of `threads`
+        cores they had (`attempt_share` weighted by time; None without `threads`), and the
+        distinct kit commits they ran, in order."""
         elapsed = time.time() - self.started if elapsed_s is None else elapsed_s
         current = {**self._current(None), "elapsed_s": elapsed}
         attempts = [*self.earlier, current]
@@ -124,6 +145,7 @@ class Attempts:
                 "load_mean": round(sum(t * load for t, load in loaded) / weight, 2) if weight > 0 else None,
                 "cpu_s": (round(sum(float(a["cpu_s"]) for a in attempts), 3)
                           if all("cpu_s" in a for a in attempts) else None),
+                "cpu_share": _time_weighted_share(attempts, threads) if threads else None,
                 "git_commits": list(dict.fromkeys(a["git_commit"] for a in attempts if a.get("git_commit")))}
 
     def clear(self) -> None:

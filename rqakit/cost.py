@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .attempts import attempt_share
+
 SAMPLE = 500   # passages and queries tokenised to measure mean lengths
 
 # Share of the fp32 matmul peak each kind of work reaches, measured with the benchmarks
@@ -175,18 +177,16 @@ def measured_rates(measured: dict[str, tuple[dict, dict]]) -> tuple[dict[str, fl
 
 
 def cpu_share(manifest: dict, threads: int) -> float:
-    """The share of its cores a finished stage had: its process's CPU seconds over threads x wall
-    time where recorded (a pause, or a competitor of lower priority, counts as it really was),
-    else threads / its mean 1-minute load average (its own threads included) above `threads`;
-    1 when neither is recorded. `threads`: the manifest's, else the caller's."""
-    n = manifest.get("threads") or threads
-    cpu, wall = manifest.get("cpu_s"), manifest.get("wall_time_s")
-    if cpu and wall:
-        return min(1.0, cpu / (n * wall))
-    load = manifest.get("load_mean")
-    if not load or load <= n:
-        return 1.0
-    return n / load
+    """The share of its cores a finished stage had: the manifest's `cpu_share` where recorded
+    (summed attempt by attempt, `attempts.attempt_share`), else the same rule over the whole
+    stage: its CPU seconds over threads x wall time (a pause, or a competitor of lower priority,
+    counts as it really was), else threads / its mean load average. `threads`: the manifest's,
+    else the caller's."""
+    if manifest.get("cpu_share"):
+        return float(manifest["cpu_share"])
+    whole = {"elapsed_s": manifest.get("wall_time_s"), "cpu_s": manifest.get("cpu_s"),
+             "load_mean": manifest.get("load_mean")}
+    return attempt_share(whole, manifest.get("threads") or threads)
 
 
 def estimate_seconds(parts: dict[str, float], rates: dict[str, float], overhead: float | None,

@@ -60,6 +60,19 @@ def test_the_mean_load_is_weighted_by_each_attempts_time(tmp_path):
     assert clock.totals({}, 10.0)["load_mean"] == pytest.approx((30 * 4.0 + 10 * 2.0) / 40)
 
 
+def test_the_cpu_share_is_taken_attempt_by_attempt(tmp_path):
+    """An attempt run by older code recorded only its load; the next its CPU seconds: each counts
+    by what it recorded, weighted by its time (a whole-stage rule would drop the CPU seconds)."""
+    path = tmp_path / "attempts.json"
+    path.write_text(json.dumps([{"elapsed_s": 30.0, "split_s": {}, "load_mean": 4.0},          # 2 of 4: 0.5
+                                {"elapsed_s": 20.0, "split_s": {}, "cpu_s": 36.0},             # 36 / 40: 0.9
+                                {"elapsed_s": 10.0, "split_s": {}, "load_mean": 1.5}]))        # alone: 1
+    spent = Attempts(path).totals({}, 0.0, threads=2)
+    assert spent["cpu_share"] == pytest.approx((30 * 0.5 + 20 * 0.9 + 10 * 1.0) / 60, abs=1e-3)
+    assert spent["cpu_s"] is None                             # not every attempt recorded its CPU seconds
+    assert Attempts(path).totals({}, 0.0)["cpu_share"] is None   # no thread count, no share
+
+
 def test_a_resumed_stage_manifest_sums_its_attempts_and_their_time_split(tmp_path):
     folder = tmp_path / "stage" / "h1"
     calls = []
@@ -86,6 +99,8 @@ def test_a_resumed_stage_manifest_sums_its_attempts_and_their_time_split(tmp_pat
     # the sleeps used no CPU: the process's CPU seconds say the stage had the cores a fraction of its time
     assert manifest["cpu_s"] is not None and manifest["cpu_s"] < 0.5 * manifest["wall_time_s"]
     assert manifest["threads"] >= 1
+    assert manifest["cpu_share"] == pytest.approx(min(1.0, manifest["cpu_s"] / (manifest["threads"] * manifest["wall_time_s"])),
+                                                  abs=0.01)
 
 
 def test_each_attempt_keeps_the_commit_it_ran_and_the_totals_list_them_in_order(tmp_path):

@@ -81,6 +81,8 @@ def test_a_stage_measured_on_a_shared_cpu_counts_the_share_it_had(tmp_path, tiny
     # where the process's CPU seconds are recorded they decide, whatever the load average said
     assert cpu_share({"load_mean": 4.0, "cpu_s": 30.0, "wall_time_s": 20.0, "threads": 2}, 8) == 0.75
     assert cpu_share({"cpu_s": 50.0, "wall_time_s": 20.0}, 2) == 1.0
+    # the share summed attempt by attempt, where the manifest has it, over the whole-stage rule
+    assert cpu_share({"cpu_share": 0.6, "load_mean": 4.0, "wall_time_s": 20.0}, 2) == 0.6
     cfg = load_config("toy", {"runtime.workdir": str(tmp_path)})
     folder = Workspace(cfg).folder("warmup_de")
     folder.mkdir(parents=True)
