@@ -116,7 +116,10 @@ def _cmd_plan(args) -> dict:
     from .config import load_config
     from .cost import plan
 
-    return plan(load_config(args.profile, args.set), peak_gflops=args.peak_gflops)
+    result = plan(load_config(args.profile, args.set), peak_gflops=args.peak_gflops)
+    if "warning" in result:
+        print(f"rqakit: warning: {result['warning']}", file=sys.stderr)
+    return result
 
 
 def _cmd_audit(args) -> dict:

@@ -21,6 +21,7 @@ its estimate from the other stages' rates beside its measured time so scaled.
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 
@@ -150,6 +151,18 @@ def stage_work(ws, lengths: Lengths) -> dict[str, list[Work]]:
     return work
 
 
+def busy_warning(threads: int) -> str | None:
+    """A line for a peak timed while other jobs ran (1-minute load average above `threads` + 0.5)."""
+    try:
+        load = os.getloadavg()[0]
+    except (OSError, AttributeError):   # no load average on this platform
+        return None
+    if load <= threads + 0.5:
+        return None
+    return (f"the matmul peak was timed at load average {load:.1f} on {threads} threads: other jobs share the CPU, "
+            "so it and the estimates that fall back on it are low; pass --peak-gflops with a reading of the idle machine")
+
+
 def part_flops(parts: list[Work], backbone) -> dict[str, float]:
     """FLOPs of a stage's work by the time-split part that counts it."""
     out: dict[str, float] = {}
@@ -205,6 +218,7 @@ def plan(cfg, *, peak_gflops: float | None = None) -> dict:
 
     ws = Workspace(cfg)
     peak = peak_gflops or matmul_peak_gflops()
+    busy = None if peak_gflops else busy_warning(torch.get_num_threads())
     backbone = load_encoder(resolve_backbone(cfg.model.backbone))[0].config
     work = stage_work(ws, measure_lengths(ws))
     flops = {stage: part_flops(parts, backbone) for stage, parts in work.items()}
@@ -239,7 +253,8 @@ def plan(cfg, *, peak_gflops: float | None = None) -> dict:
             check.append({"stage": stage, "estimate_s": round(estimate), "measured_s": round(wall),
                           "cpu_share": round(share[stage], 2), "ratio": round(estimate / alone, 2)})
     todo = [r for r in rows if not r["done"]]
-    return {"profile": cfg.profile, "peak_gflops": round(peak, 1), "threads": threads,
+    return {"profile": cfg.profile, "peak_gflops": round(peak, 1), "peak_from": "given" if peak_gflops else "timed",
+            **({"warning": busy} if busy else {}), "threads": threads,
             "stages": rows, "todo_estimate_s": sum(r["estimate_s"] for r in todo),
             "todo_estimate_h": round(sum(r["estimate_s"] for r in todo) / 3600, 2),
             "todo_floor_s": sum(r["floor_s"] for r in todo),

@@ -98,3 +98,19 @@ def test_a_stage_measured_on_a_shared_cpu_counts_the_share_it_had(tmp_path, tiny
     row = next(r for r in shared["stages"] if r["stage"] == "warmup_de")
     assert row["cpu_share"] == 0.5 and row["measured_s"] == 3
     assert shared["check"][0]["cpu_share"] == 0.5
+
+
+def test_a_peak_timed_on_a_busy_machine_comes_with_a_warning(tmp_path, tiny_cache, monkeypatch):
+    import os
+
+    from rqakit import cost
+
+    cfg = load_config("toy", {"runtime.workdir": str(tmp_path)})
+    monkeypatch.setattr(cost, "matmul_peak_gflops", lambda: 10.0)   # what a timing beside other jobs reads
+    monkeypatch.setattr(os, "getloadavg", lambda: (9.0, 9.0, 9.0))
+    busy = plan(cfg)
+    assert busy["peak_from"] == "timed" and "load average 9.0" in busy["warning"] and "--peak-gflops" in busy["warning"]
+    given = plan(cfg, peak_gflops=60.0)        # a reading of the idle machine: nothing to warn about
+    assert given["peak_from"] == "given" and "warning" not in given
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.0, 1.0, 1.0))
+    assert "warning" not in plan(cfg)
