@@ -12,7 +12,7 @@ LAB_FLAGS := $(if $(filter 0,$(LAB_UID)),--allow-root)
 export IR_DATASETS_HOME ?= $(CURDIR)/data/ir_datasets
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup reproduce test lab clean-venv
+.PHONY: setup reproduce test lab walkthrough explorer clean-venv
 
 setup: $(VENV)/.installed
 
@@ -32,6 +32,15 @@ reproduce: setup $(IR_DATASETS_HOME)/.copied
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# Executed copies of the two notebooks beside the chapters (the explorer reads runs/$(PROFILE)).
+PAPERMILL := TQDM_MININTERVAL=60 $(BIN)/papermill --no-progress-bar
+walkthrough: setup $(IR_DATASETS_HOME)/.copied
+	$(PAPERMILL) notebooks/walkthrough.ipynb reports/walkthrough/walkthrough.ipynb -p out_dir reports/walkthrough
+
+explorer: setup $(IR_DATASETS_HOME)/.copied
+	$(PAPERMILL) notebooks/explorer.ipynb reports/explorer/$(PROFILE).ipynb -p run_folder runs/$(PROFILE) \
+		-p out_dir reports/explorer/$(PROFILE) -p interactive False
 
 lab: setup $(IR_DATASETS_HOME)/.copied
 	$(BIN)/jupyter lab $(LAB_FLAGS) notebooks/

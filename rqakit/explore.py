@@ -173,7 +173,7 @@ def _shorten(text: str, width: int) -> str:
 
 def default_pair(rf: RunFolder) -> tuple[str, str]:
     """(A, B) to compare: static vs dynamic retriever (same m and seed) when both ran, else the warm
-    retriever vs a dynamic one, else BM25 vs the first dense retriever."""
+    retriever vs a dynamic one, else BM25 vs a dense retriever (the warm one first, zero-shot last)."""
     systems = list(rf.systems())
     dynamic = [s for s in systems if s.startswith("joint-dynamic-") and s.endswith("/retriever")]
     for b in dynamic:
@@ -182,7 +182,8 @@ def default_pair(rf: RunFolder) -> tuple[str, str]:
             return static, b
     if dynamic and "warmup_de/warmup_de" in systems:
         return "warmup_de/warmup_de", dynamic[0]
-    dense = [s for s in systems if not s.startswith("baselines/bm25") and not _is_reranker(s)]
+    dense = sorted((s for s in systems if not s.startswith("baselines/bm25") and not _is_reranker(s)),
+                   key=lambda s: (s.startswith("baselines/"), s != "warmup_de/warmup_de"))   # trained first
     if "baselines/bm25" in systems and dense:
         return "baselines/bm25", dense[0]
     if len(systems) < 2:

@@ -32,6 +32,15 @@ def test_systems_are_every_test_run_of_the_latest_stage_results(run_folder, toy_
     assert run_folder.config.to_dict() == toy_ws.config.to_dict()             # read back from config.json
 
 
+def test_without_joint_runs_the_default_pair_is_bm25_against_the_warm_retriever(run_folder, tmp_path):
+    for stage in ("baselines", "st_mnrl", "warmup_de", "warmup_ce"):   # a run stopped before the joint runs
+        if stage in run_folder.stages:
+            (tmp_path / stage).symlink_to(run_folder.root / stage, target_is_directory=True)
+    partial = RunFolder(tmp_path)
+    assert "baselines/zeroshot-cls" in partial.systems()
+    assert default_pair(partial) == ("baselines/bm25", "warmup_de/warmup_de")
+
+
 def test_per_query_values_average_to_the_stage_metrics(run_folder, toy_ws):
     a, b = default_pair(run_folder)
     frame = run_folder.compare(a, b)
@@ -105,3 +114,18 @@ def test_the_explorer_notebook_renders_worked_examples_under_papermill(run_folde
     text = "\n".join(o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.outputs)
     assert all(f"query {q} " in text for q in summary["examples"]["helped"] + summary["examples"]["hurt"])
     assert "static rendering" in text
+
+
+def test_the_committed_explorer_copy_shows_the_committed_toy_report():
+    """reports/explorer/toy (`make explorer PROFILE=toy`) was executed on the runs behind reports/toy:
+    its two systems' means are the report's static and dynamic retrievers of the same seed."""
+    from rqakit.pipeline import notebooks_dir
+
+    reports = notebooks_dir().parent / "reports"
+    summary = json.loads((reports / "explorer" / "toy" / "explorer.json").read_text())
+    rows = json.loads((reports / "toy" / "results.json").read_text())
+    ndcg = {(r["system"], r["seed"]): r["value"] for r in rows if r["table"] == "retrieval" and r["metric"] == "nDCG@10"}
+    for side in ("A", "B"):
+        stage, name = summary[side].split("/")
+        variant, seed = stage.split("-")[1], int(stage.rsplit("-s", 1)[1])
+        assert name == "retriever" and summary["mean"][side] == pytest.approx(ndcg[(variant, seed)], abs=1e-9), side
