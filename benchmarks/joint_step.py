@@ -3,7 +3,9 @@
 MiniLM query tower, passage tower and cross-encoder; 4 queries x m passages with every sequence
 at its max length (query 32, passage 128, query + passage 160 tokens); the forward under
 `rqakit.runtime.autocast` (bf16 on a bf16 CPU, fp32 elsewhere), backward, clip 1, AdamW step: the
-kit's (CPU dropout masks, fused AdamW), or with `--path torch` torch's dropout and default AdamW.
+kit's (CPU dropout masks, fused AdamW), or with `--path torch` torch's dropout and default AdamW,
+or with `--path compile` the three towers under `torch.compile` (inductor, its own dropout RNG)
+and fused AdamW; compilation happens in the warm-up steps and is timed apart.
 For each m: steps/s, seconds per step, peak RSS of the process so far (m ascending), FLOPs of the
 three towers (forward + backward ~ 3 x forward) and their share of the matmul peak of the
 precision used. For m = 8 it also times the official code's way, the query re-encoded once per
@@ -127,8 +129,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps before them")
     parser.add_argument("--no-official", action="store_true", help="skip the query-per-row comparison at m = 8")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--path", choices=("kit", "torch"), default="kit",
-                        help="the kit's step (CPU dropout masks, fused AdamW) or torch's defaults for both")
+    parser.add_argument("--path", choices=("kit", "torch", "compile"), default="kit",
+                        help="the kit's step (CPU dropout masks, fused AdamW), torch's defaults for both, "
+                             "or the towers compiled with fused AdamW")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -138,11 +141,15 @@ def main() -> None:
     de = DualEncoder.from_backbone("minilm", query_max_length=Q_LEN, passage_max_length=P_LEN)
     ce = CrossEncoder.from_backbone("minilm", max_length=CE_LEN)
     objective = JointDistillation(de, ce).train()
-    if args.path == "kit":   # rqakit.training.make_optimizer: fused AdamW on CPU and CUDA
-        optimizer, _ = make_optimizer(objective, OptimSettings(lr=1e-5, weight_decay=0.01), total_steps=1)
-    else:                    # torch's dropout and its default AdamW (a for-loop on CPU)
+    if args.path == "torch":   # torch's dropout and its default AdamW (a for-loop on CPU)
         torch_dropout(objective)
         optimizer = torch.optim.AdamW(param_groups(objective, 0.01), lr=1e-5)
+    else:                      # rqakit.training.make_optimizer: fused AdamW on CPU and CUDA
+        optimizer, _ = make_optimizer(objective, OptimSettings(lr=1e-5, weight_decay=0.01), total_steps=1)
+    if args.path == "compile":   # fixed shapes here: one graph per tower, no recompilation
+        torch_dropout(objective)
+        for tower in (de.query_encoder, de.passage_encoder, ce.backbone):
+            tower.compile()
     shapes = {"query": benchutil.EncoderShape.of(de.query_encoder),
               "passage": benchutil.EncoderShape.of(de.passage_encoder),
               "cross": benchutil.EncoderShape.of(ce.backbone)}
@@ -151,8 +158,11 @@ def main() -> None:
     for m in sorted(int(v) for v in args.m.split(",")):
         ways = [("kit", False)] + ([("official", True)] if m == 8 and not args.no_official else [])
         for name, official in ways:
+            started = time.perf_counter()
             seconds = time_steps(objective, optimizer, m, official=official, warmup=args.warmup, steps=args.steps)
-            results.append({"m": m, **row(name, seconds, step_flops(shapes, m, official), peaks, compute_dtype)})
+            warmup_s = time.perf_counter() - started - sum(seconds)   # compilation, under --path compile
+            results.append({"m": m, **row(name, seconds, step_flops(shapes, m, official), peaks, compute_dtype),
+                            "warmup_s": round(warmup_s, 1)})
 
     print(json.dumps({
         "backbone": "minilm",
