@@ -40,14 +40,21 @@ EFFICIENCY = {"encode": 0.85, "score": 0.85, "train": 0.65}
 OVERHEAD = 0.05   # seconds outside the modelled parts, as a share of theirs, when nothing is measured
 
 
-def matmul_peak_gflops(dtype: torch.dtype = torch.float32, *, size: int = 1024, repeats: int = 5) -> float:
-    """Best GFLOP/s of torch.matmul on two (size, size) matrices of `dtype`, at torch's thread count."""
-    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+def matmul_peak_gflops(dtype: torch.dtype = torch.float32, *, device: str | torch.device = "cpu",
+                       size: int | None = None, repeats: int = 5) -> float:
+    """Best GFLOP/s of torch.matmul on two (size, size) matrices of `dtype` on `device` (CPU: at
+    torch's thread count, size 1024; GPU: size 8192, synchronised)."""
+    device = torch.device(device)
+    size = size or (8192 if device.type == "cuda" else 1024)
+    a, b = (torch.randn(size, size, device=device).to(dtype) for _ in range(2))
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     torch.matmul(a, b)
+    sync()
     best = float("inf")
     for _ in range(repeats):
         started = time.perf_counter()
         torch.matmul(a, b)
+        sync()
         best = min(best, time.perf_counter() - started)
     return 2 * size**3 / best / 1e9
 
@@ -86,6 +93,52 @@ class Lengths:
     mnrl_passage: float
 
 
+def max_lengths(cfg) -> Lengths:
+    """Every text at its max length: an upper bound, where the data or the tokenizer is not here."""
+    m = cfg.model
+    return Lengths(query=m.q_max_len, passage=m.p_max_len, pair=m.ce_max_len, mnrl_passage=cfg.st_mnrl.max_length)
+
+
+@dataclass
+class Counts:
+    """Documents, the queries of each split, and the labelled (query, positive) pairs of train."""
+
+    docs: int
+    train: int
+    val: int
+    test: int
+    train_pairs: int
+
+
+def data_counts(ws) -> Counts:
+    return Counts(docs=len(ws.corpus), train=len(ws.train.queries), val=len(ws.val.queries), test=len(ws.test.queries),
+                  train_pairs=sum(len(ws.train.positives(qid)) for qid in ws.train.queries))
+
+
+def metadata_counts(cfg) -> Counts:
+    """The counts `Workspace` would find, from ir_datasets' metadata alone (data not cached): the
+    eval split's queries (else `eval_fraction` of train's), `val_fraction` of the rest held out
+    (`data.holdout`'s rounding), `max_train_queries`. Training pairs: train's qrels where every
+    qrels level is a positive one, else one per query (a lower bound: the qrels also hold
+    judged negatives)."""
+    from .data.irds import metadata_counts as counts_of
+
+    d = cfg.data
+    train = counts_of(d.train)
+    n_train = train["queries"]
+    if d.eval:
+        n_test = counts_of(d.eval)["queries"]
+    else:
+        n_test = round(d.eval_fraction * n_train)
+        n_train -= n_test
+    n_val = min(n_train - 1, max(1, round(d.val_fraction * n_train)))
+    kept = n_train - n_val
+    if d.max_train_queries:
+        kept = min(kept, d.max_train_queries)
+    pairs = round(train["qrels"] * kept / train["queries"]) if train["positive_levels_only"] else kept
+    return Counts(docs=train["docs"], train=kept, val=n_val, test=n_test, train_pairs=pairs)
+
+
 def measure_lengths(ws) -> Lengths:
     from .models.backbone import load_encoder, resolve_backbone
     from .types import passage_text
@@ -105,14 +158,15 @@ def measure_lengths(ws) -> Lengths:
                    mnrl_passage=mean_len(texts, max_len=ws.cfg.st_mnrl.max_length))
 
 
-def stage_work(ws, lengths: Lengths) -> dict[str, list[Work]]:
-    """The work of every stage of the profile's report (joint runs as `ablations.planned_runs`)."""
+def stage_work(ws, lengths: Lengths, counts: Counts | None = None) -> dict[str, list[Work]]:
+    """The work of every stage of the profile's report (joint runs as `ablations.planned_runs`);
+    `counts` default to those of the workspace's data."""
     from .stages import ablations, joint
 
-    cfg, n_docs = ws.cfg, len(ws.corpus)
-    n_train, n_val, n_test = len(ws.train.queries), len(ws.val.queries), len(ws.test.queries)
+    cfg = ws.cfg
+    c = counts or data_counts(ws)
+    n_docs, n_train, n_val, n_test, pairs = c.docs, c.train, c.val, c.test, c.train_pairs
     q, p, pair = lengths.query, lengths.passage, lengths.pair
-    pairs = sum(len(ws.train.positives(qid)) for qid in ws.train.queries)
     de_steps = round(pairs // cfg.warmup_de.batch_queries * cfg.warmup_de.epochs)
     ce = cfg.warmup_ce
     ce_steps = round(n_train // ce.batch_queries * ce.epochs)
@@ -213,14 +267,27 @@ def plan(cfg, *, peak_gflops: float | None = None) -> dict:
     """Every stage of `cfg`'s report with its tokens, TFLOPs, floor and estimate, and whether it
     is already cached (then its measured time); totals over the stages still to run."""
     from .artifacts import read_manifest
-    from .models.backbone import load_encoder, resolve_backbone
+    from .data.irds import no_downloads
+    from .errors import RqaError
+    from .models.backbone import backbone_shape
+    from .runtime import compute_dtype, pick_device
     from .stages import Workspace
 
     ws = Workspace(cfg)
-    peak = peak_gflops or matmul_peak_gflops()
-    busy = None if peak_gflops else busy_warning(torch.get_num_threads())
-    backbone = load_encoder(resolve_backbone(cfg.model.backbone))[0].config
-    work = stage_work(ws, measure_lengths(ws))
+    device = pick_device(cfg.runtime.device)   # where the stages would run: its precision's peak
+    peak = peak_gflops or matmul_peak_gflops(compute_dtype(device), device=device)
+    busy = None if peak_gflops or device.type != "cpu" else busy_warning(torch.get_num_threads())
+    backbone, shape_from = backbone_shape(cfg.model.backbone)
+    with no_downloads():   # a plan reads what is here, and never fetches a collection to count it
+        try:
+            counts, counts_from = data_counts(ws), "data"
+        except RqaError:
+            counts, counts_from = metadata_counts(cfg), "ir_datasets metadata (data not cached)"
+        try:
+            lengths, lengths_from = measure_lengths(ws), "data"
+        except RqaError:
+            lengths, lengths_from = max_lengths(cfg), "max lengths (data or tokenizer not here): an upper bound"
+    work = stage_work(ws, lengths, counts)
     flops = {stage: part_flops(parts, backbone) for stage, parts in work.items()}
     manifests = {stage: m for stage in work if (m := read_manifest(ws.folder(stage))) is not None}
     threads = torch.get_num_threads()
@@ -253,8 +320,11 @@ def plan(cfg, *, peak_gflops: float | None = None) -> dict:
             check.append({"stage": stage, "estimate_s": round(estimate), "measured_s": round(wall),
                           "cpu_share": round(share[stage], 2), "ratio": round(estimate / alone, 2)})
     todo = [r for r in rows if not r["done"]]
-    return {"profile": cfg.profile, "peak_gflops": round(peak, 1), "peak_from": "given" if peak_gflops else "timed",
+    return {"profile": cfg.profile, "device": str(device), "compute_dtype": str(compute_dtype(device)).split(".")[-1],
+            "peak_gflops": round(peak, 1), "peak_from": "given" if peak_gflops else "timed",
             **({"warning": busy} if busy else {}), "threads": threads,
+            "counts": {**counts.__dict__, "from": counts_from},
+            "lengths": {**lengths.__dict__, "from": lengths_from}, "backbone_shape_from": shape_from,
             "stages": rows, "todo_estimate_s": sum(r["estimate_s"] for r in todo),
             "todo_estimate_h": round(sum(r["estimate_s"] for r in todo) / 3600, 2),
             "todo_floor_s": sum(r["floor_s"] for r in todo),

@@ -106,7 +106,7 @@ def test_a_peak_timed_on_a_busy_machine_comes_with_a_warning(tmp_path, tiny_cach
     from rqakit import cost
 
     cfg = load_config("toy", {"runtime.workdir": str(tmp_path)})
-    monkeypatch.setattr(cost, "matmul_peak_gflops", lambda: 10.0)   # what a timing beside other jobs reads
+    monkeypatch.setattr(cost, "matmul_peak_gflops", lambda *_, **__: 10.0)   # what a timing beside other jobs reads
     monkeypatch.setattr(os, "getloadavg", lambda: (9.0, 9.0, 9.0))
     busy = plan(cfg)
     assert busy["peak_from"] == "timed" and "load average 9.0" in busy["warning"] and "--peak-gflops" in busy["warning"]
@@ -114,3 +114,37 @@ def test_a_peak_timed_on_a_busy_machine_comes_with_a_warning(tmp_path, tiny_cach
     assert given["peak_from"] == "given" and "warning" not in given
     monkeypatch.setattr(os, "getloadavg", lambda: (1.0, 1.0, 1.0))
     assert "warning" not in plan(cfg)
+
+
+def test_a_profile_whose_data_and_backbone_are_not_here_is_planned_from_metadata(tmp_path, monkeypatch):
+    """msmarco: no collection in the cache, no bert-base in the HF cache; the plan downloads
+    nothing and counts from ir_datasets' metadata, every text at its max length, the known shape."""
+    monkeypatch.setenv("IR_DATASETS_HOME", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cfg = load_config("msmarco", {"runtime.workdir": str(tmp_path / "runs"), "runtime.device": "cpu"})
+    out = plan(cfg, peak_gflops=50.0)
+    counts = out["counts"]
+    assert counts["from"].startswith("ir_datasets metadata") and counts["docs"] == 8_841_823
+    assert counts["test"] == 6_980 and counts["train"] + counts["val"] == 502_939    # dev/small; train/judged
+    assert counts["val"] == round(0.002 * 502_939)
+    assert out["lengths"]["from"].startswith("max lengths") and out["lengths"]["passage"] == cfg.model.p_max_len
+    assert out["backbone_shape_from"] in ("known shape", "config.json")
+    assert all(r["tflop"] > 0 for r in out["stages"]) and not (tmp_path / "empty-cache" / "msmarco-passage").exists()
+
+
+def test_metadata_counts_agree_with_the_data_where_both_are_here(tmp_path, scifact_home):
+    from rqakit.cost import data_counts, metadata_counts
+
+    cfg = load_config("scifact", {"runtime.workdir": str(tmp_path)})
+    from_data, from_metadata = data_counts(Workspace(cfg)), metadata_counts(cfg)
+    assert (from_metadata.docs, from_metadata.train, from_metadata.val, from_metadata.test) == \
+        (from_data.docs, from_data.train, from_data.val, from_data.test)          # 5183, 728, 81, 300
+    assert from_metadata.train_pairs == pytest.approx(from_data.train_pairs, rel=0.01)   # qrels spread evenly
+
+
+def test_a_dataset_without_metadata_counts_is_a_clear_error():
+    from rqakit.data.irds import metadata_counts
+    from rqakit.errors import RqaError
+
+    with pytest.raises(RqaError, match="unknown dataset 'beir/nope'"):
+        metadata_counts("beir/nope")

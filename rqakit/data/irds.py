@@ -46,6 +46,36 @@ def offline() -> bool:
     return os.environ.get(OFFLINE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+@contextlib.contextmanager
+def no_downloads():
+    """Within the block a file missing from the cache raises `MissingCacheFile`, whatever the
+    environment says: for reads that only look at what is already here (`rqakit plan`)."""
+    saved = os.environ.get(OFFLINE_ENV)
+    os.environ[OFFLINE_ENV] = "1"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(OFFLINE_ENV, None)
+        else:
+            os.environ[OFFLINE_ENV] = saved
+
+
+def metadata_counts(dataset_id: str) -> dict:
+    """{"docs", "queries", "qrels", "positive_levels_only"} from the metadata ir_datasets ships
+    with its registry (nothing read from the cache, nothing downloaded); RqaError where a count
+    is not in it."""
+    dataset = open_dataset(dataset_id)
+    try:
+        counts = {"docs": dataset.docs_count(), "queries": dataset.queries_count(), "qrels": dataset.qrels_count()}
+    except Exception as exc:  # a count the metadata lacks makes ir_datasets read (or fetch) the files
+        raise RqaError(f"dataset '{dataset_id}': its counts are not in ir_datasets' metadata ({type(exc).__name__})") from None
+    if any(v is None for v in counts.values()):
+        raise RqaError(f"dataset '{dataset_id}': its counts are not in ir_datasets' metadata")
+    counts["positive_levels_only"] = all(level > 0 for level in (dataset.qrels_defs() or {}))
+    return counts
+
+
 def _remote_url(download: Download) -> str:
     urls = [getattr(m, "url", None) or getattr(m, "uri", None) for m in download.mirrors]
     return next((u for u in urls if u), "a remote source")
@@ -126,6 +156,9 @@ def open_dataset(dataset_id: str):
         return ir_datasets.load(dataset_id)
     except KeyError:
         pass
+    except ImportError as exc:   # a dataset whose reader needs an optional package
+        raise RqaError(f"dataset '{dataset_id}' needs a package that is not installed "
+                       f"(requirements.lock pins the kit's): {exc}") from None
     message = f"unknown dataset '{dataset_id}'"
     matches = difflib.get_close_matches(dataset_id, known_ids(), n=3)
     if matches:

@@ -67,6 +67,31 @@ def resolve_backbone(name: str | os.PathLike) -> str:
     return str(check_model_folder(name))
 
 
+# (num_hidden_layers, hidden_size, intermediate_size) of the hub backbones the profiles name, from
+# their config.json: what `rqakit plan` counts FLOPs with on a machine that does not hold them.
+KNOWN_SHAPES = {BERT_BASE_HUB_NAME: (12, 768, 3072), MINILM_HUB_NAME: (6, 384, 1536)}
+
+
+def backbone_shape(name: str | os.PathLike) -> tuple[object, str]:
+    """(a config with num_hidden_layers, hidden_size, intermediate_size; where it came from) of a
+    backbone: its config.json where the folder or the Hugging Face cache holds it, else
+    `KNOWN_SHAPES`; RqaError for a backbone that is neither."""
+    from types import SimpleNamespace
+
+    from transformers import AutoConfig
+
+    try:
+        path = resolve_backbone(name)
+        return AutoConfig.from_pretrained(path), "config.json"
+    except (OSError, RqaError):
+        hub = {"bert-base": BERT_BASE_HUB_NAME, "minilm": MINILM_HUB_NAME}.get(str(name), str(name))
+        if hub not in KNOWN_SHAPES:
+            raise RqaError(f"backbone {str(name)!r} is neither a local folder nor in the Hugging Face cache, and its "
+                           "shape is not known to the kit; give a model folder") from None
+        layers, hidden, ffn = KNOWN_SHAPES[hub]
+        return SimpleNamespace(num_hidden_layers=layers, hidden_size=hidden, intermediate_size=ffn), "known shape"
+
+
 def check_model_folder(path: str | os.PathLike) -> Path:
     """`path` if it is a folder with a config.json, else RqaError."""
     folder = Path(path)
