@@ -28,6 +28,7 @@ from pathlib import Path
 from .artifacts import unwritable_reason
 from .attempts import Attempts
 from .config import config_hash, load_config, parse_overrides
+from .env import environment
 from .errors import Interrupted, RqaError
 from .progress import ENV as PROGRESS_ENV, Echo, clock
 from .report.chapter import is_current, read_chapter_times, stale_reason, write_chapter_times
@@ -63,19 +64,11 @@ def kernel_environment():
     """The kernel inherits this process's environment: the kit's root on PYTHONPATH (a source
     checkout that is not pip-installed still imports), progress bars redrawn at most once a minute
     so that the executed copies stay readable."""
-    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "TQDM_MININTERVAL")}
     root = str(Path(__file__).resolve().parent.parent)
-    paths = [p for p in (saved["PYTHONPATH"] or "").split(os.pathsep) if p]
-    os.environ["PYTHONPATH"] = os.pathsep.join([root, *[p for p in paths if p != root]])
-    os.environ.setdefault("TQDM_MININTERVAL", "60")
-    try:
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    with environment(PYTHONPATH=os.pathsep.join([root, *[p for p in paths if p != root]]),
+                     TQDM_MININTERVAL=os.environ.get("TQDM_MININTERVAL", "60")):
         yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def _one_line(text: str, limit: int = 300) -> str:
@@ -165,15 +158,8 @@ def reproduce(profile: str, out: str | Path | None = None, force: bool = False, 
 @contextlib.contextmanager
 def progress_environment(path: str):
     """The kernels inherit `$RQAKIT_PROGRESS`: their stages and loops report there (rqakit.progress)."""
-    saved = os.environ.get(PROGRESS_ENV)
-    os.environ[PROGRESS_ENV] = path
-    try:
+    with environment(**{PROGRESS_ENV: path}):
         yield
-    finally:
-        if saved is None:
-            os.environ.pop(PROGRESS_ENV, None)
-        else:
-            os.environ[PROGRESS_ENV] = saved
 
 
 def time_left(times: dict, chapters: list[str]) -> float | None:

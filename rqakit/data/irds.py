@@ -26,6 +26,7 @@ import os
 import ir_datasets
 from ir_datasets.util.download import Download, LocalDownload
 
+from rqakit.env import environment
 from rqakit.errors import RqaError
 
 OFFLINE_ENV = "RQAKIT_OFFLINE"
@@ -50,15 +51,8 @@ def offline() -> bool:
 def no_downloads():
     """Within the block a file missing from the cache raises `MissingCacheFile`, whatever the
     environment says: for reads that only look at what is already here (`rqakit plan`)."""
-    saved = os.environ.get(OFFLINE_ENV)
-    os.environ[OFFLINE_ENV] = "1"
-    try:
+    with environment(**{OFFLINE_ENV: "1"}):
         yield
-    finally:
-        if saved is None:
-            os.environ.pop(OFFLINE_ENV, None)
-        else:
-            os.environ[OFFLINE_ENV] = saved
 
 
 def metadata_counts(dataset_id: str) -> dict:
