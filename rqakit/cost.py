@@ -140,11 +140,11 @@ def metadata_counts(cfg) -> Counts:
 
 
 def measure_lengths(ws) -> Lengths:
-    from .models.backbone import load_encoder, resolve_backbone
+    from .models.backbone import load_tokenizer, resolve_backbone
     from .types import passage_text
 
     m = ws.cfg.model
-    tokenizer = load_encoder(resolve_backbone(m.backbone))[1]
+    tokenizer = load_tokenizer(resolve_backbone(m.backbone))
     docs = [doc for _, doc in zip(range(SAMPLE), ws.corpus.iter_docs())]
     queries = list(ws.train.queries.values())[:SAMPLE]
 

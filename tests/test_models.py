@@ -291,9 +291,10 @@ def test_cross_encoder_round_trip_and_plain_transformers_recipe(tmp_path):
 
 def test_a_backbone_missing_offline_is_a_one_line_error(tmp_path, monkeypatch):
     from rqakit.errors import RqaError
-    from rqakit.models.backbone import load_encoder
+    from rqakit.models.backbone import load_encoder, load_tokenizer
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path))          # an empty cache
-    with pytest.raises(RqaError, match="neither a local folder nor in the Hugging Face cache"):
-        load_encoder("rqakit-test/no-such-model")
+    for load in (load_encoder, load_tokenizer):
+        with pytest.raises(RqaError, match="neither a local folder nor in the Hugging Face cache"):
+            load("rqakit-test/no-such-model")

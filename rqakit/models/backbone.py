@@ -163,20 +163,35 @@ POOLINGS = ("cls", "mean")
 MODEL_CARD = "rqakit.json"
 
 
-def load_encoder(path: str | os.PathLike):
-    """(transformers AutoModel in fp32, AutoTokenizer) from a folder or hub name."""
-    from transformers import AutoModel, AutoTokenizer
+def _offline_error(path, error) -> RqaError:
+    return RqaError(f"backbone {path!r} is neither a local folder nor in the Hugging Face cache, and nothing "
+                    "is downloaded at run time; put it in the cache (HF_HOME) or give a model folder"
+                    f" ({type(error).__name__})")
+
+
+def load_tokenizer(path: str | os.PathLike):
+    """The backbone's AutoTokenizer alone (no weights read), from a folder or hub name."""
+    from transformers import AutoTokenizer
 
     try:
-        model = AutoModel.from_pretrained(str(path), dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        return AutoTokenizer.from_pretrained(str(path))
     except OSError as error:
         if Path(path).exists():
             raise
-        raise RqaError(f"backbone {path!r} is neither a local folder nor in the Hugging Face cache, and nothing "
-                       "is downloaded at run time; put it in the cache (HF_HOME) or give a model folder"
-                       f" ({type(error).__name__})") from None
-    return model, tokenizer
+        raise _offline_error(path, error) from None
+
+
+def load_encoder(path: str | os.PathLike):
+    """(transformers AutoModel in fp32, AutoTokenizer) from a folder or hub name."""
+    from transformers import AutoModel
+
+    try:
+        model = AutoModel.from_pretrained(str(path), dtype=torch.float32)
+    except OSError as error:
+        if Path(path).exists():
+            raise
+        raise _offline_error(path, error) from None
+    return model, load_tokenizer(path)
 
 
 def check_pooling(pooling: str) -> str:
