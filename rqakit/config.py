@@ -164,6 +164,8 @@ class StMnrlConfig:
 class RuntimeConfig:
     device: str = _f("auto", "auto | cpu | cuda")
     threads: int = _f(0, "torch CPU threads (0: torch default)")
+    dropout_masks: str = _f("kit", "kit | torch: CPU training dropout masks from numpy's SFC64 (faster on "
+                            "AMD CPUs; other noise, same law) or torch's own (its numbers bit for bit)")
     workdir: str = _f("runs", "where stage artifacts are cached: <workdir>/<profile>/<stage>")
 
 
@@ -312,6 +314,7 @@ CHOICES = {
     "warmup_ce.schedule": ("linear", "constant"),
     "evaluate.relevance": ("auto", "qrels", "answers"),
     "ablations.no_denoise_budget": ("steps", "epochs"),
+    "runtime.dropout_masks": ("kit", "torch"),
 }
 
 

@@ -111,3 +111,29 @@ def test_training_outputs_follow_the_law_of_torchs_dropout():
     assert (z.abs() > 4).float().mean() < 0.005
     ratio = (b.std(0) / a.std(0)).mean()
     assert 0.97 < ratio < 1.03
+
+
+def test_runtime_dropout_masks_torch_trains_with_torchs_own_masks_bit_for_bit(tmp_path):
+    """`runtime.dropout_masks=torch` gives an installed model exactly a plain transformers model's
+    training outputs (the same seed, the same masks); the kit's masks give others."""
+    from rqakit.config import load_config
+    from rqakit.errors import RqaError
+    from rqakit.stages import Workspace
+
+    theirs = AutoModel.from_pretrained(str(tiny_backbone_dir())).train()
+    ours = cpu_dropout.install(AutoModel.from_pretrained(str(tiny_backbone_dir()))).train()
+    ids = torch.randint(1000, 2000, (2, 12))
+
+    def forward(model):
+        torch.manual_seed(5)
+        return model(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
+
+    try:
+        Workspace(load_config("toy", {"runtime.dropout_masks": "torch", "runtime.workdir": str(tmp_path)}))
+        assert torch.equal(forward(ours), forward(theirs))
+        Workspace(load_config("toy", {"runtime.workdir": str(tmp_path)}))          # the default: the kit's
+        assert not torch.equal(forward(ours), forward(theirs))
+    finally:
+        cpu_dropout.use(True)
+    with pytest.raises(RqaError, match="runtime.dropout_masks = 'numpy'; choose one of: kit, torch"):
+        load_config("toy", {"runtime.dropout_masks": "numpy"})

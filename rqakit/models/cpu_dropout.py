@@ -8,7 +8,9 @@ draw from torch's default generator per call, so `torch.manual_seed` and the RNG
 checkpoints still fix every mask and a resumed run stays bit-identical. The law is dropout's:
 each element is kept with probability 1 - p' and scaled by 1 / (1 - p), with p' = p rounded to a
 multiple of 2^-16 (0.1 -> 0.100006). The masks are not torch's, so a run's dropout noise differs
-from torch's as another seed's would. On other devices, and in eval mode, torch's own path runs.
+from torch's as another seed's would. On other devices, and in eval mode, torch's own path runs;
+`use(False)` (`runtime.dropout_masks=torch`) makes torch's path run everywhere, so training gives
+torch's numbers bit for bit, at torch's speed.
 
 `install(model)` puts it into a transformers encoder (or any module): its `nn.Dropout` modules,
 and the dropout on attention probabilities through an attention function that is transformers'
@@ -22,6 +24,18 @@ from torch import nn
 
 ATTENTION = "rqakit_cpu_sdpa"   # the attention implementation's registered name
 LEVELS = 1 << 16                # masks are drawn as int16: p is rounded to a multiple of 2^-16
+_enabled = True                 # False: torch's own dropout everywhere (`use`)
+
+
+def use(enabled: bool) -> None:
+    """Draw CPU training masks with `cpu_dropout` (True, the default) or with torch (False), in
+    every installed model of this process, from the next forward on."""
+    global _enabled
+    _enabled = bool(enabled)
+
+
+def _kit_masks(x: torch.Tensor) -> bool:
+    return _enabled and x.device.type == "cpu"
 
 
 def cpu_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
@@ -41,7 +55,7 @@ class Dropout(nn.Dropout):
     """`nn.Dropout` that draws its CPU training masks with `cpu_dropout`."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and self.p > 0 and x.device.type == "cpu":
+        if self.training and self.p > 0 and _kit_masks(x):
             return cpu_dropout(x, self.p)
         return super().forward(x)
 
@@ -51,13 +65,13 @@ def attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: 
               **kwargs) -> tuple[torch.Tensor, None]:
     """transformers' attention interface. query/key/value (B, heads, L, d_head) -> (B, L, heads, d_head).
 
-    Without dropout, or off the CPU, it is `sdpa_attention_forward` itself. With dropout on a CPU it
+    Without dropout, off the CPU, or after `use(False)`, it is `sdpa_attention_forward` itself. With dropout on a CPU it
     is SDPA's math path: softmax(q k^T * scaling + mask) with the numpy-drawn mask, times v. The
     mask is SDPA's: boolean (True = attend) or additive.
     """
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    if not dropout or query.device.type != "cpu":
+    if not dropout or not _kit_masks(query):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                       scaling=scaling, **kwargs)
     scaling = query.size(-1) ** -0.5 if scaling is None else scaling

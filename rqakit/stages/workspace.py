@@ -66,6 +66,9 @@ class Workspace:
             import torch
 
             torch.set_num_threads(self.config.runtime.threads)
+        from ..models import cpu_dropout
+
+        cpu_dropout.use(self.config.runtime.dropout_masks == "kit")
 
     def hash(self, stage: str, extra: dict | None = None, sections: dict | None = None) -> str:
         """Hash of the fields `stage` reads (minus NEUTRAL ones) and of the stages it needs;
