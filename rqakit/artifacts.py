@@ -24,7 +24,7 @@ from .atomic import atomic_path, remove_stale, temporary_sibling, write_json
 from .progress import emit
 from .runtime import barrier, world
 from .attempts import Attempts
-from .timing import live_split, measuring
+from .timing import live_cpu_split, live_split, measuring
 
 ATTEMPTS = "attempts.json"   # in the work folder: every attempt's time (rqakit.attempts)
 
@@ -172,9 +172,10 @@ def _build_into(folder: Path, cfg_hash: str, build, config: dict | None, start: 
     clock = Attempts(work_dir(folder) / ATTEMPTS, commit=KIT_COMMIT)
     with atomic_path(folder) as tmp:
         tmp.mkdir()
-        with measuring() as split, clock.running(live_split, enabled=rank == 0):
+        cpu_split: dict = {}
+        with measuring(cpu=cpu_split) as split, clock.running(live_split, live_cpu_split, enabled=rank == 0):
             extra = build(tmp) or {}
-        spent = clock.totals(split, time.time() - start, threads())
+        spent = clock.totals(split, time.time() - start, threads(), cpu_split)
         manifest = {
             "stage": stage_label(folder),
             "config_hash": cfg_hash,
@@ -190,6 +191,7 @@ def _build_into(folder: Path, cfg_hash: str, build, config: dict | None, start: 
             "cpu_share": spent["cpu_share"],                 # of those threads' cores, attempt by attempt
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "time_split_s": spent["time_split_s"],         # rqakit.timing: training steps, encoding, scoring ...
+            "time_split_cpu_s": spent["time_split_cpu_s"],  # the same parts' CPU seconds (None: not every attempt's)
             **extra,
         }
         if config is not None:

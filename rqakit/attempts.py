@@ -9,10 +9,11 @@ a stage timed while other jobs shared the CPU (or while it was stopped) reads sl
 manifest says by how much.
 
     clock = Attempts(work / "attempts.json")
-    with clock.running(live_split):       # live_split() -> {part: seconds} of this attempt so far
+    with clock.running(live_split, live_cpu_split):   # {part: seconds} of this attempt so far: wall, CPU
         build()
-    clock.totals(final_split, elapsed, threads)   # {"wall_time_s", "attempts", "time_split_s", "load_mean",
-                                                  #  "cpu_s", "cpu_share", "git_commits"}
+    clock.totals(final_split, elapsed, threads, final_cpu_split)
+    # {"wall_time_s", "attempts", "time_split_s", "time_split_cpu_s", "load_mean", "cpu_s", "cpu_share",
+    #  "git_commits"}
 """
 from __future__ import annotations
 
@@ -72,6 +73,7 @@ class Attempts:
         self.started = time.time()
         self.cpu_started = time.process_time()
         self.loads: list[float] = []
+        self.live_cpu: Callable[[], dict] | None = None
 
     def _sample_load(self) -> None:
         with contextlib.suppress(OSError, AttributeError):   # no load average on this platform
@@ -84,6 +86,10 @@ class Attempts:
         entry = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),
                  "elapsed_s": round(elapsed, 3), "split_s": {k: round(v, 3) for k, v in split.items()},
                  "cpu_s": round(time.process_time() - self.cpu_started, 3)}   # every thread of the process
+        if self.live_cpu is not None:
+            cpu_split = dict(self.live_cpu())
+            cpu_split["other"] = max(0.0, entry["cpu_s"] - sum(cpu_split.values()))
+            entry["cpu_split_s"] = {k: round(v, 3) for k, v in cpu_split.items()}
         if self.loads:
             entry["load_mean"] = round(sum(self.loads) / len(self.loads), 2)
         if self.commit:
@@ -96,12 +102,15 @@ class Attempts:
         write_json(self.path, [*self.earlier, self._current(live)])
 
     @contextlib.contextmanager
-    def running(self, live: Callable[[], dict] | None = None, enabled: bool = True):
+    def running(self, live: Callable[[], dict] | None = None, live_cpu: Callable[[], dict] | None = None,
+                enabled: bool = True):
         """Record this attempt every `every_s` seconds while the block runs, and once more if it
-        raises (an interrupt, a failure): what it spent counts when the work is resumed."""
+        raises (an interrupt, a failure): what it spent counts when the work is resumed. `live`,
+        `live_cpu`: the attempt's wall and CPU seconds per part so far (rqakit.timing)."""
         if not enabled:
             yield self
             return
+        self.live_cpu = live_cpu
         self.started = time.time()
         self.cpu_started = time.process_time()
         self.loads = []
@@ -127,9 +136,11 @@ class Attempts:
         stop.set()
         thread.join()
 
-    def totals(self, split: dict | None = None, elapsed_s: float | None = None, threads: int | None = None) -> dict:
+    def totals(self, split: dict | None = None, elapsed_s: float | None = None, threads: int | None = None,
+               cpu_split: dict | None = None) -> dict:
         """Wall time and time split summed over the earlier attempts and this one (`split`,
-        `elapsed_s`: this attempt's final figures; default: as it stands now), the mean load
+        `elapsed_s`: this attempt's final figures; default: as it stands now), the CPU seconds per
+        part likewise (`cpu_split`; None unless every attempt recorded its own), the mean load
         average over them, weighted by time (None where none was sampled), the CPU seconds of the
         process over them (None unless every attempt recorded its own), the share of `threads`
         cores they had (`attempt_share` weighted by time; None without `threads`), and the
@@ -142,6 +153,9 @@ class Attempts:
         return {"wall_time_s": round(sum(float(a.get("elapsed_s", 0.0)) for a in attempts), 3),
                 "attempts": len(attempts),
                 "time_split_s": _sum_splits([*(a.get("split_s") for a in self.earlier), split]),
+                "time_split_cpu_s": (_sum_splits([*(a["cpu_split_s"] for a in self.earlier), cpu_split])
+                                     if cpu_split is not None and all("cpu_split_s" in a for a in self.earlier)
+                                     else None),
                 "load_mean": round(sum(t * load for t, load in loaded) / weight, 2) if weight > 0 else None,
                 "cpu_s": (round(sum(float(a["cpu_s"]) for a in attempts), 3)
                           if all("cpu_s" in a for a in attempts) else None),

@@ -14,9 +14,11 @@ steps", "corpus encoding", "CE scoring" ...) is the one measured there, and the 
 accounts for (setup, search, checkpoints, I/O) are added in the measured proportion; otherwise
 the matmul peak times the share of it each kind of work reaches (`EFFICIENCY`). A stage that ran
 while other jobs shared the CPU, or was paused, had only part of it: its seconds are scaled by
-that share (`cpu_share`: the CPU seconds it used over threads x wall time, or where those were
-not recorded threads / its mean load average), so the rates and the estimates are those of a
-machine the run has to itself. `check` holds, for each finished stage,
+that share, so the rates and the estimates are those of a machine the run has to itself. The
+share of a part is its own CPU seconds over threads x its wall time where every attempt recorded
+them (`time_split_cpu_s`), else the stage's (`cpu_share`: the same ratio over the whole stage, or
+where CPU seconds were not recorded threads / its mean load average); a part's rate comes from
+the stages that recorded its share where there are any. `check` holds, for each finished stage,
 its estimate from the other stages' rates beside its measured time so scaled.
 """
 from __future__ import annotations
@@ -225,20 +227,25 @@ def part_flops(parts: list[Work], backbone) -> dict[str, float]:
     return out
 
 
-def measured_rates(measured: dict[str, tuple[dict, dict]]) -> tuple[dict[str, float], float | None]:
-    """{stage: (part FLOPs, manifest time split)} of finished stages -> (GFLOP/s per part, seconds
-    outside the modelled parts per modelled second); parts without FLOPs or seconds are left out."""
+def measured_rates(measured: dict[str, tuple[dict, dict, set]]) -> tuple[dict[str, float], float | None]:
+    """{stage: (part FLOPs, time split in seconds alone, parts whose share was recorded)} of
+    finished stages -> (GFLOP/s per part, seconds outside the modelled parts per modelled second).
+    Parts without FLOPs or seconds are left out; a part some stage recorded its share of is rated
+    from those stages alone (a share inferred from a whole stage's load is a coarse guess)."""
+    recorded = {part for _, _, exact in measured.values() for part in exact}
     flops: dict[str, float] = {}
     seconds: dict[str, float] = {}
     rest = modelled = 0.0
-    for parts, split in measured.values():
+    for parts, split, exact in measured.values():
         for part, value in split.items():
-            if part in parts and parts[part] > 0 and value > 0:
-                flops[part] = flops.get(part, 0.0) + parts[part]
-                seconds[part] = seconds.get(part, 0.0) + value
-                modelled += value
-            else:
+            if not (part in parts and parts[part] > 0 and value > 0):
                 rest += value
+                continue
+            modelled += value
+            if part in recorded and part not in exact:
+                continue
+            flops[part] = flops.get(part, 0.0) + parts[part]
+            seconds[part] = seconds.get(part, 0.0) + value
     rates = {part: flops[part] / seconds[part] / 1e9 for part in flops}
     return rates, (rest / modelled if modelled else None)
 
@@ -254,6 +261,22 @@ def cpu_share(manifest: dict, threads: int) -> float:
     whole = {"elapsed_s": manifest.get("wall_time_s"), "cpu_s": manifest.get("cpu_s"),
              "load_mean": manifest.get("load_mean")}
     return attempt_share(whole, manifest.get("threads") or threads)
+
+
+def alone_split(manifest: dict, threads: int) -> tuple[dict[str, float], set[str]]:
+    """A finished stage's time split as seconds on a machine it has alone, and the parts whose share
+    was recorded: a part's CPU seconds over threads x its wall seconds (`time_split_cpu_s`) where
+    every attempt recorded them, else the whole stage's `cpu_share`."""
+    wall, cpu = manifest["time_split_s"], manifest.get("time_split_cpu_s") or {}
+    n, stage = manifest.get("threads") or threads, cpu_share(manifest, threads)
+    split, exact = {}, set()
+    for part, seconds in wall.items():
+        if cpu.get(part) is not None and seconds > 0:
+            split[part] = seconds * min(1.0, cpu[part] / (n * seconds))
+            exact.add(part)
+        else:
+            split[part] = seconds * stage
+    return split, exact
 
 
 def estimate_seconds(parts: dict[str, float], rates: dict[str, float], overhead: float | None,
@@ -292,8 +315,8 @@ def plan(cfg, *, peak_gflops: float | None = None) -> dict:
     manifests = {stage: m for stage in work if (m := read_manifest(ws.folder(stage))) is not None}
     threads = torch.get_num_threads()
     share = {stage: cpu_share(m, threads) for stage, m in manifests.items()}
-    measured = {stage: (flops[stage], {part: sec * share[stage] for part, sec in m["time_split_s"].items()})
-                for stage, m in manifests.items() if m.get("time_split_s")}
+    measured = {stage: (flops[stage], *alone_split(m, threads)) for stage, m in manifests.items()
+                if m.get("time_split_s")}
     rates, overhead = measured_rates(measured)
     kinds = {w.where: w.kind for parts in work.values() for w in parts}
     fallback = {part: peak * EFFICIENCY[kind] for part, kind in kinds.items()}

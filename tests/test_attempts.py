@@ -73,6 +73,21 @@ def test_the_cpu_share_is_taken_attempt_by_attempt(tmp_path):
     assert Attempts(path).totals({}, 0.0)["cpu_share"] is None   # no thread count, no share
 
 
+def test_the_cpu_seconds_per_part_are_summed_only_where_every_attempt_recorded_them(tmp_path):
+    path = tmp_path / "attempts.json"
+    clock = Attempts(path, every_s=60)
+    with clock.running(lambda: {"CE scoring": 1.0}, lambda: {"CE scoring": 0.0}):
+        pass
+    clock.record(lambda: {"CE scoring": 1.0})                           # killed: its heartbeat's record
+    first = json.loads(path.read_text())[0]
+    assert first["cpu_split_s"]["CE scoring"] == 0.0 and "other" in first["cpu_split_s"]
+    spent = Attempts(path).totals({"CE scoring": 2.0}, 2.0, 2, cpu_split={"CE scoring": 3.0, "other": 0.1})
+    assert spent["time_split_cpu_s"]["CE scoring"] == pytest.approx(3.0)
+    path.write_text(json.dumps([{"elapsed_s": 5.0, "split_s": {"CE scoring": 5.0}}]))   # older code
+    assert Attempts(path).totals({}, 1.0, 2, cpu_split={"CE scoring": 1.0})["time_split_cpu_s"] is None
+    assert Attempts(path).totals({}, 1.0, 2)["time_split_cpu_s"] is None
+
+
 def test_a_resumed_stage_manifest_sums_its_attempts_and_their_time_split(tmp_path):
     folder = tmp_path / "stage" / "h1"
     calls = []

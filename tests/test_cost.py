@@ -4,7 +4,7 @@ from types import SimpleNamespace
 import pytest
 
 from rqakit.config import load_config
-from rqakit.cost import Lengths, cpu_share, estimate_seconds, flops_per_token, measured_rates, plan, stage_work
+from rqakit.cost import Lengths, alone_split, cpu_share, estimate_seconds, flops_per_token, measured_rates, plan, stage_work
 from rqakit.stages import Workspace, ablations
 
 
@@ -41,13 +41,28 @@ def test_the_plan_counts_every_stage_of_the_report(tmp_path, tiny_cache):
 
 def test_measured_rates_divide_each_parts_flops_by_its_recorded_seconds():
     measured = {"a": ({"training steps": 100e9, "corpus encoding": 60e9}, {"training steps": 2.0, "corpus encoding": 1.0,
-                                                                          "checkpoints": 0.3, "other": 0.3}),
-                "b": ({"training steps": 50e9, "CE scoring": 0.0}, {"training steps": 1.0, "search": 0.4})}
+                                                                          "checkpoints": 0.3, "other": 0.3}, set()),
+                "b": ({"training steps": 50e9, "CE scoring": 0.0}, {"training steps": 1.0, "search": 0.4}, set())}
     rates, overhead = measured_rates(measured)
     assert rates == pytest.approx({"training steps": 50.0, "corpus encoding": 60.0})
     assert overhead == pytest.approx((0.3 + 0.3 + 0.4) / (2.0 + 1.0 + 1.0))
     seconds = estimate_seconds({"training steps": 100e9, "CE scoring": 80e9}, rates, overhead, {"CE scoring": 40.0})
     assert seconds == pytest.approx((100 / 50 + 80 / 40) * (1 + overhead))
+    # once a stage recorded its share of a part, that part's rate comes from such stages alone
+    measured["c"] = ({"training steps": 90e9}, {"training steps": 1.0}, {"training steps"})
+    rates, again = measured_rates(measured)
+    assert rates["training steps"] == pytest.approx(90.0) and rates["corpus encoding"] == pytest.approx(60.0)
+    assert again == pytest.approx((0.3 + 0.3 + 0.4) / (2.0 + 1.0 + 1.0 + 1.0))
+
+
+def test_a_parts_share_comes_from_its_own_cpu_seconds_where_every_attempt_recorded_them():
+    manifest = {"threads": 2, "wall_time_s": 10.0, "load_mean": 4.0,
+                "time_split_s": {"CE scoring": 6.0, "training steps": 4.0}}
+    assert alone_split(manifest, 2) == ({"CE scoring": 3.0, "training steps": 2.0}, set())   # the load's 0.5
+    manifest["time_split_cpu_s"] = {"CE scoring": 3.0, "training steps": 8.0, "other": 0.0}
+    split, exact = alone_split(manifest, 2)
+    assert split == pytest.approx({"CE scoring": 1.5, "training steps": 4.0})   # a share of 0.25, then 1
+    assert exact == {"CE scoring", "training steps"}
 
 
 def test_the_plan_estimates_from_the_rates_finished_stages_recorded(tmp_path, tiny_cache):
