@@ -427,6 +427,36 @@ def config_hash(cfg: RunConfig | dict, *sections: str, extra: dict | None = None
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+# Fields that change how fast a stage runs, never what it writes (runtime.dropout_masks: another
+# random stream of the same law). Stage and report hashes leave them out.
+NEUTRAL = ("evaluate.batch_size", "warmup_de.checkpoint_every", "warmup_ce.checkpoint_every",
+           "joint.checkpoint_every", "st_mnrl.checkpoint_every", "runtime", "notes", "profile")
+
+
+def expand(cfg: RunConfig, keys) -> set[str]:
+    """"section" or "section.field" patterns -> the set of "section.field" names they cover."""
+    out = set()
+    for key in keys:
+        section, _, name = key.partition(".")
+        value = getattr(cfg, section)
+        if name or not dataclasses.is_dataclass(value):
+            out.add(key)
+        else:
+            out.update(f"{section}.{f.name}" for f in dataclasses.fields(value))
+    return out
+
+
+def report_hash(cfg: RunConfig) -> str:
+    """The hash a report and its chapters are stamped with: the whole config less the `NEUTRAL`
+    fields, so a new runtime switch, another thread count or checkpoint interval leaves a finished
+    report current, as it leaves the stage folders."""
+    body = cfg.to_dict()
+    for key in expand(cfg, NEUTRAL):
+        section, _, name = key.partition(".")
+        (body[section] if name else body).pop(name or section, None)
+    return config_hash(body)
+
+
 def field_help(cfg_cls=RunConfig, prefix: str = "") -> dict[str, str]:
     """`section.field` -> help text, for `rqakit config --help-fields` and the docs."""
     out = {}

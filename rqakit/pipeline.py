@@ -27,7 +27,7 @@ from pathlib import Path
 
 from .artifacts import unwritable_reason
 from .attempts import Attempts
-from .config import config_hash, load_config, parse_overrides
+from .config import load_config, parse_overrides, report_hash
 from .env import environment
 from .errors import Interrupted, RqaError
 from .progress import ENV as PROGRESS_ENV, Echo, clock
@@ -129,7 +129,7 @@ def reproduce(profile: str, out: str | Path | None = None, force: bool = False, 
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     overrides = parse_overrides(overrides)
     cfg = load_config(profile, overrides)                       # bad keys and values fail here, before any kernel
-    cfg_hash = config_hash(cfg)
+    cfg_hash = report_hash(cfg)
     out = Path(out or Path("reports") / cfg.profile).resolve()
     for folder, what, fix in ((out, "report folder", "choose another with --out DIR"),
                               (Path(cfg.runtime.workdir), "runtime.workdir", "choose another with --set runtime.workdir=DIR")):

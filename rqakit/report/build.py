@@ -25,7 +25,7 @@ import pandas as pd
 from .. import __version__
 from ..artifacts import KIT_COMMIT, machine, read_manifest
 from ..atomic import write_json as write_json_atomic
-from ..config import config_hash
+from ..config import report_hash
 from . import figures, paper, results, tables
 from .chapter import read_chapter, read_chapter_times
 
@@ -35,7 +35,7 @@ ALPHA = 0.05
 
 def stamp(ws) -> dict:
     return {"profile": ws.cfg.profile, "kit_version": __version__, "git_commit": KIT_COMMIT,
-            "config_hash": config_hash(ws.cfg), "machine": machine(),
+            "config_hash": report_hash(ws.cfg), "machine": machine(),
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 

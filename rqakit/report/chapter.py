@@ -1,7 +1,7 @@
 """A chapter's record: `<out_dir>/<chapter>.json`, written by the last cell of its notebook.
 
     write_chapter("reports/toy", "02_baselines", cfg, {"bm25": {...}})
-    is_current("reports/toy", "02_baselines", config_hash(cfg))   # True: `rqakit reproduce` skips it
+    is_current("reports/toy", "02_baselines", report_hash(cfg))   # True: `rqakit reproduce` skips it
 
 The record carries the config hash of the resolved config, the kit version and the stage folders
 the chapter read (`stages`: folder -> the stage's config hash); a chapter is done for that config
@@ -18,7 +18,7 @@ import numpy as np
 from .. import __version__
 from ..artifacts import KIT_COMMIT, missing_stages, take_stages_read
 from ..atomic import write_json as write_json_atomic
-from ..config import RunConfig, config_hash
+from ..config import RunConfig, report_hash
 
 
 def jsonable(obj):
@@ -49,7 +49,7 @@ def write_chapter(out_dir: str | Path, chapter: str, cfg: RunConfig, results: di
     record = {
         "chapter": chapter,
         "profile": cfg.profile,
-        "config_hash": config_hash(cfg),
+        "config_hash": report_hash(cfg),
         "kit_version": __version__,
         "git_commit": KIT_COMMIT,
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -19,33 +19,17 @@ from functools import cached_property
 from importlib import import_module
 from pathlib import Path
 
-from ..config import RunConfig, config_hash, plain
+from ..config import NEUTRAL, RunConfig, config_hash, expand, plain
 
 # What every stage reads through `ws.train`, `ws.val`, `ws.test` and `ws.corpus`.
 SPLITS = ("data.train", "data.eval", "data.eval_fraction", "data.val_fraction", "data.split_seed",
           "data.max_train_queries", "data.use_titles")
-# Fields that change how fast a stage runs, never what it writes.
-NEUTRAL = ("evaluate.batch_size", "warmup_de.checkpoint_every", "warmup_ce.checkpoint_every",
-           "joint.checkpoint_every", "st_mnrl.checkpoint_every", "runtime", "notes", "profile")
 
 
 def stage_module(stage: str):
     """`rqakit.stages.<base>` for "warmup_de", "joint", "joint-dynamic-m8-s1" ..."""
     base = stage.split("-")[0].split(":")[0]
     return import_module(f"{__package__}.{base}")
-
-
-def expand(cfg: RunConfig, keys) -> set[str]:
-    """"section" or "section.field" patterns -> the set of "section.field" names they cover."""
-    out = set()
-    for key in keys:
-        section, _, name = key.partition(".")
-        value = getattr(cfg, section)
-        if name or not dataclasses.is_dataclass(value):
-            out.add(key)
-        else:
-            out.update(f"{section}.{f.name}" for f in dataclasses.fields(value))
-    return out
 
 
 def covered(cfg: RunConfig, stage: str) -> set[str]:
