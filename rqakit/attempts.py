@@ -50,6 +50,20 @@ def _sum_splits(splits) -> dict[str, float]:
     return dict(sorted(out.items()))
 
 
+def _cpu_split(attempt: dict) -> dict[str, float] | None:
+    """An attempt's CPU seconds per part: as recorded, else (older code recorded only the total)
+    its CPU seconds shared among its parts by their wall seconds; None without CPU seconds."""
+    if "cpu_split_s" in attempt:
+        return attempt["cpu_split_s"]
+    if attempt.get("cpu_s") is None:
+        return None
+    split = {part: float(seconds) for part, seconds in (attempt.get("split_s") or {}).items()}
+    wall = sum(split.values())
+    if wall <= 0:
+        return {"other": float(attempt["cpu_s"])}
+    return {part: float(attempt["cpu_s"]) * seconds / wall for part, seconds in split.items()}
+
+
 def _time_weighted_share(attempts: list[dict], threads: int) -> float | None:
     wall = sum(float(a.get("elapsed_s") or 0.0) for a in attempts)
     if wall <= 0:
@@ -140,7 +154,8 @@ class Attempts:
                cpu_split: dict | None = None) -> dict:
         """Wall time and time split summed over the earlier attempts and this one (`split`,
         `elapsed_s`: this attempt's final figures; default: as it stands now), the CPU seconds per
-        part likewise (`cpu_split`; None unless every attempt recorded its own), the mean load
+        part likewise (`cpu_split`; `_cpu_split` for earlier attempts; None unless every attempt
+        recorded its CPU seconds), the mean load
         average over them, weighted by time (None where none was sampled), the CPU seconds of the
         process over them (None unless every attempt recorded its own), the share of `threads`
         cores they had (`attempt_share` weighted by time; None without `threads`), and the
@@ -149,13 +164,13 @@ class Attempts:
         current = {**self._current(None), "elapsed_s": elapsed}
         attempts = [*self.earlier, current]
         loaded = [(float(a["elapsed_s"]), float(a["load_mean"])) for a in attempts if "load_mean" in a]
+        earlier_cpu = [_cpu_split(a) for a in self.earlier]
         weight = sum(t for t, _ in loaded)
         return {"wall_time_s": round(sum(float(a.get("elapsed_s", 0.0)) for a in attempts), 3),
                 "attempts": len(attempts),
                 "time_split_s": _sum_splits([*(a.get("split_s") for a in self.earlier), split]),
-                "time_split_cpu_s": (_sum_splits([*(a["cpu_split_s"] for a in self.earlier), cpu_split])
-                                     if cpu_split is not None and all("cpu_split_s" in a for a in self.earlier)
-                                     else None),
+                "time_split_cpu_s": (_sum_splits([*earlier_cpu, cpu_split])
+                                     if cpu_split is not None and None not in earlier_cpu else None),
                 "load_mean": round(sum(t * load for t, load in loaded) / weight, 2) if weight > 0 else None,
                 "cpu_s": (round(sum(float(a["cpu_s"]) for a in attempts), 3)
                           if all("cpu_s" in a for a in attempts) else None),

@@ -16,7 +16,8 @@ the matmul peak times the share of it each kind of work reaches (`EFFICIENCY`). 
 while other jobs shared the CPU, or was paused, had only part of it: its seconds are scaled by
 that share, so the rates and the estimates are those of a machine the run has to itself. The
 share of a part is its own CPU seconds over threads x its wall time where every attempt recorded
-them (`time_split_cpu_s`), else the stage's (`cpu_share`: the same ratio over the whole stage, or
+CPU seconds (`time_split_cpu_s`; an attempt of older code that kept only its total shares it among
+its parts by wall time), else the stage's (`cpu_share`: the same ratio over the whole stage, or
 where CPU seconds were not recorded threads / its mean load average); a part's rate comes from
 the stages that recorded its share where there are any. `check` holds, for each finished stage,
 its estimate from the other stages' rates beside its measured time so scaled.

@@ -83,7 +83,11 @@ def test_the_cpu_seconds_per_part_are_summed_only_where_every_attempt_recorded_t
     assert first["cpu_split_s"]["CE scoring"] == 0.0 and "other" in first["cpu_split_s"]
     spent = Attempts(path).totals({"CE scoring": 2.0}, 2.0, 2, cpu_split={"CE scoring": 3.0, "other": 0.1})
     assert spent["time_split_cpu_s"]["CE scoring"] == pytest.approx(3.0)
-    path.write_text(json.dumps([{"elapsed_s": 5.0, "split_s": {"CE scoring": 5.0}}]))   # older code
+    # an attempt of older code that kept only its total CPU seconds shares them by wall seconds
+    path.write_text(json.dumps([{"elapsed_s": 5.0, "split_s": {"CE scoring": 4.0, "other": 1.0}, "cpu_s": 5.0}]))
+    cpu = Attempts(path).totals({}, 1.0, 2, cpu_split={"CE scoring": 1.0})["time_split_cpu_s"]
+    assert cpu == pytest.approx({"CE scoring": 5.0, "other": 1.0})
+    path.write_text(json.dumps([{"elapsed_s": 5.0, "split_s": {"CE scoring": 5.0}}]))   # no CPU seconds at all
     assert Attempts(path).totals({}, 1.0, 2, cpu_split={"CE scoring": 1.0})["time_split_cpu_s"] is None
     assert Attempts(path).totals({}, 1.0, 2)["time_split_cpu_s"] is None
 
