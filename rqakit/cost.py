@@ -267,7 +267,7 @@ def cpu_share(manifest: dict, threads: int) -> float:
 def alone_split(manifest: dict, threads: int) -> tuple[dict[str, float], set[str]]:
     """A finished stage's time split as seconds on a machine it has alone, and the parts whose share
     was recorded: a part's CPU seconds over threads x its wall seconds (`time_split_cpu_s`) where
-    every attempt recorded them, else the whole stage's `cpu_share`."""
+    the manifest has them, else the whole stage's `cpu_share`."""
     wall, cpu = manifest["time_split_s"], manifest.get("time_split_cpu_s") or {}
     n, stage = manifest.get("threads") or threads, cpu_share(manifest, threads)
     split, exact = {}, set()
