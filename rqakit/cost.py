@@ -233,7 +233,8 @@ def measured_rates(measured: dict[str, tuple[dict, dict, set]]) -> tuple[dict[st
     finished stages -> (GFLOP/s per part, seconds outside the modelled parts per modelled second).
     Parts without FLOPs or seconds are left out; a part some stage recorded its share of is rated
     from those stages alone (a share inferred from a whole stage's load is a coarse guess)."""
-    recorded = {part for _, _, exact in measured.values() for part in exact}
+    recorded = {part for parts, split, exact in measured.values() for part in exact
+                if parts.get(part, 0) > 0 and split.get(part, 0) > 0}
     flops: dict[str, float] = {}
     seconds: dict[str, float] = {}
     rest = modelled = 0.0

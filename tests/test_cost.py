@@ -53,6 +53,9 @@ def test_measured_rates_divide_each_parts_flops_by_its_recorded_seconds():
     rates, again = measured_rates(measured)
     assert rates["training steps"] == pytest.approx(90.0) and rates["corpus encoding"] == pytest.approx(60.0)
     assert again == pytest.approx((0.3 + 0.3 + 0.4) / (2.0 + 1.0 + 1.0 + 1.0))
+    # a recorded part without FLOPs (no work modelled there) outranks nothing
+    measured["d"] = ({"corpus encoding": 0.0}, {"corpus encoding": 0.5}, {"corpus encoding"})
+    assert measured_rates(measured)[0]["corpus encoding"] == pytest.approx(60.0)
 
 
 def test_a_parts_share_comes_from_its_own_cpu_seconds_where_every_attempt_recorded_them():
