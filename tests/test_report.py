@@ -192,6 +192,13 @@ def test_every_table_and_figure_is_written(built):
     assert summary["stamp"]["config_hash"] in report
 
 
+def test_headline_numbers_show_the_digits_that_tell_them_apart():
+    from rqakit.report.build import _apart
+    assert _apart(0.6, 0.5) == ("0.600", "0.500")
+    assert _apart(0.68626, 0.68630) == ("0.68626", "0.68630")    # equal to 3 and to 4 decimals
+    assert _apart(0.7, 0.7) == ("0.70000", "0.70000")
+
+
 def test_a_real_backbone_says_what_its_profile_does_not_reproduce():
     from rqakit.report.build import scope
     text = scope(load_config("scifact"))

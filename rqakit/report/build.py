@@ -176,6 +176,15 @@ def _system_mean(frame: pd.DataFrame, table: str, system: str, metric: str) -> t
     return (float(hit.mean()), len(hit)) if len(hit) else (math.nan, 0)
 
 
+def _apart(a: float, b: float) -> tuple[str, str]:
+    """a and b with three decimals, or with as many more (up to five) as it takes to tell them apart."""
+    for digits in (3, 4, 5):
+        fa, fb = f"{a:.{digits}f}", f"{b:.{digits}f}"
+        if fa != fb:
+            break
+    return fa, fb
+
+
 def headline(frame: pd.DataFrame, test: dict, measure: str = "nDCG@10", depth: int | None = None) -> list[str]:
     """The report's first lines: dynamic vs BM25, the st-mnrl peer and the untrained fusion of BM25
     and the backbone; the hybrid vs that fusion; dynamic vs static; the joint re-ranker vs the warm one
@@ -191,18 +200,21 @@ def headline(frame: pd.DataFrame, test: dict, measure: str = "nDCG@10", depth: i
             lines.append(f"- {label} was not run for this profile, so the dynamic retriever is not compared with it.")
             continue
         verb = "beats" if dyn > other else "does not beat"
-        lines.append(f"- The dynamic retriever **{verb}** {label} on test {measure}: {dyn:.3f} ({seeds}) vs {other:.3f}.")
+        ours, theirs = _apart(dyn, other)
+        lines.append(f"- The dynamic retriever **{verb}** {label} on test {measure}: {ours} ({seeds}) vs {theirs}.")
     hybrid, n_hybrid = _system_mean(frame, "retrieval", "hybrid", measure)
     other, _ = _system_mean(frame, "retrieval", "fusion-zeroshot", measure)
     if not math.isnan(hybrid) and not math.isnan(other):
         verb = "beats" if hybrid > other else "does not beat"
-        lines.append(f"- BM25 fused with the dynamic retriever (hybrid) **{verb}** {fusion}: {hybrid:.3f} "
-                     f"(mean over {n_hybrid} seed{'s' if n_hybrid != 1 else ''}) vs {other:.3f}.")
+        ours, theirs = _apart(hybrid, other)
+        lines.append(f"- BM25 fused with the dynamic retriever (hybrid) **{verb}** {fusion}: {ours} "
+                     f"(mean over {n_hybrid} seed{'s' if n_hybrid != 1 else ''}) vs {theirs}.")
     verb = "beats" if test["dynamic"] > test["static"] else "does not beat"
+    ours, theirs = _apart(test["dynamic"], test["static"])
     significant = "significant" if test["p_ttest"] < ALPHA else "not significant"
     lines.append(
-        f"- Dynamic distillation **{verb}** static distillation on test {measure}: {test['dynamic']:.3f} vs "
-        f"{test['static']:.3f} (diff {test['diff']:+.3f}; paired t-test p = {test['p_ttest']:.3g}, Wilcoxon "
+        f"- Dynamic distillation **{verb}** static distillation on test {measure}: {ours} vs "
+        f"{theirs} (diff {test['diff']:+.3f}; paired t-test p = {test['p_ttest']:.3g}, Wilcoxon "
         f"signed-rank p = {test['p_wilcoxon']:.3g}, {test['n_queries']} test queries, per-query values averaged "
         f"over {test['seeds_dynamic']} dynamic and {test['seeds_static']} static seeds): {significant} at {ALPHA} "
         "by the t-test.")
@@ -211,8 +223,9 @@ def headline(frame: pd.DataFrame, test: dict, measure: str = "nDCG@10", depth: i
     if not math.isnan(joint) and not math.isnan(warm):
         verb = "beats" if joint > warm else "does not beat"
         top = f"BM25's top {depth}" if depth else "BM25's top candidates"
+        ours, theirs = _apart(joint, warm)
         lines.append(f"- The joint re-ranker of the dynamic runs **{verb}** the warm re-ranker on {top}, test {measure}: "
-                     f"{joint:.3f} (mean over {n_joint} seed{'s' if n_joint != 1 else ''}) vs {warm:.3f}.")
+                     f"{ours} (mean over {n_joint} seed{'s' if n_joint != 1 else ''}) vs {theirs}.")
     return lines
 
 
@@ -290,15 +303,14 @@ def _num(v, digits: int = 1) -> str:
     return "" if v is None else f"{float(v):.{digits}f}"
 
 
-def render_report(ws, out_dir: Path, frame: pd.DataFrame, data: dict, written: dict, figs: dict, stamp_: dict) -> str:
+def render_report(ws, out_dir: Path, head: list[str], data: dict, written: dict, figs: dict, stamp_: dict) -> str:
     from ..stages.ablations import ablation_list_size
 
     cfg = ws.cfg
     table4_m = ablation_list_size(cfg)
     rel = lambda p: Path(p).relative_to(out_dir).as_posix()  # noqa: E731
     md = lambda key: Path(written[key]).read_text().strip()  # noqa: E731
-    parts = [f"# RocketQAv2 reproduction: profile `{cfg.profile}`", "",
-             *headline(frame, data["paired"], depth=cfg.evaluate.rerank_depth), ""]
+    parts = [f"# RocketQAv2 reproduction: profile `{cfg.profile}`", "", *head, ""]
     if cfg.model.backbone == "tiny":
         parts += ["> This profile trains a **random tiny BERT** on a small collection: its numbers only show that "
                   "the pipeline runs end to end, not what RocketQAv2 achieves.", ""]
@@ -355,9 +367,10 @@ def build_report(ws, out_dir: str | Path) -> dict:
     figs = write_figures(ws, frame, data, out_dir / "figures")
     stamp_ = stamp(ws)
     report = out_dir / "report.md"
-    report.write_text(render_report(ws, out_dir, frame, data, written, figs, stamp_))
+    head = headline(frame, data["paired"], depth=ws.cfg.evaluate.rerank_depth)
+    report.write_text(render_report(ws, out_dir, head, data, written, figs, stamp_))
     return {"results": str(results_path), "report": str(report), "tables": {k: str(v) for k, v in written.items()},
-            "figures": {k: str(v) for k, v in figs.items()}, "headline": headline(frame, data["paired"], depth=ws.cfg.evaluate.rerank_depth),
+            "figures": {k: str(v) for k, v in figs.items()}, "headline": head,
             "paired_test": data["paired"], "hybrid": data["choices"], "stamp": stamp_}
 
 
