@@ -185,12 +185,20 @@ def _apart(a: float, b: float) -> tuple[str, str]:
     return fa, fb
 
 
+def _versus(a: float, b: float) -> tuple[str, str, str]:
+    """("beats" or "does not beat", a, b), the numbers as `_apart` writes them."""
+    return ("beats" if a > b else "does not beat", *_apart(a, b))
+
+
+def _over(n: int) -> str:
+    return f"mean over {n} seed{'s' if n != 1 else ''}"
+
+
 def headline(frame: pd.DataFrame, test: dict, measure: str = "nDCG@10", depth: int | None = None) -> list[str]:
     """The report's first lines: dynamic vs BM25, the st-mnrl peer and the untrained fusion of BM25
     and the backbone; the hybrid vs that fusion; dynamic vs static; the joint re-ranker vs the warm one
     on BM25's top `depth` (Table 3's claim); numbers always."""
     dyn, n = _system_mean(frame, "retrieval", "dynamic", measure)
-    seeds = f"mean over {n} seed{'s' if n != 1 else ''}"
     lines = []
     fusion = "the untrained fusion of BM25 and the zero-shot backbone (fusion-zeroshot, RRF k = 60)"
     for system, label in (("bm25", "BM25"), ("st-mnrl", "the sentence-transformers MNRL peer (st-mnrl)"),
@@ -199,18 +207,15 @@ def headline(frame: pd.DataFrame, test: dict, measure: str = "nDCG@10", depth: i
         if math.isnan(other):
             lines.append(f"- {label} was not run for this profile, so the dynamic retriever is not compared with it.")
             continue
-        verb = "beats" if dyn > other else "does not beat"
-        ours, theirs = _apart(dyn, other)
-        lines.append(f"- The dynamic retriever **{verb}** {label} on test {measure}: {ours} ({seeds}) vs {theirs}.")
+        verb, ours, theirs = _versus(dyn, other)
+        lines.append(f"- The dynamic retriever **{verb}** {label} on test {measure}: {ours} ({_over(n)}) vs {theirs}.")
     hybrid, n_hybrid = _system_mean(frame, "retrieval", "hybrid", measure)
     other, _ = _system_mean(frame, "retrieval", "fusion-zeroshot", measure)
     if not math.isnan(hybrid) and not math.isnan(other):
-        verb = "beats" if hybrid > other else "does not beat"
-        ours, theirs = _apart(hybrid, other)
+        verb, ours, theirs = _versus(hybrid, other)
         lines.append(f"- BM25 fused with the dynamic retriever (hybrid) **{verb}** {fusion}: {ours} "
-                     f"(mean over {n_hybrid} seed{'s' if n_hybrid != 1 else ''}) vs {theirs}.")
-    verb = "beats" if test["dynamic"] > test["static"] else "does not beat"
-    ours, theirs = _apart(test["dynamic"], test["static"])
+                     f"({_over(n_hybrid)}) vs {theirs}.")
+    verb, ours, theirs = _versus(test["dynamic"], test["static"])
     significant = "significant" if test["p_ttest"] < ALPHA else "not significant"
     lines.append(
         f"- Dynamic distillation **{verb}** static distillation on test {measure}: {ours} vs "
@@ -221,11 +226,10 @@ def headline(frame: pd.DataFrame, test: dict, measure: str = "nDCG@10", depth: i
     joint, n_joint = _system_mean(frame, "rerank", "joint_ce@bm25", measure)
     warm, _ = _system_mean(frame, "rerank", "warmup_ce@bm25", measure)
     if not math.isnan(joint) and not math.isnan(warm):
-        verb = "beats" if joint > warm else "does not beat"
+        verb, ours, theirs = _versus(joint, warm)
         top = f"BM25's top {depth}" if depth else "BM25's top candidates"
-        ours, theirs = _apart(joint, warm)
         lines.append(f"- The joint re-ranker of the dynamic runs **{verb}** the warm re-ranker on {top}, test {measure}: "
-                     f"{ours} (mean over {n_joint} seed{'s' if n_joint != 1 else ''}) vs {theirs}.")
+                     f"{ours} ({_over(n_joint)}) vs {theirs}.")
     return lines
 
 
