@@ -268,16 +268,19 @@ def wall_time_section(ws, out_dir: str | Path, runs: list) -> str:
     for system, seed, folder in results.stage_folders(ws, runs):
         manifest = json.loads((folder / "manifest.json").read_text())
         step = results.mean_step_s(folder) if manifest.get("steps") else None
-        stage.append({"stage": folder.name, "wall time (s)": _num(manifest.get("wall_time_s")),
-                      "attempts": manifest.get("attempts", 1), "mean load": _num(manifest.get("load_mean"), 2),
+        stage.append({"stage": manifest.get("stage") or (system if seed is None else f"{system}-s{seed}"),
+                      "folder": folder.name, "wall time (s)": _num(manifest.get("wall_time_s")),
+                      "attempts": manifest.get("attempts", 1), "CPU share": _num(manifest.get("cpu_share"), 2),
+                      "mean load": _num(manifest.get("load_mean"), 2),
                       "steps": manifest.get("steps", ""),
                       "mean step (s)": _num(step, 3),
                       "kit commit": ", ".join(manifest.get("git_commits") or [manifest.get("git_commit", "")])})
     if stage:
         lines += ["Stages (from their manifests; a stage reused from the cache keeps the time of the run that "
-                  "built it, summed over its attempts when it was killed and resumed; mean load is the 1-minute "
-                  f"load average while it ran, on {os.cpu_count()} cores here: above that, other jobs shared the "
-                  "CPU and the stage reads slow; kit commit: the code each recorded attempt ran):", "",
+                  "built it, summed over its attempts when it was killed and resumed; CPU share is the CPU time it "
+                  "got over its threads x its wall time, where recorded: below 1, other jobs shared the CPU and "
+                  f"the stage reads slow; mean load is the 1-minute load average while it ran, on {os.cpu_count()} "
+                  "cores here; kit commit: the code each recorded attempt ran):", "",
                   tables.markdown_table(pd.DataFrame(stage)), ""]
     return "\n".join(lines + [WALL_END])
 
