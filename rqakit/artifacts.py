@@ -22,7 +22,7 @@ from typing import Callable
 from . import __version__
 from .atomic import atomic_path, remove_stale, temporary_sibling, write_json
 from .progress import emit
-from .runtime import barrier, world
+from .runtime import barrier, compute_dtype_name, cpu_supports_bf16, world
 from .attempts import Attempts
 from .timing import live_cpu_split, live_split, measuring
 
@@ -49,12 +49,25 @@ def threads() -> int:
     return torch.get_num_threads()
 
 
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else what `platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine() -> str:
+    """'Linux x86_64, <CPU model>, 2 cores, native bf16, no GPU, torch 2.13.0+cpu'."""
     import torch
 
-    cpu = platform.processor() or platform.machine()
+    bf16 = "native bf16" if cpu_supports_bf16() else "no native bf16"
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{platform.system()} {cpu}, {os.cpu_count()} cores, {gpu}, torch {torch.__version__}"
+    return (f"{platform.system()} {platform.machine()}, {cpu_model()}, {os.cpu_count()} cores, {bf16}, {gpu}, "
+            f"torch {torch.__version__}")
 
 
 def read_manifest(folder: Path) -> dict | None:
@@ -183,6 +196,7 @@ def _build_into(folder: Path, cfg_hash: str, build, config: dict | None, start: 
             "git_commit": KIT_COMMIT,                        # the code of the attempt that finished
             "git_commits": spent["git_commits"],             # of every recorded attempt, in order
             "machine": machine(),
+            "compute_dtype": compute_dtype_name((config or {}).get("runtime", {}).get("device", "auto")),
             "wall_time_s": spent["wall_time_s"],           # every attempt: a resumed run counts its kills
             "attempts": spent["attempts"],
             "load_mean": spent["load_mean"],                 # 1-minute load average while it ran

@@ -167,6 +167,8 @@ class RuntimeConfig:
     dropout_masks: str = _f("kit", "kit | torch: CPU training dropout masks from numpy's SFC64 (faster on "
                             "AMD CPUs; other noise, same law) or torch's own (its numbers bit for bit)")
     workdir: str = _f("runs", "where stage artifacts are cached: <workdir>/<profile>/<stage>")
+    precision: str = _f("auto", "auto | fp32: bf16 autocast where the CPU (AVX512-BF16, AMX) or GPU has it and "
+                        "fp16 on older GPUs, or fp32 everywhere; stage folders are kept apart by the dtype")
 
 
 @dataclass
@@ -315,6 +317,7 @@ CHOICES = {
     "evaluate.relevance": ("auto", "qrels", "answers"),
     "ablations.no_denoise_budget": ("steps", "epochs"),
     "runtime.dropout_masks": ("kit", "torch"),
+    "runtime.precision": ("auto", "fp32"),
 }
 
 

@@ -25,7 +25,7 @@ import torch
 from rqakit.atomic import atomic_path
 from rqakit.errors import RqaError
 from rqakit.encode import Throughput, score_pairs
-from rqakit.runtime import compute_dtype as runtime_compute_dtype
+from rqakit.runtime import compute_dtype as runtime_compute_dtype, dtype_name
 from rqakit.models.cross_encoder import CrossEncoder
 from rqakit.runs import Run, ranked
 
@@ -85,7 +85,7 @@ def model_tag(cross_encoder: CrossEncoder, use_titles: bool | None = None, compu
         digest.update(f"{name}:{data.dtype}:{tuple(tensor.shape)}".encode())
         digest.update(data.view(torch.uint8).numpy().tobytes())
     compute_dtype = compute_dtype or runtime_compute_dtype(cross_encoder.device)
-    return f"{digest.hexdigest()[:16]}-{str(compute_dtype).removeprefix('torch.')}"
+    return f"{digest.hexdigest()[:16]}-{dtype_name(compute_dtype)}"
 
 
 def _fetch_docs(corpus, pairs: list[tuple[str, str]]) -> dict:

@@ -5,9 +5,12 @@
     device = pick_device("auto")  # cuda:LOCAL_RANK under torchrun on GPUs, cuda, or cpu
     compute_dtype(device)         # bf16 on CUDA (fp16 without bf16) and on bf16 CPUs, else fp32
     with autocast(device): ...    # mixed precision for training, in compute_dtype
+    set_precision("fp32")         # runtime.precision: fp32 everywhere, from the next call on
 
 Training and inference read the same `compute_dtype`: the training loop autocasts to it (fp16 with a
-loss scaler), inference runs a copy of the model in it on CPU (`rqakit.encode`).
+loss scaler), inference runs a copy of the model in it on CPU (`rqakit.encode`). The dtype is part of
+every stage's hash (rqakit.stages.Workspace.hash) and of its manifest: a stage built in bf16 is never
+served to an fp32 run, nor the other way round.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from .config import check_choice
 from .errors import RqaError
 
 
@@ -92,14 +96,37 @@ def cpu_supports_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+_precision = "auto"
+
+
+def set_precision(mode: str) -> None:
+    """`runtime.precision` for this process: "auto" (the hardware's, below) or "fp32" everywhere."""
+    global _precision
+    check_choice("runtime.precision", mode)
+    _precision = mode
+
+
 def compute_dtype(device: str | torch.device) -> torch.dtype:
-    """bf16 on CUDA with bf16 and on bf16-capable CPUs, fp16 on older CUDA GPUs, fp32 otherwise."""
+    """bf16 on CUDA with bf16 and on bf16-capable CPUs, fp16 on older CUDA GPUs, fp32 otherwise
+    (and always under `set_precision("fp32")`)."""
     device = torch.device(device)
+    if _precision == "fp32":
+        return torch.float32
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device.type == "cpu" and cpu_supports_bf16():
         return torch.bfloat16
     return torch.float32
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """torch.bfloat16 -> "bfloat16"."""
+    return str(dtype).removeprefix("torch.")
+
+
+def compute_dtype_name(device: str = "auto") -> str:
+    """The dtype stages compute in on `runtime.device`, by name ("bfloat16", "float32")."""
+    return dtype_name(compute_dtype(pick_device(device)))
 
 
 def autocast(device: torch.device, enabled: bool = True):

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from rqakit import runtime
 from rqakit.artifacts import ATTEMPTS, KIT_COMMIT, read_manifest, run_stage, work_dir
 from rqakit.attempts import Attempts
 from rqakit.timing import timed
@@ -118,6 +119,7 @@ def test_a_resumed_stage_manifest_sums_its_attempts_and_their_time_split(tmp_pat
     # the sleeps used no CPU: the process's CPU seconds say the stage had the cores a fraction of its time
     assert manifest["cpu_s"] is not None and manifest["cpu_s"] < 0.5 * manifest["wall_time_s"]
     assert manifest["threads"] >= 1
+    assert manifest["compute_dtype"] == runtime.compute_dtype_name() and "bf16" in manifest["machine"]
     assert manifest["cpu_share"] == pytest.approx(min(1.0, manifest["cpu_s"] / (manifest["threads"] * manifest["wall_time_s"])),
                                                   abs=0.01)
 

@@ -133,6 +133,19 @@ def test_compute_dtype_follows_the_cpu(monkeypatch):
     assert runtime.autocast(torch.device("cpu")).__class__.__name__ == "nullcontext"  # fp32: no autocast
 
 
+def test_runtime_precision_fp32_holds_on_a_bf16_cpu_and_a_bad_one_is_refused(monkeypatch):
+    monkeypatch.setattr(runtime, "cpu_supports_bf16", lambda: True)
+    try:
+        runtime.set_precision("fp32")
+        assert runtime.compute_dtype("cpu") == torch.float32 and runtime.compute_dtype_name("cpu") == "float32"
+        runtime.set_precision("auto")
+        assert runtime.compute_dtype("cpu") == torch.bfloat16 and runtime.compute_dtype_name("cpu") == "bfloat16"
+        with pytest.raises(RqaError, match=r"runtime.precision = 'fp16'; choose one of: auto, fp32"):
+            runtime.set_precision("fp16")
+    finally:
+        runtime.set_precision("auto")
+
+
 def test_cpu_bf16_check_agrees_with_cpuinfo_flags():
     flags = open("/proc/cpuinfo").read().split()
     assert runtime.cpu_supports_bf16() == ("avx512_bf16" in flags or "amx_bf16" in flags)

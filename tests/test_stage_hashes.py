@@ -1,6 +1,7 @@
 """Each stage's hash covers exactly the config fields the stage reads (rqakit.stages.workspace)."""
 import pytest
 
+from rqakit import runtime
 from rqakit.config import RecordingConfig, load_config
 from rqakit.stages import Workspace, augment, baselines, joint, st_mnrl, warmup_ce, warmup_de
 from rqakit.stages.workspace import NEUTRAL, covered, expand, stage_module
@@ -65,3 +66,18 @@ def test_a_changed_field_reruns_exactly_the_stages_that_read_it(key, value, chan
     if before.folder("joint-dynamic-m4-s1") != after.folder("joint-dynamic-m4-s1"):
         rerun.add("joint")
     assert rerun == changed
+
+
+def test_the_compute_dtype_keeps_stage_folders_apart(monkeypatch):
+    """A stage built in bf16 is never served to an fp32 run: on a bf16 CPU the default precision
+    and runtime.precision=fp32 hash every stage apart; an AVX2 CPU computes in fp32, as fp32 does."""
+    stages = ("baselines", "warmup_de", "warmup_ce", "augment", "st_mnrl")
+    monkeypatch.setattr(runtime, "cpu_supports_bf16", lambda: True)
+    fp32 = Workspace(load_config("toy", {"runtime.precision": "fp32"}))
+    bf16 = Workspace(load_config("toy"))
+    assert (bf16.compute_dtype, fp32.compute_dtype) == ("bfloat16", "float32")
+    assert all(bf16.hash(s) != fp32.hash(s) for s in stages)
+    assert bf16.folder("joint-dynamic-m4-s1") != fp32.folder("joint-dynamic-m4-s1")
+    monkeypatch.setattr(runtime, "cpu_supports_bf16", lambda: False)
+    avx2 = Workspace(load_config("toy"))
+    assert avx2.compute_dtype == "float32" and all(avx2.hash(s) == fp32.hash(s) for s in stages)

@@ -10,7 +10,8 @@ What a stage's hash covers is declared beside the stage: `READS`, the config fie
 sections) its code reads, and `NEEDS`, the stages whose outputs it reads; their hashes enter its
 own. `tests/test_stage_hashes.py` runs every stage under a config that records each field read
 and fails when a read field is not covered. Fields no output depends on (`NEUTRAL`: batch sizes
-of inference, checkpoint intervals, the runtime section) stay out.
+of inference, checkpoint intervals, the runtime section) stay out; the dtype the stages compute in
+(`runtime.precision` and the hardware: bfloat16 or float32 on a CPU) goes in.
 """
 from __future__ import annotations
 
@@ -51,8 +52,13 @@ class Workspace:
 
             torch.set_num_threads(self.config.runtime.threads)
         from ..models import cpu_dropout
+        from ..runtime import compute_dtype_name, set_precision
 
         cpu_dropout.use(self.config.runtime.dropout_masks == "kit")
+        set_precision(self.config.runtime.precision)
+        # What the stages compute in (bfloat16 on a bf16 CPU or GPU unless runtime.precision=fp32):
+        # part of every stage hash, so a cached stage is reused only in the precision that built it.
+        self.compute_dtype = compute_dtype_name(self.config.runtime.device)
 
     def hash(self, stage: str, extra: dict | None = None, sections: dict | None = None) -> str:
         """Hash of the fields `stage` reads (minus NEUTRAL ones) and of the stages it needs;
@@ -62,7 +68,8 @@ class Workspace:
         neutral = expand(cfg, NEUTRAL)
         reads = {key: _get(cfg, key) for key in sorted(expand(cfg, module.READS) - neutral)}
         needs = {name: self.hash(name) for name in module.NEEDS}
-        return config_hash({"stage": stage.split("-")[0], "reads": reads, "needs": needs}, extra=extra)
+        body = {"stage": stage.split("-")[0], "reads": reads, "needs": needs, "compute_dtype": self.compute_dtype}
+        return config_hash(body, extra=extra)
 
     def folder(self, stage: str, cfg_hash: str | None = None) -> Path:
         """`<root>/<stage>/<hash>`: the stage's result for this config (or for `cfg_hash`).
