@@ -100,7 +100,8 @@ def make_workspace(tmp_path: Path) -> Workspace:
     root = tmp_path / "runs"
     base = root / "baselines"
     write(base / "metrics.json", {"bm25": metrics(0.5), "zeroshot-mean": metrics(0.2), "zeroshot-cls": metrics(0.1)})
-    write(base / "manifest.json", {"stage": "baselines", "wall_time_s": 1.5, "cpu_share": 0.75})
+    write(base / "manifest.json", {"stage": "baselines", "wall_time_s": 1.5, "cpu_share": 0.75,
+                                   "compute_dtype": "bfloat16"})
     write_run(base / "runs" / "bm25.val.trec", BM25_VAL)
     write_run(base / "runs" / "bm25.test.trec", ranked_run([5, 5, 5, 5]))
     write_run(base / "runs" / "zeroshot-mean.test.trec", ranked_run(ZEROSHOT_RANKS))
@@ -197,10 +198,11 @@ def test_wall_time_names_each_stage_and_the_cpu_share_it_had(built):
     report = (out / "report.md").read_text()
     rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in report.splitlines()
             if line.startswith("| baselines |") or line.startswith("| joint-")}
-    assert rows["baselines"][2:5] == ["1.5", "1", "0.75"]                  # wall time, attempts, CPU share
-    # joint folders are named by the kit's stage names; a share not recorded stays blank, not 1
+    assert rows["baselines"][2:6] == ["1.5", "1", "0.75", "bfloat16"]   # wall time, attempts, CPU share, precision
+    # joint folders are named by the kit's stage names; a share or dtype not recorded stays blank
     assert set(rows) >= {"joint-dynamic-m4-s1", "joint-dynamic-m4-s2", "joint-static-m4-s2", "joint-dynamic-m2-s1"}
-    assert rows["joint-dynamic-m4-s2"][2] == "12.0" and rows["joint-dynamic-m4-s2"][4] == ""
+    assert rows["joint-dynamic-m4-s2"][2] == "12.0" and rows["joint-dynamic-m4-s2"][4:6] == ["", ""]
+    assert "| precision | " in report      # the stamp: the dtype this machine's stages compute in
 
 
 def test_headline_numbers_show_the_digits_that_tell_them_apart():

@@ -26,6 +26,7 @@ from .. import __version__
 from ..artifacts import KIT_COMMIT, machine, read_manifest
 from ..atomic import write_json as write_json_atomic
 from ..config import report_hash
+from ..runtime import compute_dtype_name
 from . import figures, paper, results, tables
 from .chapter import read_chapter, read_chapter_times
 
@@ -36,6 +37,7 @@ ALPHA = 0.05
 def stamp(ws) -> dict:
     return {"profile": ws.cfg.profile, "kit_version": __version__, "git_commit": KIT_COMMIT,
             "config_hash": report_hash(ws.cfg), "machine": machine(),
+            "precision": compute_dtype_name(ws.cfg.runtime.device),
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
@@ -271,6 +273,7 @@ def wall_time_section(ws, out_dir: str | Path, runs: list) -> str:
         stage.append({"stage": manifest.get("stage") or (system if seed is None else f"{system}-s{seed}"),
                       "folder": folder.name, "wall time (s)": _num(manifest.get("wall_time_s")),
                       "attempts": manifest.get("attempts", 1), "CPU share": _num(manifest.get("cpu_share"), 2),
+                      "precision": manifest.get("compute_dtype", ""),
                       "mean load": _num(manifest.get("load_mean"), 2),
                       "steps": manifest.get("steps", ""),
                       "mean step (s)": _num(step, 3),
@@ -280,7 +283,7 @@ def wall_time_section(ws, out_dir: str | Path, runs: list) -> str:
                   "built it, summed over its attempts when it was killed and resumed; CPU share is the CPU time it "
                   "got over its threads x its wall time, where recorded: below 1, other jobs shared the CPU and "
                   f"the stage reads slow; mean load is the 1-minute load average while it ran, on {os.cpu_count()} "
-                  "cores here; kit commit: the code each recorded attempt ran):", "",
+                  "cores here; precision: the dtype it computed in; kit commit: the code each recorded attempt ran):", "",
                   tables.markdown_table(pd.DataFrame(stage)), ""]
     return "\n".join(lines + [WALL_END])
 
