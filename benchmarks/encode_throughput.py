@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from rqakit.encode import Throughput, encode_passages
-from rqakit.runtime import compute_dtype as runtime_dtype
+from rqakit.runtime import compute_dtype as runtime_dtype, dtype_name
 from rqakit.models import DualEncoder, resolve_backbone
 
 BACKBONE = "minilm"
@@ -85,7 +85,7 @@ def main() -> None:
         "max_length": args.max_length,
         "batch_size": args.batch_size,
         "kit": {"docs_per_s": round(len(docs) / kit_s, 1), "wall_s": round(kit_s, 2),
-                "forward_s": round(stats.seconds, 2), "compute_dtype": str(compute_dtype).split(".")[-1],
+                "forward_s": round(stats.seconds, 2), "compute_dtype": dtype_name(compute_dtype),
                 "real_tokens": stats.tokens, "padded_tokens": stats.padded_tokens},
         "sentence_transformers": {"docs_per_s": round(len(docs) / st_s, 1), "wall_s": round(st_s, 2),
                                   "compute_dtype": "float32"},

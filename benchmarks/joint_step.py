@@ -25,7 +25,7 @@ import benchutil  # first: points IR_DATASETS_HOME at a writable cache copy
 import torch
 
 from rqakit.data.collection import Doc
-from rqakit.runtime import cpu_supports_bf16
+from rqakit.runtime import cpu_supports_bf16, dtype_name
 from rqakit.losses import joint_loss
 from rqakit.models import CrossEncoder, DualEncoder, cpu_dropout
 from rqakit.objectives import JointDistillation, ListExample
@@ -169,7 +169,7 @@ def main() -> None:
         "queries": QUERIES,
         "path": args.path,
         "lengths": {"query": Q_LEN, "passage": P_LEN, "cross": CE_LEN},
-        "compute_dtype": str(compute_dtype).split(".")[-1],
+        "compute_dtype": dtype_name(compute_dtype),
         "matmul_peak_gflops": {k: None if v is None else round(v, 1) for k, v in peaks.items()},
         "results": results,
         "machine": benchutil.machine_state(),

@@ -295,7 +295,7 @@ def plan(cfg, *, peak_gflops: float | None = None) -> dict:
     from .data.irds import no_downloads
     from .errors import RqaError
     from .models.backbone import backbone_shape
-    from .runtime import compute_dtype, pick_device
+    from .runtime import compute_dtype, dtype_name, pick_device
     from .stages import Workspace
 
     ws = Workspace(cfg)
@@ -345,7 +345,7 @@ def plan(cfg, *, peak_gflops: float | None = None) -> dict:
             check.append({"stage": stage, "estimate_s": round(estimate), "measured_s": round(wall),
                           "cpu_share": round(share[stage], 2), "ratio": round(estimate / alone, 2)})
     todo = [r for r in rows if not r["done"]]
-    return {"profile": cfg.profile, "device": str(device), "compute_dtype": str(compute_dtype(device)).split(".")[-1],
+    return {"profile": cfg.profile, "device": str(device), "compute_dtype": dtype_name(compute_dtype(device)),
             "peak_gflops": round(peak, 1), "peak_from": "given" if peak_gflops else "timed",
             **({"warning": busy} if busy else {}), "threads": threads,
             "counts": {**counts.__dict__, "from": counts_from},
