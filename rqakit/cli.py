@@ -105,6 +105,22 @@ def _cmd_stage(args) -> dict:
     return {"stage": args.name, "folder": str(folder)}
 
 
+def _cmd_study(args) -> dict:
+    from .config import load_config
+    from .study import build_study, run_queue
+
+    cfg = load_config(args.profile, args.set)
+    check_workdir(cfg)
+    trained = []
+    if not args.report:
+        try:
+            trained = run_queue(args.profile, conditions=args.conditions, out=args.out, base_overrides=args.set)
+        except KeyboardInterrupt:
+            raise Interrupted("interrupted; `rqakit study` again resumes: exported runs are kept, the run in "
+                              "training restarts from its last checkpoint") from None
+    return {"trained": trained, **build_study(args.profile, out=args.out, overrides=args.set)}
+
+
 def _cmd_runs(args) -> dict:
     from .config import load_config
     from .stages import stage_results
@@ -193,6 +209,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the machine's matmul peak (default: a few seconds of timing, low on a busy machine)")
     pl.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     pl.set_defaults(func=_cmd_plan)
+
+    sy = sub.add_parser("study", help="the distillation study: dynamic vs static over seeds under each condition "
+                                      "(trains what is missing, exports every run, writes reports/<profile>-study)")
+    sy.add_argument("--profile", default="scifact")
+    sy.add_argument("--conditions", nargs="+", default=None, help="only these conditions (default: all, in order)")
+    sy.add_argument("--report", action="store_true", help="train nothing: the report from the exported runs alone")
+    sy.add_argument("--out", type=writable_folder, default=None, help="study folder (default reports/<profile>-study)")
+    sy.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    sy.set_defaults(func=_cmd_study)
 
     rn = sub.add_parser("runs", help="list a profile's cached stage results (one folder per config); --clean removes "
                                       "those the current config does not use")

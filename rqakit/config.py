@@ -120,6 +120,13 @@ class JointConfig:
     micro_batch_queries: int = _f(4, "queries per forward pass; batch_queries/micro = accumulation")
     epochs: float = _f(1.0, "epochs over the lists (paper: up to 3; code: MARCO 2, NQ 3)")
     seed: int = _f(1, "random seed (official code: 1)")
+    ce_lr: float | None = _f(None, "the re-ranker's own learning rate in joint training (null: joint.lr, as the "
+                                   "official code)")
+    ce_warmup_ratio: float = _f(0.0, "linear warm-up share of steps for the re-ranker's learning rate (official: 0)")
+    teacher_dropout: bool = _f(False, "static only: the frozen teacher scores every step in train mode (dropout on, "
+                                      "no updates), so the targets are as noisy as a dynamic run's without learning")
+    teacher_temperature: float = _f(1.0, "the re-ranker's logits are divided by this before the KL's list softmax "
+                                         "(paper: 1; above 1 softens the targets, an extension)")
     eval_every: int = _f(0, "evaluate both models on the validation slice every N steps (0: off)")
     checkpoint_every: int = _f(50, "write a resumable checkpoint every N optimizer steps")
 
@@ -373,6 +380,12 @@ def validate(cfg: RunConfig) -> None:
     q_len, ce_len = cfg.model.ce_query_max_len, cfg.model.ce_max_len
     if q_len < 0 or (q_len and ce_len - q_len - 3 < 1):
         raise RqaError(f"model.ce_query_max_len = {q_len} leaves no room for the passage in model.ce_max_len = {ce_len}")
+    if j.teacher_temperature <= 0:
+        raise RqaError(f"joint.teacher_temperature = {j.teacher_temperature} must be positive")
+    if j.ce_lr is not None and j.ce_lr <= 0:
+        raise RqaError(f"joint.ce_lr = {j.ce_lr} must be positive, or null for joint.lr")
+    if not 0.0 <= j.ce_warmup_ratio < 1.0:
+        raise RqaError(f"joint.ce_warmup_ratio = {j.ce_warmup_ratio} must be in [0, 1)")
     if j.batch_queries % j.micro_batch_queries:
         raise RqaError(f"joint.batch_queries ({j.batch_queries}) must be a multiple of joint.micro_batch_queries ({j.micro_batch_queries})")
     for key in ("data.val_fraction", "data.eval_fraction"):
@@ -436,6 +449,17 @@ NEUTRAL = ("evaluate.batch_size", "warmup_de.checkpoint_every", "warmup_ce.check
            "joint.checkpoint_every", "st_mnrl.checkpoint_every", "runtime", "notes", "profile")
 
 
+# Fields added after stage folders were committed: at these values they stay out of every stage
+# and report hash, so a folder built before the field existed keeps its name.
+HASHED_WHEN_SET = {"joint.ce_lr": None, "joint.ce_warmup_ratio": 0.0, "joint.teacher_dropout": False,
+                   "joint.teacher_temperature": 1.0}
+
+
+def at_default(key: str, value) -> bool:
+    """`key` is a `HASHED_WHEN_SET` field left at its value there (so it enters no hash)."""
+    return key in HASHED_WHEN_SET and value == HASHED_WHEN_SET[key] and type(value) is type(HASHED_WHEN_SET[key])
+
+
 def expand(cfg: RunConfig, keys) -> set[str]:
     """"section" or "section.field" patterns -> the set of "section.field" names they cover."""
     out = set()
@@ -457,6 +481,10 @@ def report_hash(cfg: RunConfig) -> str:
     for key in expand(cfg, NEUTRAL):
         section, _, name = key.partition(".")
         (body[section] if name else body).pop(name or section, None)
+    for key in HASHED_WHEN_SET:
+        section, _, name = key.partition(".")
+        if at_default(key, body[section][name]):
+            body[section].pop(name)
     return config_hash(body)
 
 

@@ -41,6 +41,7 @@ def distillation_kl(
     direction: str = "code",
     grad_to_ce: bool = False,
     reduction: str = "mean",
+    teacher_temperature: float = 1.0,
 ) -> torch.Tensor:
     """KL between the listwise DE and CE distributions (Eq. 4).
 
@@ -50,6 +51,8 @@ def distillation_kl(
     grad_to_ce False: CE scores are detached (Paddle kldiv_loss has no Target gradient), so only
     the retriever learns from this term; True: the gradient reaches both.
     reduction "mean": average over the B*m elements (official code); "batchmean": sum / B.
+    teacher_temperature T: P_ce = softmax(ce_scores / T) (paper: T = 1; T > 1 gives softer
+    targets, an extension; the retriever keeps its own scale).
     """
     _check_lists(de_scores, "de_scores")
     _check_lists(ce_scores, "ce_scores")
@@ -63,7 +66,7 @@ def distillation_kl(
     if not grad_to_ce:
         ce_scores = ce_scores.detach()
     log_p_de = F.log_softmax(de_scores, dim=-1)  # (B, m)
-    log_p_ce = F.log_softmax(ce_scores, dim=-1)  # (B, m)
+    log_p_ce = F.log_softmax(ce_scores / teacher_temperature, dim=-1)  # (B, m)
     if direction == "code":
         target_log_probs, input_log_probs = log_p_ce, log_p_de
     else:
@@ -131,6 +134,7 @@ def joint_loss(
     kl_reduction: str = "mean",
     ce_loss: str = "listwise",
     train_ce: bool = True,
+    teacher_temperature: float = 1.0,
 ) -> dict[str, torch.Tensor]:
     """Dynamic listwise distillation loss L_final = L_sup + L_KL (Eq. 6, weights 1:1 as the code).
 
@@ -146,6 +150,7 @@ def joint_loss(
         direction=kl_direction,
         grad_to_ce=kl_grad_to_ce and train_ce,
         reduction=kl_reduction,
+        teacher_temperature=teacher_temperature,
     )
     if not train_ce:
         sup = kl.new_zeros(())

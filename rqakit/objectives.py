@@ -84,30 +84,42 @@ class JointDistillation(nn.Module):
 
     The query is encoded once per list (the official code re-encodes it m times, one per row),
     passages once per row: s_de (B, m) = E_Q(q)·E_P(p); s_ce (B, m) = the re-ranker's logits.
-    `static=True` freezes the re-ranker and distils from `teacher_scores` computed once (Table 4).
+    `static=True` freezes the re-ranker and distils from `teacher_scores` computed once (Table 4);
+    with `teacher_dropout` as well, the frozen re-ranker (`teacher`, no gradient) scores every
+    list at every step in the loop's train mode, dropout on: the noise of a dynamic teacher
+    without its learning.
     """
 
     def __init__(self, dual_encoder, cross_encoder=None, *, static: bool = False, ce_loss: str = "listwise",
                  kl_direction: str = "code", kl_grad_to_ce: bool = False, kl_reduction: str = "mean",
-                 in_batch: bool = False):
+                 in_batch: bool = False, teacher_dropout: bool = False, teacher_temperature: float = 1.0):
         super().__init__()
         self.de = dual_encoder
         self.static = static
         self.ce = None if static else cross_encoder
+        if static and teacher_dropout:
+            self.teacher = cross_encoder.requires_grad_(False)
         self.loss_options = dict(ce_loss=ce_loss, kl_direction=kl_direction, kl_grad_to_ce=kl_grad_to_ce,
-                                 kl_reduction=kl_reduction, train_ce=not static)
+                                 kl_reduction=kl_reduction, train_ce=not static,
+                                 teacher_temperature=teacher_temperature)
         self.in_batch = in_batch
+
+    @property
+    def rescores(self) -> bool:
+        """The re-ranker scores every list at every step (dynamic, or a frozen teacher in train mode)."""
+        return self.ce is not None or hasattr(self, "teacher")
 
     def collate(self, examples: list[ListExample]) -> dict:
         m = len(examples[0].docs)
         batch = {"q": self.de.tokenize_queries([e.query for e in examples]),
                  "p": self.de.tokenize_passages([d for e in examples for d in e.docs]),
                  "shape": (len(examples), m)}
-        if self.static:
-            batch["teacher"] = torch.tensor([e.teacher_scores for e in examples], dtype=torch.float32)
+        if self.rescores:
+            ce = self.ce if self.ce is not None else self.teacher
+            batch["pairs"] = ce.tokenize_pairs([e.query for e in examples for _ in range(m)],
+                                               [d for e in examples for d in e.docs])
         else:
-            batch["pairs"] = self.ce.tokenize_pairs([e.query for e in examples for _ in range(m)],
-                                                    [d for e in examples for d in e.docs])
+            batch["teacher"] = torch.tensor([e.teacher_scores for e in examples], dtype=torch.float32)
         return batch
 
     def forward(self, batch: dict) -> dict:
@@ -115,8 +127,11 @@ class JointDistillation(nn.Module):
         q = self.de.encode_queries(batch["q"]).float()                 # (B, d)
         p = self.de.encode_passages(batch["p"]).float().view(b, m, -1)  # (B, m, d)
         s_de = self.de.score(q, p)                                      # (B, m)
-        if self.static:
+        if "teacher" in batch:
             s_ce = batch["teacher"].to(s_de.device)                     # (B, m), constant
+        elif self.static:
+            with torch.no_grad():                                       # frozen, dropout on
+                s_ce = self.teacher(batch["pairs"]).float().view(b, m)  # (B, m)
         else:
             s_ce = self.ce(batch["pairs"]).float().view(b, m)           # (B, m)
         out = joint_loss(s_de, s_ce, **self.loss_options)

@@ -215,3 +215,18 @@ def test_bad_arguments_raise_rqa_error(call):
     with pytest.raises(RqaError) as excinfo:
         call()
     assert "\n" not in str(excinfo.value)
+
+
+def test_a_teacher_temperature_softens_only_the_targets():
+    """P_ce = softmax(s_ce / T); the retriever's distribution keeps its own scale (by hand, T = 2)."""
+    de, ce = _tensor([[0.0, 0.0, 0.0]]), _tensor([[2.0, 0.0, 0.0]])
+    z = math.exp(1.0) + 2.0                                  # softmax((1, 0, 0))
+    p_ce = [math.exp(1.0) / z, 1.0 / z, 1.0 / z]
+    expected = sum(p * math.log(p * 3.0) for p in p_ce)
+    got = distillation_kl(de, ce, reduction="batchmean", teacher_temperature=2.0)
+    assert got.item() == pytest.approx(expected, abs=1e-12)
+    plain = distillation_kl(de, ce, reduction="batchmean")
+    assert got.item() < plain.item()                         # softer targets, nearer the uniform student
+    joint = joint_loss(de, ce, kl_reduction="batchmean", teacher_temperature=2.0)
+    assert joint["kl"].item() == pytest.approx(expected, abs=1e-12)
+    assert joint["sup"].item() == pytest.approx(-math.log(math.exp(2.0) / (math.exp(2.0) + 2.0)), abs=1e-12)

@@ -81,3 +81,37 @@ def test_the_compute_dtype_keeps_stage_folders_apart(monkeypatch):
     monkeypatch.setattr(runtime, "cpu_supports_bf16", lambda: False)
     avx2 = Workspace(load_config("toy"))
     assert avx2.compute_dtype == "float32" and all(avx2.hash(s) == fp32.hash(s) for s in stages)
+
+
+# Stage folder names: scifact's as in its committed report (bf16), the toy's in fp32. A switch added at
+# its default, or a reorganisation of the code, must leave every one of them in place.
+COMMITTED = {
+    ("scifact", "bfloat16"): {"baselines": "b791cf9c5b85", "warmup_de": "4a26ecac701b", "warmup_ce": "17896746bf9c",
+                              "augment": "bf7cf11033c2", "st_mnrl": "9bf243938231",
+                              "joint-dynamic-m8-s1": "1ab607ba40ec", "joint-dynamic-m8-s2": "616e8d8ce952",
+                              "joint-dynamic-m8-s3": "29a9e75568b5", "joint-static-m8-s1": "35cba2438be3",
+                              "joint-static-m8-s2": "fad99653f6cf", "joint-static-m8-s3": "3e96d1a529d4",
+                              "joint-pointwise-m8-s1": "b99535d40731", "joint-no-denoise-m8-s1": "b342f1374c62",
+                              "joint-dynamic-m2-s1": "8d7dd49eab05", "joint-dynamic-m4-s1": "d43dae2c62d3"},
+    ("toy", "float32"): {"baselines": "6befb49cbeff", "st_mnrl": "dc22b7ec828e", "warmup_de": "ec649516fb82",
+                         "warmup_ce": "cac7784d1e9e", "augment": "115ee879a892", "joint-dynamic-m4-s1": "5aeab1bb6537",
+                         "joint-dynamic-m4-s2": "7167d91cf5c2", "joint-dynamic-m4-s3": "cfad8f434761",
+                         "joint-static-m4-s1": "fa0c3566449e", "joint-static-m4-s2": "57d39bc5f266",
+                         "joint-static-m4-s3": "32f68a18e48f", "joint-pointwise-m4-s1": "0edb67c9f159",
+                         "joint-no-denoise-m4-s1": "05332bcaeec2", "joint-dynamic-m2-s1": "1ad01ff61bab"},
+}
+
+
+@pytest.mark.parametrize("profile, dtype", sorted(COMMITTED))
+def test_stage_folders_keep_their_names(monkeypatch, profile, dtype):
+    monkeypatch.setattr(runtime, "cpu_supports_bf16", lambda: dtype == "bfloat16")
+    ws = Workspace(load_config(profile))
+    assert {name: ws.folder(name).name for name in COMMITTED[profile, dtype]} == COMMITTED[profile, dtype]
+
+
+@pytest.mark.parametrize("key, value", [("joint.ce_lr", 5e-6), ("joint.ce_warmup_ratio", 0.2),
+                                        ("joint.teacher_temperature", 2.0)])
+def test_a_study_switch_enters_the_joint_hash_only_when_set(key, value):
+    default, switched = Workspace(load_config("toy")), Workspace(load_config("toy", {key: value}))
+    assert default.folder("joint-dynamic-m4-s1") != switched.folder("joint-dynamic-m4-s1")
+    assert all(default.hash(s) == switched.hash(s) for s in ("baselines", "warmup_de", "warmup_ce", "augment"))

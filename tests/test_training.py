@@ -1,5 +1,6 @@
 """The training loop: resume is bit-identical, same seed same weights, DDP equals one process,
 and cross-batch negatives line up with their own queries."""
+import math
 import os
 import socket
 
@@ -16,7 +17,7 @@ from rqakit.runtime import gather_with_grad
 from rqakit.models import CrossEncoder, DualEncoder
 from rqakit.objectives import JointDistillation, ListExample, ListwiseReranker, PointwiseReranker
 from rqakit import runtime, training
-from rqakit.training import OptimSettings, make_plan, param_groups, train
+from rqakit.training import OptimSettings, make_optimizer, make_plan, param_groups, train
 
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi".split()
 
@@ -331,3 +332,58 @@ def test_the_scaled_loop_unscales_before_clipping_and_takes_the_unscaled_step(mo
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     saved = torch.load(next(tmp_path.glob("step-*")) / "state.pt", weights_only=False)
     assert saved["scaler"]["scale"] == 2.0 ** 12
+
+
+def test_a_tower_of_its_own_gets_its_lr_and_warm_up_and_the_rest_keeps_theirs():
+    """OptimSettings.towers: the re-ranker's parameters leave the shared groups for their own,
+    with their own lr ramped over their own warm-up; the retriever's schedule is untouched."""
+    model = joint_model()
+    own = OptimSettings(lr=1e-3, towers={"ce": {"lr": 1e-4, "warmup_ratio": 0.5}})
+    optimizer, scheduler = make_optimizer(model, own, total_steps=4)
+    ce_ids = {id(p) for p in model.ce.parameters()}
+    shared, towers = optimizer.param_groups[:2], optimizer.param_groups[2:]
+    assert all(id(p) not in ce_ids for g in shared for p in g["params"])
+    assert {id(p) for g in towers for p in g["params"]} == {id(p) for p in model.ce.parameters() if p.requires_grad}
+    seen = []
+    for _ in range(4):
+        seen.append([g["lr"] for g in optimizer.param_groups])
+        optimizer.step()
+        scheduler.step()
+    assert [round(s[0], 9) for s in seen] == [1e-3] * 4                     # constant, no warm-up
+    assert [round(s[2], 9) for s in seen] == [5e-5, 1e-4, 1e-4, 1e-4]       # 2 warm-up steps, then its lr
+    plain_groups = make_optimizer(joint_model(), OptimSettings(lr=1e-3), 4)[0].param_groups
+    assert len(plain_groups) == 2                                           # no towers: the groups as before
+
+
+def test_the_history_names_each_towers_gradient_norm_before_the_clip():
+    """grad_norm_de and grad_norm_ce are the towers' pre-clip norms; the global norm the clip
+    reads is the root of their squares."""
+    examples = lists(n=4, m=3)
+    plan = make_plan(4, batch_size=2, micro_batch_size=1, epochs=1, seed=0)
+    result = run(joint_model(), examples, steps_plan=plan, optim=OptimSettings(lr=1e-3, clip=0.01))
+    for h in result.history:
+        assert h["grad_norm"] == pytest.approx(math.hypot(h["grad_norm_de"], h["grad_norm_ce"]), rel=1e-4)
+    static = run(joint_model(static=True), [ListExample(e.query, e.docs, [1.0, 0.0, -1.0]) for e in examples],
+                 steps_plan=plan)
+    assert all("grad_norm_ce" not in h for h in static.history)            # a frozen teacher has no gradient
+
+
+def test_a_frozen_teacher_in_train_mode_gets_no_update_and_varies_with_dropout():
+    """teacher_dropout: the static teacher rescored at each step with dropout on (other scores on
+    the same list), never updated, and no teacher scores needed in the examples."""
+    torch.manual_seed(0)
+    de = DualEncoder.from_backbone("tiny", query_max_length=16, passage_max_length=24)
+    ce = CrossEncoder.from_backbone("tiny", max_length=32)
+    model = JointDistillation(de.train(), ce, static=True, teacher_dropout=True)
+    before = {k: v.clone() for k, v in ce.state_dict().items()}
+    examples = lists(n=4, m=3)
+    batch = model.collate(examples[:2])
+    assert "pairs" in batch and "teacher" not in batch
+    model.train()
+    with torch.no_grad():
+        a, b = ce(batch["pairs"]), ce(batch["pairs"])
+    assert not torch.allclose(a, b)                                          # dropout is on
+    plan = make_plan(4, batch_size=2, micro_batch_size=1, epochs=1, seed=0)
+    run(model, examples, steps_plan=plan)
+    assert all(torch.equal(before[k], v) for k, v in ce.state_dict().items())
+    assert all(not p.requires_grad for p in ce.parameters())

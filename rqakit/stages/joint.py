@@ -63,6 +63,9 @@ def variant_config(ws: Workspace, variant: str, list_size: int | None, seed: int
         j.list_size = list_size
     if seed is not None:
         j.seed = seed
+    if j.teacher_dropout and j.mode != "static":
+        raise RqaError("joint.teacher_dropout reads a frozen teacher in train mode: it applies to the static "
+                       "variant only (rqakit stage joint:static)")
     return j
 
 
@@ -91,15 +94,16 @@ def report_reads(cfg, variant: str, list_size: int, seed: int) -> dict[str, bool
             "rerank": variant == "dynamic", "rerank_bm25": variant == "dynamic" and main}
 
 
-def stage_hash(ws: Workspace, name: str) -> str:
+def stage_hash(ws: Workspace, name: str, evaluates: dict[str, bool] | None = None) -> str:
     """Config hash of the joint run `name` ("joint-static-m8-s2"): READS with the variant's joint
     section in place of the profile's, the stages it needs, and what it evaluates (`report_reads`:
-    the hash covers the choice, not the report layout it follows from)."""
+    the hash covers the choice, not the report layout it follows from; `evaluates` in its place for
+    a run read by something else, the study)."""
     found = re.fullmatch(r"joint-(.+)-m(\d+)-s(-?\d+)", name)
     if not found:
         raise RqaError(f"{name!r} is not a joint run name (joint-VARIANT-mM-sSEED)")
     variant, list_size, seed = found.group(1), int(found.group(2)), int(found.group(3))
-    extra = {"variant": variant, **report_reads(ws.config, variant, list_size, seed)}
+    extra = {"variant": variant, **(evaluates or report_reads(ws.config, variant, list_size, seed))}
     if variant == "no-denoise":  # how many steps it trains (ablations.no_denoise_budget)
         extra["no_denoise_budget"] = ws.cfg.ablations.no_denoise_budget
     return ws.hash("joint", extra=extra, sections={"joint": variant_config(ws, variant, list_size, seed)})
@@ -149,7 +153,12 @@ def curve_evaluator(ws: Workspace, de: DualEncoder, ce: CrossEncoder | None, poo
 
 
 def run(ws: Workspace, variant: str = "dynamic", *, list_size: int | None = None, seed: int | None = None,
-        force: bool = False, stop_after: int | None = None, log=print) -> Path:
+        evaluates: dict[str, bool] | None = None, force: bool = False, stop_after: int | None = None,
+        log=print) -> Path:
+    """Train and evaluate the joint run (variant, m, seed) on the cached earlier stages.
+
+    `evaluates` ({"curves", "rerank", "rerank_bm25"}) replaces `report_reads` for a run that
+    something other than the report reads; it enters the run's hash the same way."""
     from . import augment, baselines, warmup_ce, warmup_de
 
     cfg = ws.cfg
@@ -157,10 +166,10 @@ def run(ws: Workspace, variant: str = "dynamic", *, list_size: int | None = None
     base, wde, wce, aug = (baselines.run(ws, log=log), warmup_de.run(ws, log=log),
                            warmup_ce.run(ws, log=log), augment.run(ws, log=log))
     name = folder_name(variant, j.list_size, j.seed)
-    cfg_hash = stage_hash(ws, name)
+    cfg_hash = stage_hash(ws, name, evaluates)
     folder = ws.folder(name, cfg_hash)
     budget = ws.cfg.ablations.no_denoise_budget if variant == "no-denoise" else None
-    reads = report_reads(ws.config, variant, j.list_size, j.seed)
+    reads = evaluates or report_reads(ws.config, variant, j.list_size, j.seed)
 
     def build(tmp: Path) -> dict:
         all_lists = read_lists(aug / "lists.parquet")
@@ -171,13 +180,16 @@ def run(ws: Workspace, variant: str = "dynamic", *, list_size: int | None = None
         de = DualEncoder.from_pretrained(wde / "model").train()
         ce = CrossEncoder.from_pretrained(wce / "model")
         batch_size = cfg.evaluate.batch_size
-        teacher = teacher_scores(lists, ws, ce, batch_size) if j.mode == "static" else [None] * len(lists)
+        fixed_teacher = j.mode == "static" and not j.teacher_dropout
+        teacher = teacher_scores(lists, ws, ce, batch_size) if fixed_teacher else [None] * len(lists)
         examples = [ListExample(ws.train.queries[q], ws.corpus.get_many(list(docs)), t)
                     for q, docs, t in zip(lists.query_id, lists.doc_ids, teacher)]
         if j.mode != "static":
             ce.train()
         objective = JointDistillation(de, ce, static=j.mode == "static", ce_loss=j.ce_loss, kl_direction=j.kl_direction,
-                                      kl_grad_to_ce=j.kl_grad_to_ce, kl_reduction=j.kl_reduction, in_batch=j.in_batch)
+                                      kl_grad_to_ce=j.kl_grad_to_ce, kl_reduction=j.kl_reduction, in_batch=j.in_batch,
+                                      teacher_dropout=j.teacher_dropout, teacher_temperature=j.teacher_temperature)
+        ce_own = {k: v for k, v in (("lr", j.ce_lr), ("warmup_ratio", j.ce_warmup_ratio or None)) if v is not None}
         plan = make_plan(len(examples), batch_size=min(j.batch_queries, len(examples)),
                          micro_batch_size=j.micro_batch_queries, epochs=epochs, seed=j.seed)
         evaluator = None
@@ -188,7 +200,8 @@ def run(ws: Workspace, variant: str = "dynamic", *, list_size: int | None = None
             evaluator = curve_evaluator(ws, de, None if j.mode == "static" else ce, pools, batch_size)
         result = fit(objective, examples, plan, ws=ws, section=j, folder=folder, desc=name, log=log,
                      optim=OptimSettings(lr=j.lr, weight_decay=j.weight_decay, warmup_ratio=0.0,
-                                         schedule="constant", clip=j.clip),
+                                         schedule="constant", clip=j.clip,
+                                         towers={"ce": ce_own} if ce_own and j.mode != "static" else {}),
                      stop_after=stop_after, eval_fn=evaluator, eval_every=j.eval_every)
         if stop_after is not None and result.resumed_from + result.steps < len(plan):
             raise TrainingStopped(f"{name} stopped after step {stop_after}; run it again to resume")

@@ -20,7 +20,7 @@ from functools import cached_property
 from importlib import import_module
 from pathlib import Path
 
-from ..config import NEUTRAL, RunConfig, config_hash, expand, plain
+from ..config import NEUTRAL, RunConfig, at_default, config_hash, expand, plain
 
 # What every stage reads through `ws.train`, `ws.val`, `ws.test` and `ws.corpus`.
 SPLITS = ("data.train", "data.eval", "data.eval_fraction", "data.val_fraction", "data.split_seed",
@@ -67,6 +67,7 @@ class Workspace:
         cfg = dataclasses.replace(self.config, **(sections or {}))
         neutral = expand(cfg, NEUTRAL)
         reads = {key: _get(cfg, key) for key in sorted(expand(cfg, module.READS) - neutral)}
+        reads = {key: value for key, value in reads.items() if not at_default(key, value)}
         needs = {name: self.hash(name) for name in module.NEEDS}
         body = {"stage": stage.split("-")[0], "reads": reads, "needs": needs, "compute_dtype": self.compute_dtype}
         return config_hash(body, extra=extra)

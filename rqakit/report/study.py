@@ -1,0 +1,381 @@
+"""The distillation study's report, from the exported run files alone (`rqakit.study`).
+
+    records = read_runs("reports/scifact-study")
+    frame = conditions_table(records)        # one row per condition: arms, difference, tests, verdict
+    write_study(records, "reports/scifact-study")   # results.json, tables/, figures/, report.md
+
+A condition compares its dynamic and static arms on the runs of one precision (the one with the
+most seeds in both arms; runs of another precision are named, never mixed in).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from ..atomic import write_json
+from ..evaluation import paired_test
+from ..stats import bootstrap_queries, compare_seeds, verdict
+from ..study import CONDITIONS, MEASURE, Condition, chosen_point, read_runs
+from .figures import save
+from .tables import write_table
+
+# The paper's Table 4 (MS MARCO dev, 8 instances per query, MRR@10): the claim under test.
+PAPER_DYNAMIC, PAPER_STATIC = 37.4, 36.0
+
+
+def arm_runs(records: list[dict], cond: Condition, arm: str) -> list[dict]:
+    """The runs of one arm: its own, or those of the condition it reuses; for a grid condition
+    only the runs of the point chosen on validation."""
+    spec = cond.arms()[arm]
+    mine = [r for r in records if r["condition"] == (spec.reuse or cond.key) and r["arm"] == arm]
+    if spec.reuse is None and cond.grid:
+        point = chosen_point(records, cond)
+        mine = [r for r in mine if point is not None and all(r["overrides"].get(k) == v for k, v in point.items())]
+    return mine
+
+
+def _one_precision(dyn: list[dict], sta: list[dict]) -> tuple[str | None, list[str]]:
+    """The precision with the most seeds present in both arms, and the others seen."""
+    seen = sorted({str(r["precision"]) for r in dyn + sta})
+    pairs = {p: len({r["seed"] for r in dyn if str(r["precision"]) == p} & {r["seed"] for r in sta
+                                                                          if str(r["precision"]) == p}) for p in seen}
+    best = max(seen, key=lambda p: pairs[p]) if seen else None
+    return best, [p for p in seen if p != best]
+
+
+def compare_condition(records: list[dict], cond: Condition, measure: str = MEASURE) -> dict:
+    """Dynamic minus static on test `measure`: arms' mean ± sd over seeds, the run-level test
+    (paired by seed), its 95 % interval and detectable difference, the query-level paired test and
+    bootstrap interval (per-query values averaged over each arm's seeds), and the verdict."""
+    dyn_all, sta_all = arm_runs(records, cond, "dynamic"), arm_runs(records, cond, "static")
+    precision, others = _one_precision(dyn_all, sta_all)
+    dyn = {r["seed"]: r for r in dyn_all if str(r["precision"]) == precision}
+    sta = {r["seed"]: r for r in sta_all if str(r["precision"]) == precision}
+    own = [r for r in dyn_all + sta_all if r["condition"] == cond.key]
+    out = {"condition": cond.key, "title": cond.title, "extension": cond.extension, "precision": precision,
+           "other_precisions": others, "seeds_dynamic": sorted(dyn), "seeds_static": sorted(sta),
+           "chosen": chosen_point(records, cond),
+           "wall_time_s": float(sum(r.get("wall_time_s") or 0.0 for r in own))}
+    if not dyn or not sta:
+        return {**out, "complete": False}
+    c = compare_seeds({s: r["test"][measure] for s, r in sta.items()}, {s: r["test"][measure] for s, r in dyn.items()})
+    queries = sorted(next(iter(dyn.values()))["test_per_query"])
+    a = np.array([np.mean([r["test_per_query"][q] for r in sta.values()]) for q in queries])
+    b = np.array([np.mean([r["test_per_query"][q] for r in dyn.values()]) for q in queries])
+    q = paired_test(a, b)
+    return {**out, "complete": True, "static": c["mean_a"], "static_sd": c["sd_a"], "dynamic": c["mean_b"],
+            "dynamic_sd": c["sd_b"], "diff": c["diff"], "ci": c["ci"], "p": c["p"], "test": c["test"],
+            "detectable": c["detectable"], "query_ci": bootstrap_queries(a, b), "query_p": q["p_ttest"],
+            "verdict": verdict(c, "static", "dynamic"),
+            "val_static": float(np.mean([r["val"][measure] for r in sta.values()])),
+            "val_dynamic": float(np.mean([r["val"][measure] for r in dyn.values()]))}
+
+
+def _mean_sd(mean, sd) -> str:
+    return f"{mean:.3f}" if sd is None or (isinstance(sd, float) and math.isnan(sd)) else f"{mean:.3f} ± {sd:.3f}"
+
+
+def _interval(ci) -> str:
+    return "" if ci is None else f"[{ci[0]:+.3f}, {ci[1]:+.3f}]"
+
+
+def conditions_table(comparisons: list[dict]) -> pd.DataFrame:
+    rows = []
+    for c in comparisons:
+        if not c["complete"]:
+            rows.append({"condition": c["condition"], "seeds (dyn/static)": "0", "verdict": "not run yet"})
+            continue
+        rows.append({
+            "condition": c["condition"] + (" (extension)" if c["extension"] else ""),
+            "precision": c["precision"],
+            "seeds (dyn/static)": f"{len(c['seeds_dynamic'])}/{len(c['seeds_static'])}",
+            "static": _mean_sd(c["static"], c["static_sd"]), "dynamic": _mean_sd(c["dynamic"], c["dynamic_sd"]),
+            "dynamic - static": f"{c['diff']:+.3f}", "95 % CI (seeds)": _interval(c["ci"]),
+            "95 % CI (queries, bootstrap)": _interval(c["query_ci"]),
+            "p (run-level)": "" if c["p"] is None else f"{c['p']:.3g}", "p (query-level)": f"{c['query_p']:.3g}",
+            "detectable at 80 %": "" if c["detectable"] is None else f"{c['detectable']:.3f}",
+            "verdict": c["verdict"]})
+    return pd.DataFrame(rows)
+
+
+def differences_figure(comparisons: list[dict], paper_gap: float | None = None) -> Figure:
+    """Dynamic - static per condition with its 95 % interval over seeds (thick) and over queries
+    (thin), the detectable difference as a shaded band, zero and the paper's relative gain."""
+    done = [c for c in comparisons if c["complete"]]
+    fig = Figure(figsize=(7.5, 0.6 * max(len(done), 2) + 1.4), layout="constrained")
+    ax = fig.add_subplot()
+    for i, c in enumerate(reversed(done)):
+        if c["ci"] is not None:
+            ax.plot(c["ci"], [i, i], "-", lw=4, color="tab:blue", alpha=0.6, solid_capstyle="butt")
+        ax.plot(c["query_ci"], [i, i], "-", lw=1, color="black")
+        ax.plot([c["diff"]], [i], "o", color="tab:blue")
+    ax.axvline(0.0, color="grey", lw=1)
+    if paper_gap is not None:
+        ax.axvline(paper_gap, color="tab:red", ls="--", lw=1, label=f"paper's relative gain here (+{paper_gap:.3f})")
+        ax.legend(loc="lower right", fontsize=8)
+    ax.set_yticks(range(len(done)), [f"{c['condition']} ({len(c['seeds_dynamic'])}/{len(c['seeds_static'])})"
+                                     for c in reversed(done)])
+    ax.set_xlabel(f"test {MEASURE}: dynamic - static (thick: 95 % CI over seeds; thin: over queries)")
+    ax.set_title("Dynamic minus static distillation, by condition")
+    ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
+def curve_band(runs: list[dict], key: str) -> pd.DataFrame:
+    """Columns step, mean, sd, n of a validation curve over the runs that drew it."""
+    rows = [(p["step"], p[key]) for r in runs for p in (r.get("curves") or []) if key in p]
+    if not rows:
+        return pd.DataFrame(columns=["step", "mean", "sd", "n"])
+    frame = pd.DataFrame(rows, columns=["step", "value"]).groupby("step")["value"]
+    return pd.DataFrame({"mean": frame.mean(), "sd": frame.std(ddof=1), "n": frame.size()}).reset_index()
+
+
+def curves_figure(records: list[dict], cond: Condition) -> Figure | None:
+    """Validation curves of the condition's arms by step, mean over seeds with a ±1 sd band: the
+    retriever of both arms (left), the dynamic arm's re-ranker against the teacher's step-0 value
+    (right)."""
+    dyn, sta = arm_runs(records, cond, "dynamic"), arm_runs(records, cond, "static")
+    bands = {"retriever, dynamic": curve_band(dyn, f"retriever_{MEASURE}"),
+             "retriever, static": curve_band(sta, f"retriever_{MEASURE}"),
+             "re-ranker, dynamic": curve_band(dyn, f"reranker_{MEASURE}")}
+    if all(b.empty for b in bands.values()):
+        return None
+    fig = Figure(figsize=(9, 3.6), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    for (label, band), ax, style in zip(bands.items(), (left, left, right), ("o-", "s--", "o-")):
+        if band.empty:
+            continue
+        line, = ax.plot(band["step"], band["mean"], style, label=f"{label} (n = {int(band['n'].max())})")
+        ax.fill_between(band["step"], band["mean"] - band["sd"].fillna(0), band["mean"] + band["sd"].fillna(0),
+                        color=line.get_color(), alpha=0.2)
+    teacher = bands["re-ranker, dynamic"]
+    if not teacher.empty:
+        right.axhline(float(teacher.iloc[0]["mean"]), color="grey", ls=":", label="warm re-ranker (step 0)")
+    for ax, what in ((left, "retriever"), (right, "re-ranker")):
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel(f"validation {MEASURE}")
+        ax.set_title(f"{what}: {cond.key}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return fig
+
+
+def clip_table(records: list[dict], clip: float = 1.0) -> pd.DataFrame:
+    """Per condition and arm: the share of steps whose gradient norm (before clipping, over all
+    parameters) exceeded the clip, and each tower's median norm."""
+    rows = []
+    for r in records:
+        h = r.get("history") or []
+        if not h or "grad_norm_de" not in h[0]:
+            continue
+        row = {"condition": r["condition"], "arm": r["arm"], "clipped": np.mean([x["grad_norm"] > clip for x in h]),
+               "retriever norm (median)": np.median([x["grad_norm_de"] for x in h]),
+               "re-ranker norm (median)": (np.median([x["grad_norm_ce"] for x in h]) if "grad_norm_ce" in h[0]
+                                           else np.nan)}
+        rows.append(row)
+    if not rows:
+        return pd.DataFrame()
+    frame = pd.DataFrame(rows).groupby(["condition", "arm"], sort=False)
+    out = frame.mean().reset_index()
+    out.insert(2, "runs", frame.size().values)
+    return out
+
+
+def teacher_table(out: Path) -> pd.DataFrame:
+    """The static targets each warm re-ranker gives its training lists, per temperature."""
+    import json
+
+    rows = []
+    for path in sorted((Path(out) / "teachers").glob("*.json")):
+        t = json.loads(path.read_text())
+        for key in [k for k in t if k.startswith("T=")]:
+            rows.append({"teacher": t["teacher"], "temperature": key[2:], "lists": t["lists_fully_scored"],
+                         "entropy (median, nats)": t[key]["entropy"]["q50"],
+                         "uniform entropy (ln m)": math.log(t["m"]),
+                         "p(positive) median": t[key]["p_positive"]["q50"],
+                         "p(positive) 5 %": t[key]["p_positive"]["q05"],
+                         "share p(positive) > 0.9": t[key]["share_p_positive_above_0.9"],
+                         "positive logit (median)": t["positive_logit"]["q50"]})
+    return pd.DataFrame(rows)
+
+
+def seed_table(records: list[dict], cond: Condition) -> pd.DataFrame:
+    """Per seed: each arm's test and validation score and precision (one row per seed)."""
+    rows: dict = {}
+    for arm in ("static", "dynamic"):
+        for r in arm_runs(records, cond, arm):
+            row = rows.setdefault((r["seed"], str(r["precision"])), {"seed": r["seed"], "precision": r["precision"]})
+            row[f"{arm} test"] = r["test"][MEASURE]
+            row[f"{arm} val"] = r["val"][MEASURE]
+    frame = pd.DataFrame(list(rows.values()))
+    if {"static test", "dynamic test"} <= set(frame.columns):
+        frame["dynamic - static"] = frame["dynamic test"] - frame["static test"]
+    return frame.sort_values(["precision", "seed"]).reset_index(drop=True) if not frame.empty else frame
+
+
+def grid_table(records: list[dict], cond: Condition) -> pd.DataFrame:
+    """The candidates of a grid condition with their first-seed validation score."""
+    from ..study import run_id
+
+    rows = []
+    for point in cond.grid:
+        hit = [r for r in records if r["run"] == run_id(cond.key, cond.grid_arm, cond.seeds[0], point)]
+        rows.append({"setting": ", ".join(f"{k} = {v}" for k, v in point.items()),
+                     f"val {MEASURE} (seed {cond.seeds[0]}, {cond.grid_arm})": hit[0]["val"][MEASURE] if hit else None,
+                     "chosen": point == chosen_point(records, cond)})
+    return pd.DataFrame(rows)
+
+
+def wall_time_table(records: list[dict]) -> pd.DataFrame:
+    rows = [{"condition": r["condition"], "precision": r["precision"], "runs": 1, "wall time (h)": (r.get("wall_time_s")
+             or 0.0) / 3600} for r in records]
+    if not rows:
+        return pd.DataFrame()
+    return pd.DataFrame(rows).groupby(["condition", "precision"], sort=False).sum().reset_index()
+
+
+def paper_gap(static_mean: float) -> float:
+    """The paper's relative gain of dynamic over static (Table 4) applied to a static score here."""
+    return static_mean * (PAPER_DYNAMIC / PAPER_STATIC - 1)
+
+
+def conclusions(comparisons: list[dict]) -> list[str]:
+    """What the study concludes, sentence by sentence, from the verdicts alone."""
+    done = [c for c in comparisons if c["complete"]]
+    if not done:
+        return ["No condition has both arms yet: nothing is concluded."]
+    lines = []
+    power = next((c for c in done if c["condition"] == "power"), None)
+    if power is not None and power["ci"] is not None:
+        gap = paper_gap(power["static"])
+        excluded = power["ci"][1] < gap
+        lines.append(
+            f"At the profile's setting ({len(power['seeds_dynamic'])} seeds per arm) dynamic minus static is "
+            f"{power['diff']:+.3f} nDCG@10 (95 % CI {_interval(power['ci'])}, {power['test']}, p = {power['p']:.3g}); "
+            f"the paper's relative gain would be {gap:+.3f} here, which this interval "
+            f"{'excludes' if excluded else 'does not exclude'}. The design detects {power['detectable']:.3f} at 80 % power.")
+    better_dyn = [c["condition"] for c in done if c["verdict"] == "dynamic better"]
+    better_sta = [c["condition"] for c in done if c["verdict"] == "static better"]
+    level = [c["condition"] for c in done if c["verdict"].startswith("no difference")]
+    if better_dyn:
+        lines.append(f"Dynamic distillation is significantly better under: {', '.join(better_dyn)}.")
+    if better_sta:
+        lines.append(f"Static distillation is significantly better under: {', '.join(better_sta)}.")
+    if level:
+        lines.append(f"No significant difference under: {', '.join(level)}.")
+    if not better_dyn:
+        lines.append("No condition run so far gives dynamic distillation a significant advantage on this collection, "
+                     "so the paper's Table 4 claim is not reproduced at this scale; what it cannot say is listed "
+                     "below.")
+    return lines
+
+
+LIMITS = (
+    "One collection (SciFact: 809 training and 300 test queries), all-MiniLM-L6-v2 in place of ERNIE-2.0-base, "
+    "lists of 8 and half an epoch at the profile's setting: the paper's gain was measured on MS MARCO with 500k "
+    "queries; an effect that needs its scale cannot show here.",
+    "Each condition changes one thing; their combination is not run.",
+    "Grid conditions choose their setting on the validation slice with one seed, then report test over seeds.",
+    "Runs of another precision are kept apart, never pooled; a condition with runs in two precisions reports "
+    "the one with more complete seed pairs.",
+)
+
+
+def write_study(records: list[dict], out: str | Path, profile: str = "scifact") -> dict:
+    """results.json, tables/, figures/ and report.md of a study folder; returns what was written."""
+    out = Path(out)
+    comparisons = [compare_condition(records, c) for c in CONDITIONS]
+    tables, figures = out / "tables", out / "figures"
+    written = {"conditions": write_table(conditions_table(comparisons), tables, "conditions",
+                                         f"Dynamic vs static distillation by condition, test {MEASURE}.")}
+    power = next((c for c in comparisons if c["condition"] == "power" and c["complete"]), None)
+    figs = {"differences": save(differences_figure(comparisons, paper_gap(power["static"]) if power else None),
+                                figures / "differences.png")}
+    for cond in CONDITIONS:
+        fig = curves_figure(records, cond)
+        if fig is not None:
+            figs[f"curves_{cond.key}"] = save(fig, figures / f"curves_{cond.key}.png")
+    extra = {"teachers": teacher_table(out), "clipping": clip_table(records), "wall_time": wall_time_table(records)}
+    for name, frame in extra.items():
+        if not frame.empty:
+            written[name] = write_table(frame, tables, name, float_format="{:.3f}")
+    rows = [{"condition": c["condition"], "metric": k, "value": c[k]} for c in comparisons if c["complete"]
+            for k in ("static", "dynamic", "diff", "p", "query_p", "detectable") if c.get(k) is not None]
+    write_json(out / "results.json", {"measure": MEASURE, "comparisons": comparisons, "rows": rows})
+    text = render(records, comparisons, extra, figs, out, profile)
+    (out / "report.md").write_text(text)
+    return {"tables": {k: str(v) for k, v in written.items()}, "figures": {k: str(v) for k, v in figs.items()},
+            "conclusions": conclusions(comparisons)}
+
+
+def _md(frame: pd.DataFrame, fmt: str = "{:.3f}") -> str:
+    from .tables import markdown_table
+
+    return markdown_table(frame, fmt)
+
+
+def render(records, comparisons, extra, figs, out: Path, profile: str) -> str:
+    machines = sorted({r["machine"] for r in records if r.get("machine")})
+    commits = sorted({r["commit"] for r in records if r.get("commit")})
+    precisions = sorted({str(r["precision"]) for r in records})
+    lines = [f"# Does dynamic distillation beat static on {profile}? The distillation study", "",
+             f"Made by `rqakit study --profile {profile}` from the {len(records)} run files in `runs/` "
+             f"(precision: {', '.join(precisions)}; kit commits: {', '.join(commits)}; machines: "
+             f"{'; '.join(machines)}).", "",
+             "## The question", "",
+             f"The paper's Table 4 (MS MARCO dev, 8 instances per query) gives the dynamic retriever "
+             f"{PAPER_DYNAMIC} MRR@10 against {PAPER_STATIC} with static distillation, a "
+             f"{100 * (PAPER_DYNAMIC / PAPER_STATIC - 1):.1f} % relative gain. Each condition below trains both arms on "
+             "the same seeds (the same data order and initial random state), so runs pair by seed.", "",
+             "## Verdicts", "", _md(conditions_table(comparisons)), "",
+             f"![differences]({figs['differences'].relative_to(out)})", "",
+             "Run-level: a paired t-test over the per-seed differences of test nDCG@10 (each run one number); its "
+             "95 % interval and the smallest difference it detects at 80 % power. Query-level: per-query values "
+             "averaged over each arm's seeds, a paired t-test over queries and a bootstrap interval; it holds the "
+             "test queries' noise, not the runs', so it is narrower and is not the test of the claim.", "",
+             "## What the study concludes", "", *[f"- {s}" for s in conclusions(comparisons)], "",
+             "What it cannot conclude:", "", *[f"- {s}" for s in LIMITS], "",
+             "## Before any new run: what the profile's own runs show", ""]
+    if not extra["teachers"].empty:
+        lines += ["Static targets: the warm re-ranker's softmax over each training list (the same lists both arms "
+                  "train on), by temperature.", "", _md(extra["teachers"]), ""]
+    if not extra["clipping"].empty:
+        lines += ["Gradient clipping (global norm 1.0 over both towers): share of steps clipped and each tower's "
+                  "median gradient norm before the clip.", "", _md(extra["clipping"]), ""]
+    lines += ["## Conditions", ""]
+    for cond, comp in zip(CONDITIONS, comparisons):
+        lines += [f"### {cond.title}{' (extension)' if cond.extension else ''}", "", cond.question, ""]
+        spec = "; ".join(f"{arm}: {'runs of ' + a.reuse if a.reuse else (', '.join(f'{k} = {v}' for k, v in a.overrides.items()) or 'the profile')}"
+                         for arm, a in cond.arms().items())
+        lines += [f"Arms: {spec}.", ""]
+        if cond.grid:
+            lines += [_md(grid_table(records, cond), "{:.4f}"), ""]
+        seeds = seed_table(records, cond)
+        if not seeds.empty:
+            lines += [_md(seeds, "{:.4f}"), ""]
+        if comp["complete"]:
+            tested = "" if comp["p"] is None else f", 95 % CI {_interval(comp['ci'])}, p = {comp['p']:.3g}"
+            lines += [f"Verdict: **{comp['verdict']}** (dynamic - static {comp['diff']:+.3f}{tested}; "
+                      f"precision {comp['precision']}"
+                      + (f"; runs in {', '.join(comp['other_precisions'])} left out" if comp["other_precisions"] else "")
+                      + ").", ""]
+        else:
+            lines += ["Not run yet.", ""]
+        if f"curves_{cond.key}" in figs:
+            lines += [f"![curves]({figs[f'curves_{cond.key}'].relative_to(out)})", ""]
+    lines += ["## Order and cost", "",
+              "Conditions run in this order, by what each decides per hour of a 2-core CPU: "
+              + ", ".join(c.key for c in CONDITIONS) + ".", ""]
+    if not extra["wall_time"].empty:
+        lines += [_md(extra["wall_time"], "{:.2f}"), ""]
+    lines += ["## Recomputing a run", "",
+              "Every file in `runs/` names its overrides, seed and stage folder hash; `rqakit stage joint:VARIANT "
+              f"--profile {profile} --set KEY=VALUE ... joint.seed=S` retrains it (the same folder hash on a CPU of the "
+              "same precision), and `rqakit study --profile "
+              f"{profile}` retrains and exports every missing one. `rqakit study --profile {profile} --report` "
+              "rebuilds this report from the run files alone.", ""]
+    return "\n".join(lines)

@@ -1,0 +1,269 @@
+"""The distillation study: does dynamic listwise distillation beat static at this scale, and if not,
+which condition hides the effect (Table 4's central row, asked with enough seeds to answer it).
+
+    rqakit study --profile scifact            # train what is missing, export each run, write the report
+    rqakit study --profile scifact --report   # the report from the committed run files alone
+
+Every condition trains the same two arms, the retriever distilled from a re-ranker that trains
+with it (dynamic) and from a frozen one (static), on the same seeds. A condition that changes one
+arm only reuses the other arm's runs from `power` (same config, so the same stage folders). Runs
+are joint-stage folders (`rqakit.stages.joint`), evaluated for what the study reads: the retriever
+on validation and test, validation curves where a condition draws them, no re-ranking pass.
+
+Each finished run is exported at once to `reports/<profile>-study/runs/<run id>.json` (metrics,
+per-query test and validation values, curves, per-step history, precision, machine, commit):
+small files meant to be committed as they appear, so the report is rebuilt from them alone and
+survives the loss of `runs/`. A reader recomputes any of them with `rqakit stage joint:VARIANT
+--profile P --set <the run file's overrides> joint.seed=S` (the folder hash is in the file).
+
+The queue runs conditions in `CONDITIONS` order, seed by seed with both arms of a seed together,
+so that an interrupted study always holds complete pairs; a condition with a `grid` first trains
+each grid point on the first seed and keeps the best on validation (never test).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .atomic import write_json
+from .config import load_config
+from .errors import RqaError
+
+MEASURE = "nDCG@10"
+
+
+@dataclass(frozen=True)
+class Arm:
+    variant: str                      # the joint variant: dynamic | static
+    overrides: dict = field(default_factory=dict)
+    reuse: str | None = None          # the condition whose runs this arm is (nothing new trained)
+
+
+@dataclass(frozen=True)
+class Condition:
+    key: str
+    title: str
+    question: str
+    dynamic: Arm
+    static: Arm
+    seeds: tuple = (1, 2, 3, 4, 5)
+    curves: bool = True               # validation curves of both models every joint.eval_every steps
+    grid: tuple = ()                  # candidate overrides, one chosen on validation with the first seed
+    grid_arm: str = "dynamic"         # the arm the grid is tried on
+    extension: bool = False           # beyond the paper
+
+    def arms(self) -> dict[str, Arm]:
+        return {"dynamic": self.dynamic, "static": self.static}
+
+
+# Ordered by what each decides per hour of a 2-core CPU: the power question first (it shares its
+# first seeds with the report), then the cheap single-arm conditions, the new warm start, the
+# extension, and the long runs last.
+CONDITIONS = (
+    Condition("power", "Power at the profile's setting",
+              "With 8 seeds per arm, is there a difference of the paper's relative size?",
+              Arm("dynamic"), Arm("static"), seeds=tuple(range(1, 9)), curves=False),
+    Condition("teacher-noise", "Teacher noise vs teacher learning",
+              "A frozen teacher read in train mode (dropout on, no updates) against the dynamic one: "
+              "does the dynamic arm differ through learning or through noise?",
+              Arm("dynamic", reuse="power"), Arm("static", {"joint.teacher_dropout": True})),
+    Condition("ce-optimizer", "The re-ranker's own learning rate and warm-up",
+              "With an optimizer that does not make the re-ranker fall below its teacher first, "
+              "does dynamic distillation gain?",
+              Arm("dynamic"), Arm("static", reuse="power"),
+              grid=({"joint.ce_lr": 5e-6, "joint.ce_warmup_ratio": 0.0},
+                    {"joint.ce_lr": 5e-6, "joint.ce_warmup_ratio": 0.2},
+                    {"joint.ce_lr": None, "joint.ce_warmup_ratio": 0.2})),
+    Condition("pointwise-warm", "The paper's warm start: a pointwise warm re-ranker",
+              "Both arms on the lists of a pointwise warm re-ranker read through its own sigmoid, as "
+              "RocketQA's step 2 and v1's 0.1 / 0.9 thresholds.",
+              Arm("dynamic", {"warmup_ce.loss": "pointwise", "augment.calibration": "sigmoid"}),
+              Arm("static", {"warmup_ce.loss": "pointwise", "augment.calibration": "sigmoid"})),
+    Condition("soft-targets", "Softer targets: a teacher temperature (extension)",
+              "The re-ranker's list softmax at a temperature above 1 (chosen on validation with the "
+              "static arm): do softer targets open a gap?",
+              Arm("dynamic"), Arm("static"), grid=({"joint.teacher_temperature": 2.0},
+                                                   {"joint.teacher_temperature": 4.0}), grid_arm="static",
+              extension=True),
+    Condition("two-epochs", "Training length: 2 epochs of joint training",
+              "With 4 times the training of the profile (2 epochs against 0.5), does the gap move?",
+              Arm("dynamic", {"joint.epochs": 2.0}), Arm("static", {"joint.epochs": 2.0})),
+)
+
+
+def condition(key: str) -> Condition:
+    for c in CONDITIONS:
+        if c.key == key:
+            return c
+    raise RqaError(f"unknown study condition {key!r}; choose from: {', '.join(c.key for c in CONDITIONS)}")
+
+
+def point_label(point: dict) -> str:
+    return "-".join(f"{k.split('.')[-1]}={v}" for k, v in sorted(point.items()))
+
+
+def run_id(cond: str, arm: str, seed: int, point: dict | None = None) -> str:
+    """`power.dynamic.s4`; a grid point's run: `ce-optimizer.dynamic[ce_lr=5e-06-...].s1`."""
+    return f"{cond}.{arm}{f'[{point_label(point)}]' if point else ''}.s{seed}"
+
+
+def study_dir(profile: str, out: str | Path | None = None) -> Path:
+    return Path(out) if out is not None else Path("reports") / f"{profile}-study"
+
+
+# ----------------------------------------------------------------------------- export
+def _history(rows: list[dict]) -> list[dict]:
+    keep = ("step", "loss", "sup", "kl", "grad_norm", "grad_norm_de", "grad_norm_ce", "acc_ce", "acc_de", "lr")
+    return [{k: (round(float(r[k]), 6) if isinstance(r[k], float) else r[k]) for k in keep if k in r} for r in rows]
+
+
+def export_run(ws, folder: Path, rid: str, *, cond: str, arm: str, seed: int, overrides: dict) -> dict:
+    """The small, committable record of one finished joint run."""
+    from .artifacts import read_manifest
+    from .evaluation import per_query_split
+    from .report.results import split_scorer
+    from .stages.common import load_run
+
+    manifest = read_manifest(folder) or {}
+    record = {"run": rid, "condition": cond, "arm": arm, "seed": seed, "overrides": overrides,
+              "stage": folder.parent.name, "folder_hash": folder.name,
+              "precision": manifest.get("compute_dtype"), "machine": manifest.get("machine"),
+              "commit": manifest.get("git_commit"), "finished_at": manifest.get("finished_at"),
+              "wall_time_s": manifest.get("wall_time_s"), "steps": manifest.get("steps"),
+              "lists": manifest.get("lists"), "epochs": manifest.get("epochs")}
+    measures = list(ws.cfg.evaluate.measures)
+    for split_name, split in (("test", ws.test), ("val", ws.val)):
+        run = load_run(folder, f"retriever.{split_name}")
+        record[split_name] = split_scorer(ws, split)(run, measures)
+        frame = per_query_split(run, split, [MEASURE], None, ws.cfg.evaluate.relevance)
+        record[f"{split_name}_per_query"] = {q: round(float(v), 6) for q, v in zip(frame.query_id, frame.value)}
+    curves, history = folder / "curves.json", folder / "history.json"
+    record["curves"] = json.loads(curves.read_text()) if curves.exists() else None
+    record["history"] = _history(json.loads(history.read_text())) if history.exists() else []
+    return record
+
+
+def teacher_record(lists_path: Path, temperatures=(1.0, 2.0, 4.0)) -> dict:
+    """The targets a static arm distils from: per training list, the warm re-ranker's softmax at
+    each temperature; its entropy (nats; ln m is uniform) and the positive's probability."""
+    from .mining import read_lists
+
+    lists = read_lists(lists_path)
+    scores = [np.asarray(s, float) for s in lists.ce_scores]
+    full = np.stack([s for s in scores if not np.isnan(s).any()])          # (n_lists, m)
+    out = {"lists": len(scores), "lists_fully_scored": int(len(full)), "m": int(full.shape[1]),
+           "positive_logit": _quantiles(full[:, 0]), "max_negative_logit": _quantiles(full[:, 1:].max(axis=1))}
+    for t in temperatures:
+        z = full / t
+        p = np.exp(z - z.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        entropy = -(p * np.log(np.clip(p, 1e-30, None))).sum(axis=1)
+        out[f"T={t:g}"] = {"entropy": _quantiles(entropy), "p_positive": _quantiles(p[:, 0]),
+                           "share_p_positive_above_0.9": float((p[:, 0] > 0.9).mean())}
+    return out
+
+
+def _quantiles(x: np.ndarray) -> dict:
+    return {"mean": float(np.mean(x)), **{f"q{int(q * 100):02d}": float(np.quantile(x, q))
+                                          for q in (0.05, 0.25, 0.5, 0.75, 0.95)}}
+
+
+# ----------------------------------------------------------------------------- the queue
+def run_config(profile: str, overrides: dict, base: list | dict | None = None):
+    from .config import parse_overrides
+
+    return load_config(profile, {**parse_overrides(base), **overrides})
+
+
+def train_run(profile: str, cond: Condition, arm_name: str, seed: int, point: dict | None, *,
+              base_overrides=None, log=print) -> Path:
+    """The joint folder of one run (trained unless cached)."""
+    from .stages import Workspace, joint
+
+    arm = cond.arms()[arm_name]
+    overrides = {**arm.overrides, **(point or {})}
+    cfg = run_config(profile, overrides, base_overrides)
+    ws = Workspace(cfg)
+    evaluates = None   # the report's own runs: the same folders as its chapters
+    if not (cond.key == "power" and seed in cfg.ablations.seeds):
+        evaluates = {"curves": cond.curves, "rerank": False, "rerank_bm25": False}
+    return joint.run(ws, arm.variant, seed=seed, evaluates=evaluates, log=log), ws, overrides
+
+
+def chosen_point(records: list[dict], cond: Condition) -> dict | None:
+    """The grid point whose first-seed run scores best on validation (retriever nDCG@10, never
+    test); None until every point has run, or for a condition without a grid."""
+    if not cond.grid:
+        return None
+    scores = []
+    for point in cond.grid:
+        hit = [r for r in records if r["run"] == run_id(cond.key, cond.grid_arm, cond.seeds[0], point)]
+        if not hit:
+            return None
+        scores.append((hit[0]["val"][MEASURE], point))
+    return max(scores, key=lambda pair: pair[0])[1]
+
+
+def planned(cond: Condition, records: list[dict]) -> list[tuple[str, int, dict | None, str]]:
+    """(arm, seed, grid point, run id) of every run the condition needs, in queue order; a grid
+    condition lists its selection runs until a point is chosen."""
+    todo, point = [], chosen_point(records, cond)
+    if cond.grid and point is None:
+        return [(cond.grid_arm, cond.seeds[0], p, run_id(cond.key, cond.grid_arm, cond.seeds[0], p))
+                for p in cond.grid]
+    for seed in cond.seeds:
+        for name, arm in cond.arms().items():
+            if arm.reuse is None:
+                todo.append((name, seed, point, run_id(cond.key, name, seed, point)))
+    return todo
+
+
+def run_queue(profile: str, *, conditions=None, seeds=None, out=None, base_overrides=None, log=print) -> list[str]:
+    """Train and export every missing run of `conditions` (all by default; only `seeds` if given),
+    in order. Returns the run ids exported by this call."""
+    out = study_dir(profile, out)
+    done = []
+    for cond in [condition(k) for k in conditions] if conditions else CONDITIONS:
+        while True:
+            todo = [t for t in planned(cond, read_runs(out)) if not (out / "runs" / f"{t[3]}.json").exists()
+                    and (seeds is None or t[1] in seeds)]
+            if not todo:
+                break
+            arm, seed, point, rid = todo[0]
+            log(f"[study] {rid}")
+            folder, ws, overrides = train_run(profile, cond, arm, seed, point, base_overrides=base_overrides, log=log)
+            record = export_run(ws, folder, rid, cond=cond.key, arm=arm, seed=seed, overrides=overrides)
+            write_json(out / "runs" / f"{rid}.json", record)
+            done.append(rid)
+            if cond.key == "power" or (cond.key == "pointwise-warm" and seed == cond.seeds[0]):
+                export_teacher(ws, out, "pointwise-warm" if cond.key == "pointwise-warm" else "listwise-warm")
+    return done
+
+
+def export_teacher(ws, out: Path, name: str) -> None:
+    path = out / "teachers" / f"{name}.json"
+    if not path.exists():
+        write_json(path, {"teacher": name, "augment": ws.folder("augment").name,
+                          **teacher_record(ws.folder("augment") / "lists.parquet")})
+
+
+def read_runs(out: str | Path) -> list[dict]:
+    """Every exported run record of a study folder."""
+    folder = Path(out) / "runs"
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+
+
+def build_study(profile: str, *, out=None, overrides=None) -> dict:
+    """Execute `notebooks/study.ipynb` with papermill into the study folder: report.md,
+    results.json, tables/, figures/ from the exported run files alone."""
+    from .pipeline import run_chapter
+
+    out = study_dir(profile, out)
+    if not read_runs(out):
+        raise RqaError(f"no exported runs in {Path(out).resolve() / 'runs'}; run `rqakit study --profile {profile}` "
+                       "to train them first")
+    timing = run_chapter("study", {"profile": profile, "out_dir": str(out)}, out)
+    return {"report": str(out / "report.md"), "wall_time_s": timing["wall_time_s"]}

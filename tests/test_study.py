@@ -1,0 +1,91 @@
+"""The distillation study (rqakit.study, rqakit.report.study): the queue, its exported run files,
+grid choices on validation, reused arms, precisions kept apart, and a report from the files alone."""
+import json
+
+import numpy as np
+import pytest
+
+from rqakit.report.study import arm_runs, compare_condition, write_study
+from rqakit.study import CONDITIONS, condition, planned, read_runs, run_id, run_queue
+
+from conftest import SMALL_TOY
+
+QUERIES = [f"q{i}" for i in range(40)]
+
+
+def record(cond, arm, seed, score, precision="bfloat16", overrides=None, val=None, shift=0.0, point=None):
+    rng = np.random.default_rng(seed * 7 + (arm == "dynamic"))
+    per_query = {q: float(np.clip(score + shift + rng.normal(scale=0.2), 0, 1)) for q in QUERIES}
+    return {"run": run_id(cond, arm, seed, point), "condition": cond, "arm": arm, "seed": seed,
+            "overrides": {**(overrides or {}), **(point or {})}, "precision": precision, "test": {"nDCG@10": score},
+            "val": {"nDCG@10": score if val is None else val}, "test_per_query": per_query, "curves": None,
+            "history": [], "wall_time_s": 10.0, "machine": "m", "commit": "c"}
+
+
+def test_the_queue_trains_exports_and_then_has_nothing_left(toy_ws, tmp_path):
+    base = [f"{k}={v}" for k, v in {**SMALL_TOY, "runtime.workdir": toy_ws.config.runtime.workdir}.items()]
+    done = run_queue("toy", conditions=["power"], seeds=[1, 2], out=tmp_path, base_overrides=base,
+                     log=lambda *a: None)
+    assert done == ["power.dynamic.s1", "power.static.s1", "power.dynamic.s2", "power.static.s2"]  # pairs first
+    records = {r["run"]: r for r in read_runs(tmp_path)}
+    one = records["power.dynamic.s1"]
+    folder = toy_ws.root / one["stage"] / one["folder_hash"]
+    metrics = json.loads((folder / "metrics.json").read_text())["retriever"]
+    assert one["test"]["nDCG@10"] == pytest.approx(metrics["nDCG@10"])
+    assert len(one["test_per_query"]) == len(toy_ws.test.queries)
+    assert np.mean(list(one["test_per_query"].values())) == pytest.approx(metrics["nDCG@10"])
+    assert one["precision"] in ("float32", "bfloat16") and one["history"] and one["machine"]
+    assert "grad_norm_ce" in one["history"][0] and "grad_norm_ce" not in records["power.static.s1"]["history"][0]
+    assert (tmp_path / "teachers" / "listwise-warm.json").exists()
+    assert run_queue("toy", conditions=["power"], seeds=[1, 2], out=tmp_path, base_overrides=base,
+                     log=lambda *a: None) == []
+
+
+def test_a_grid_condition_runs_its_candidates_then_every_seed_at_the_best_on_validation():
+    cond = condition("ce-optimizer")
+    first = planned(cond, [])
+    assert [t[3] for t in first] == [run_id(cond.key, "dynamic", 1, p) for p in cond.grid]
+    records = [record(cond.key, "dynamic", 1, 0.70, point=p, val=v) for p, v in zip(cond.grid, (0.6, 0.8, 0.7))]
+    later = planned(cond, records)
+    assert {t[2] == cond.grid[1] for t in later} == {True}                 # the best validation score
+    assert [t[1] for t in later] == list(cond.seeds) and {t[0] for t in later} == {"dynamic"}  # static is reused
+    assert later[0][3] == records[1]["run"]                                 # its first-seed run is kept
+
+
+def test_a_reused_arm_reads_the_runs_of_its_condition():
+    records = [record("power", arm, s, 0.7) for arm in ("dynamic", "static") for s in (1, 2)]
+    records += [record("teacher-noise", "static", s, 0.69, overrides={"joint.teacher_dropout": True}) for s in (1, 2)]
+    cond = condition("teacher-noise")
+    assert [r["run"] for r in arm_runs(records, cond, "dynamic")] == ["power.dynamic.s1", "power.dynamic.s2"]
+    assert [r["run"] for r in arm_runs(records, cond, "static")] == ["teacher-noise.static.s1",
+                                                                     "teacher-noise.static.s2"]
+
+
+def test_a_comparison_never_mixes_precisions():
+    records = [record("power", arm, s, 0.70 + 0.01 * s, "bfloat16") for arm in ("dynamic", "static") for s in (1, 2, 3)]
+    records += [record("power", arm, s, 0.60, "float32") for arm in ("dynamic", "static") for s in (4, 5)]
+    c = compare_condition(records, condition("power"))
+    assert c["precision"] == "bfloat16" and c["other_precisions"] == ["float32"]
+    assert c["seeds_dynamic"] == [1, 2, 3] and c["static"] == pytest.approx(0.72)
+
+
+def test_the_report_comes_from_the_run_files_alone_and_words_follow_the_tests(tmp_path):
+    """Level arms get "no difference larger than X", an arm ahead in every seed "dynamic better"."""
+    rng = np.random.default_rng(1)
+    level = [record("power", arm, s, 0.70 + rng.normal(scale=0.01)) for arm in ("dynamic", "static") for s in range(1, 9)]
+    ahead = [record("teacher-noise", "static", s, r["test"]["nDCG@10"] - 0.03 - 0.001 * s,
+                    overrides={"joint.teacher_dropout": True})
+             for s, r in ((r["seed"], r) for r in level if r["arm"] == "dynamic")]
+    for r in level + ahead:
+        (tmp_path / "runs").mkdir(exist_ok=True)
+        (tmp_path / "runs" / f"{r['run']}.json").write_text(json.dumps(r))
+    written = write_study(read_runs(tmp_path), tmp_path, "toy")
+    results = json.loads((tmp_path / "results.json").read_text())
+    by = {c["condition"]: c for c in results["comparisons"]}
+    assert by["power"]["p"] > 0.05 and by["power"]["verdict"].startswith("no difference larger than")
+    assert by["teacher-noise"]["verdict"] == "dynamic better" and by["teacher-noise"]["p"] < 0.05
+    assert not by["two-epochs"]["complete"]
+    text = (tmp_path / "report.md").read_text()
+    assert "dynamic better" in text and "Not run yet." in text and "beats" not in text
+    assert (tmp_path / "figures" / "differences.png").exists() and "conditions" in written["tables"]
+    assert len(CONDITIONS) == text.count("\n### ")
