@@ -9,7 +9,7 @@ of those runs (the run-level test), with the per-query test beside it:
 
 Runs of the same seed share the data order and initial random state, so where both systems have
 the same seeds the runs are paired by seed (paired t-test over the per-seed differences);
-otherwise Welch's t-test. A single run per system allows no run-level test at all: the result
+against a system without seeds, a one-sample t-test; otherwise Welch's t-test. A single run per system allows no run-level test at all: the result
 says so (`n` = 1, `p` None), and the wording names it a one-seed comparison.
 """
 from __future__ import annotations
@@ -46,7 +46,8 @@ def detectable_difference(se: float, df: float, alpha: float = ALPHA, power: flo
 
 
 def compare_seeds(a: dict, b: dict, alpha: float = ALPHA) -> dict:
-    """B - A over runs: `a`, `b` map seed -> the run's score (one number per run).
+    """B - A over runs: `a`, `b` map seed -> the run's score (one number per run); `{None: x}`
+    is a system without seeds (BM25), against which B's runs take a one-sample t-test.
 
     Returns n_a, n_b, mean_a, mean_b, sd_a, sd_b, diff, ci (95 % interval of diff or None),
     p (run-level test or None), test ("paired t over seeds" | "Welch t" | None) and detectable
@@ -58,7 +59,12 @@ def compare_seeds(a: dict, b: dict, alpha: float = ALPHA) -> dict:
            "sd_b": float(vb.std(ddof=1)) if len(vb) > 1 else None,
            "diff": float(vb.mean() - va.mean()), "ci": None, "p": None, "test": None, "detectable": None}
     shared = sorted(set(a) & set(b))
-    if len(shared) == len(a) == len(b) and len(shared) >= 2:
+    fixed = [None] == list(a) and len(vb) >= 2   # A has no seeds (BM25, a frozen model): B's runs against it
+    if fixed:
+        se, df = vb.std(ddof=1) / math.sqrt(len(vb)), len(vb) - 1
+        out["test"] = "one-sample t over seeds"
+        out["p"] = float(stats.ttest_1samp(vb, va[0]).pvalue) if se > 0 else 1.0
+    elif len(shared) == len(a) == len(b) and len(shared) >= 2:
         d = np.array([b[s] - a[s] for s in shared], float)
         se, df = d.std(ddof=1) / math.sqrt(len(d)), len(d) - 1
         out["test"] = "paired t over seeds"
@@ -103,15 +109,33 @@ def verdict(c: dict, name_a: str, name_b: str, alpha: float = ALPHA) -> str:
     return f"no difference larger than {max(abs(c['ci'][0]), abs(c['ci'][1])):.3f}"
 
 
+def apart(a: float, b: float) -> tuple[str, str]:
+    """a and b with three decimals, or as many more (up to five) as it takes to tell them apart."""
+    for digits in (3, 4, 5):
+        fa, fb = f"{a:.{digits}f}", f"{b:.{digits}f}"
+        if fa != fb:
+            break
+    return fa, fb
+
+
 def sentence(c: dict, name_a: str, name_b: str, digits: int = 3, alpha: float = ALPHA) -> str:
-    """One sentence comparing B with A: "beats" only when the run-level test is significant."""
+    """One sentence comparing B with A, means first: "beats" only when the run-level test is
+    significant, "is level with" otherwise, and a comparison of single runs says it has no test."""
     f = f"{{:+.{digits}f}}"
+    mb, ma = apart(c["mean_b"], c["mean_a"])
+    b_first = f"{mb} ({_runs(c['n_b'])}) vs {ma} ({_runs(c['n_a'])})"
     if c.get("p") is None:
-        return (f"{name_b} vs {name_a}: {f.format(c['diff'])} from one run of each "
-                f"(one seed: no test, no claim).")
-    interval = f"95 % CI [{f.format(c['ci'][0])}, {f.format(c['ci'][1])}]"
-    tail = f"{c['test']}, p = {c['p']:.3g}, n = {c['n_b']}/{c['n_a']} runs"
+        return f"{name_b} vs {name_a}: {b_first}, {f.format(c['diff'])} with no run-level test (one run each)."
+    interval = f"95 % CI [{f.format(c['ci'][0])}, {f.format(c['ci'][1])}] of {name_b} minus {name_a}"
+    tail = f"{c['test']}, p = {c['p']:.3g}"
+    if c["test"].startswith("one-sample"):
+        tail += f"; {name_a} is one run, taken as fixed"
     if significant(c, alpha):
-        winner, loser = (name_b, name_a) if c["diff"] > 0 else (name_a, name_b)
-        return f"{winner} beats {loser}: {f.format(abs(c['diff']))} ({interval} of {name_b} - {name_a}; {tail})."
-    return f"{name_b} is level with {name_a}: {f.format(c['diff'])} ({interval}; {tail})."
+        if c["diff"] > 0:
+            return f"{name_b} beats {name_a}: {b_first} ({interval}; {tail})."
+        return f"{name_a} beats {name_b}: {ma} ({_runs(c['n_a'])}) vs {mb} ({_runs(c['n_b'])}) ({interval}; {tail})."
+    return f"{name_b} is level with {name_a}: {b_first} ({interval}; {tail})."
+
+
+def _runs(n: int) -> str:
+    return "1 run" if n == 1 else f"mean of {n} seeds"

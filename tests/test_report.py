@@ -42,9 +42,13 @@ class Workspace:
     cfg: RunConfig
     val: Split
     test: Split
+    compute_dtype: str = "bfloat16"
 
     def folder(self, name: str) -> Path:
         return self.root / name
+
+    def config_dict(self) -> dict:
+        return self.cfg.to_dict()
 
 
 def ranked_run(ranks: list[int]) -> dict:
@@ -131,7 +135,27 @@ def make_workspace(tmp_path: Path) -> Workspace:
     val = Split("synthetic/val", {"v1": "query"}, {"v1": {"d1": 1}}, name="val")
     test = Split("synthetic/test", {f"t{i}": "query" for i in range(1, 5)}, {f"t{i}": {f"r{i}": 1} for i in range(1, 5)},
                  name="test")
-    return Workspace(root, cfg, val, test)
+    ws = Workspace(root, cfg, val, test)
+    rerank_folders(ws)
+    return ws
+
+
+# What the rerank stage would write for the static and dynamic candidates: the re-ranked list of each
+# seed puts the relevant document at these ranks (a re-ranker that lowers the retriever's score).
+RERANKED_RANKS = [3, 3, 3, 3]
+
+
+def rerank_folders(ws) -> None:
+    from rqakit.stages import ablations, rerank
+
+    done = [({"variant": v, "list_size": 4, "seed": s}, ws.folder(f"joint-{v}-m4-s{s}"))
+            for v in ("dynamic", "static") for s in (1, 2)]
+    for system, seed, retriever, reranker in ablations.rerank_plan(ws, done):
+        h = rerank.stage_hash(ws, retriever=retriever, reranker=reranker)
+        folder = ws.root / "rerank" / h
+        write(folder / "metrics.json", metrics(g(3)))
+        write(folder / "manifest.json", {"config_hash": h, "wall_time_s": 1.0})
+        write_run(folder / "runs" / "reranked.test.trec", ranked_run(RERANKED_RANKS))
 
 
 @pytest.fixture(scope="module")
@@ -158,13 +182,17 @@ def test_results_rows_are_tidy_and_complete(built):
     assert set(retrieval["system"]) == {"bm25", "zeroshot-mean", "zeroshot-cls", "fusion-zeroshot", "warmup_de",
                                         "st-mnrl", "static", "dynamic", "hybrid", "hybrid-static"}
     assert set(retrieval["metric"]) == set(MEASURES)
+    # a re-ranked top 20 holds 20 documents: its recall is named R@20, never R@100
+    assert set(frame[frame["table"] == "rerank"]["metric"]) == {"nDCG@10", "RR@10", "R@20"}
     seeds = retrieval.groupby("system")["seed"].apply(lambda s: sorted(set(s.dropna().astype(int))))
     assert seeds["dynamic"] == seeds["static"] == seeds["hybrid"] == seeds["hybrid-static"] == [1, 2]
     assert retrieval[retrieval["system"] == "bm25"]["seed"].isna().all()
     assert set(frame[frame["table"] == "ablation"]["system"]) == {"dynamic", "static", "pointwise", "no-denoise"}
     assert set(frame[frame["table"] == "listsize"]["system"]) == {"retriever-m2", "retriever-m4", "reranker-m2", "reranker-m4"}
     assert set(frame[frame["table"] == "rerank"]["system"]) == {"warmup_ce@bm25", "warmup_ce@warmup_de",
-                                                                "joint_ce@bm25", "joint_ce@dynamic"}
+                                                                "joint_ce@bm25", "joint_ce@dynamic",
+                                                                "warmup_ce@static", "warmup_ce@dynamic",
+                                                                "joint_ce@static"}
     step = frame[(frame["table"] == "run") & (frame["system"] == "warmup_de") & (frame["metric"] == "mean_step_s")]
     assert step["value"].tolist() == pytest.approx([0.3])          # mean of 0.2 and 0.4 s from history.json
     # The NaN precision of an empty pseudo-positive set is left out, not written as NaN.
@@ -181,14 +209,17 @@ def test_every_table_and_figure_is_written(built):
         png = out / "figures" / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     report = (out / "report.md").read_text()
-    first = report.splitlines()[:8]
-    assert "does not beat** BM25" not in first[2] and "**beats** BM25" in first[2]       # 0.600 vs 0.500
-    assert "0.600" in first[2] and "0.500" in first[2]
-    assert "**beats** the sentence-transformers MNRL peer" in first[3]                  # 0.600 vs 0.450
-    assert "untrained fusion of BM25" in first[4] and "hybrid" in first[5]
-    assert "static distillation" in first[6] and "p =" in first[6]
-    # Table 3's claim: joint re-ranker on BM25's top candidates, (0.55 + 0.75) / 2 over two seeds vs 0.55.
-    assert "**beats** the warm re-ranker" in first[7] and "0.650" in first[7] and "0.550" in first[7]
+    first = report.splitlines()[2:]
+    # Dynamic 0.5 / 0.7 against BM25 0.5: +0.1 over two seeds, not significant: no "beats".
+    assert first[0].startswith("- On test nDCG@10, the dynamic retriever is level with BM25: 0.600 (mean of 2 seeds) "
+                               "vs 0.500 (1 run)") and "one-sample t over seeds" in first[0]
+    assert "query-level paired t p =" in first[0]
+    assert "is level with the sentence-transformers MNRL peer" in first[1]
+    assert "static distillation" in first[3] and "paired t over seeds" in first[3]
+    assert "the joint re-ranker (dynamic runs) on the same candidates" in first[4]
+    assert "beats" not in "\n".join(first[:5])                        # nothing here is significant
+    assert any(line.startswith("- Re-ranking lowers the score: the warm re-ranker on the dynamic retriever's top 20")
+               for line in first[5:12])
     assert "random tiny BERT" in report                                                  # toy backbone
     assert summary["stamp"]["config_hash"] in report
 
@@ -203,13 +234,6 @@ def test_wall_time_names_each_stage_and_the_cpu_share_it_had(built):
     assert set(rows) >= {"joint-dynamic-m4-s1", "joint-dynamic-m4-s2", "joint-static-m4-s2", "joint-dynamic-m2-s1"}
     assert rows["joint-dynamic-m4-s2"][2] == "12.0" and rows["joint-dynamic-m4-s2"][4:6] == ["", ""]
     assert "| precision | " in report      # the stamp: the dtype this machine's stages compute in
-
-
-def test_headline_numbers_show_the_digits_that_tell_them_apart():
-    from rqakit.report.build import _apart
-    assert _apart(0.6, 0.5) == ("0.600", "0.500")
-    assert _apart(0.68626, 0.68630) == ("0.68626", "0.68630")    # equal to 3 and to 4 decimals
-    assert _apart(0.7, 0.7) == ("0.70000", "0.70000")
 
 
 def test_a_real_backbone_says_what_its_profile_does_not_reproduce():
@@ -229,19 +253,24 @@ def test_mean_and_sd_over_seeds(built):
     assert table2.at["bm25", "nDCG@10"] == "0.500"
 
 
-def test_paired_test_on_per_query_values_averaged_over_seeds(built):
+def test_paired_test_over_seeds_with_the_query_level_test_beside_it(built):
     _, out, summary = built
     dynamic = np.array([(g(a) + g(b)) / 2 for a, b in zip(*DYNAMIC_RANKS.values())])   # (4,) test queries
     static = np.array([(g(a) + g(b)) / 2 for a, b in zip(*STATIC_RANKS.values())])
     test = summary["paired_test"]
-    assert test["dynamic"] == pytest.approx(dynamic.mean()) and test["static"] == pytest.approx(static.mean())
-    assert test["diff"] == pytest.approx((dynamic - static).mean())
-    assert test["p_ttest"] == pytest.approx(stats.ttest_rel(static, dynamic).pvalue)
-    assert test["p_wilcoxon"] == pytest.approx(stats.wilcoxon(static, dynamic).pvalue)
+    # run level: each run one number (metrics.json), paired by seed: dynamic 0.5 / 0.7, static 0.40 / 0.44
+    assert test["test"] == "paired t over seeds"
+    assert test["diff"] == pytest.approx(0.18)
+    assert test["p"] == pytest.approx(stats.ttest_rel([0.5, 0.7], [0.40, 0.44]).pvalue)
+    assert test["detectable"] > abs(test["diff"]) and test["ci"][0] < 0 < test["ci"][1]
+    # query level: per-query values averaged over seeds
+    assert test["query_p"] == pytest.approx(stats.ttest_rel(static, dynamic).pvalue)
+    assert test["query_p_wilcoxon"] == pytest.approx(stats.wilcoxon(static, dynamic).pvalue)
     assert test["n_queries"] == 4
     paired = read_rows(out).query("table == 'paired'").set_index("metric")["value"]
-    assert paired["p_ttest"] == pytest.approx(test["p_ttest"])
-    assert "paired t-test" in (out / "tables" / "paired_test.md").read_text()
+    assert paired["p"] == pytest.approx(test["p"]) and paired["query_p"] == pytest.approx(test["query_p"])
+    table = (out / "tables" / "paired_test.md").read_text()
+    assert "detectable at 80 % power" in table and "p, run-level" in table
 
 
 def test_hybrid_weight_is_chosen_on_validation_not_test(built):

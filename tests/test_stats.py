@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from rqakit.stats import bootstrap_queries, compare_seeds, detectable_difference, sentence, verdict
+from rqakit.stats import apart, bootstrap_queries, compare_seeds, detectable_difference, sentence, verdict
 
 
 def test_the_detectable_difference_of_a_paired_t_test_matches_the_textbook():
@@ -35,7 +35,7 @@ def test_other_seeds_fall_back_to_welch_and_one_seed_allows_no_test():
     one = compare_seeds({1: 0.70}, {1: 0.75})
     assert one["p"] is None and one["ci"] is None and one["detectable"] is None
     assert verdict(one, "a", "b") == "one seed per system: no run-level test"
-    assert "beats" not in sentence(one, "a", "b") and "one seed" in sentence(one, "a", "b")
+    assert "beats" not in sentence(one, "a", "b") and "no run-level test" in sentence(one, "a", "b")
 
 
 def test_beats_only_where_the_run_level_test_is_significant():
@@ -62,3 +62,17 @@ def test_the_query_bootstrap_brackets_the_mean_difference():
     assert lo < float(np.mean(b - a)) < hi
     se = np.std(b - a, ddof=1) / math.sqrt(300)
     assert hi - lo == pytest.approx(2 * 1.96 * se, rel=0.15)
+
+
+def test_a_system_without_seeds_is_a_fixed_point_for_a_one_sample_test():
+    c = compare_seeds({None: 0.686}, {1: 0.69, 2: 0.70, 3: 0.68})
+    assert c["test"] == "one-sample t over seeds"
+    assert c["p"] == pytest.approx(stats.ttest_1samp([0.69, 0.70, 0.68], 0.686).pvalue)
+    assert c["ci"][0] < c["diff"] < c["ci"][1]
+    assert compare_seeds({None: 0.686}, {None: 0.70})["p"] is None
+
+
+def test_numbers_show_the_digits_that_tell_them_apart():
+    assert apart(0.6, 0.5) == ("0.600", "0.500")
+    assert apart(0.68626, 0.68630) == ("0.68626", "0.68630")    # equal to 3 and to 4 decimals
+    assert apart(0.7, 0.7) == ("0.70000", "0.70000")

@@ -100,17 +100,21 @@ def denoising_figure(candidates: pd.DataFrame, neg_threshold: float | None = Non
     return fig
 
 
-def training_figure(histories: dict[str, list[dict]], keys=("loss",)) -> Figure:
-    """Per-step training figures (history.json rows) of one or more stages, one panel per stage."""
+def training_figure(histories: dict[str, list[dict]], keys=("loss",), window: int = 10) -> Figure:
+    """Per-step training figures (history.json rows) of one or more stages, one panel per stage:
+    each value raw (faint) and as a moving mean over `window` steps."""
     fig = Figure(figsize=(4.5 * max(1, len(histories)), 3.4), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, max(1, len(histories))))
     for ax, (name, rows) in zip(axes, histories.items()):
         frame = pd.DataFrame(rows)
         for key in keys:
             if key in frame:
-                ax.plot(frame["step"], frame[key], label=key)
+                raw, = ax.plot(frame["step"], frame[key], alpha=0.3, lw=0.8)
+                smooth = frame[key].rolling(window, min_periods=1).mean()
+                ax.plot(frame["step"], smooth, color=raw.get_color(), label=f"{key} (mean of {window} steps)")
         ax.set_title(name)
         ax.set_xlabel("optimizer step")
+        ax.set_ylabel("training loss (per query)")
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=8)
     return fig

@@ -112,10 +112,37 @@ def baseline_rows(ws) -> list[dict]:
     return rows
 
 
+def rerank_metrics(metrics: dict, depth: int) -> dict:
+    """A re-ranked top-`depth` list holds `depth` documents, so a recall (or success) cut deeper is
+    the one at `depth` and is named so: R@100 of a re-ranked top 30 is R@30."""
+    out = {}
+    for name, value in metrics.items():
+        base, at, k = name.rpartition("@")
+        if at and k.isdigit() and int(k) > depth and base.split("(")[0] in ("R", "Success"):
+            name = f"{base}@{depth}"
+        out.setdefault(name, value)
+    return out
+
+
 def warm_rerank_rows(ws) -> list[dict]:
     metrics = read_json(ws.folder("warmup_ce") / "metrics.json", "warmup_ce/metrics.json")
+    depth = ws.cfg.evaluate.rerank_depth
     return [r for name in ("warmup_ce@bm25", "warmup_ce@warmup_de") if name in metrics
-            for r in metric_rows("rerank", name, None, metrics[name])]
+            for r in metric_rows("rerank", name, None, rerank_metrics(metrics[name], depth))]
+
+
+def extra_rerank_rows(ws, runs: list[JointRun]) -> list[dict]:
+    """Table 3 rows of the re-rankings no training stage evaluates (`ablations.rerank_plan`): the
+    warm re-ranker on the static and dynamic retrievers' candidates, the joint one on the static's."""
+    from ..stages import ablations, rerank
+
+    done = [({"variant": r.variant, "list_size": r.list_size, "seed": r.seed}, r.folder) for r in runs]
+    rows = []
+    for system, seed, retriever, reranker in ablations.rerank_plan(ws, done):
+        folder = rerank.run(ws, retriever=retriever, reranker=reranker, name=f"{system}-s{seed}", log=lambda *a: None)
+        metrics = json.loads((folder / "metrics.json").read_text())
+        rows += metric_rows("rerank", system, seed, rerank_metrics(metrics, ws.cfg.evaluate.rerank_depth))
+    return rows
 
 
 def joint_rows(ws, runs: list[JointRun]) -> list[dict]:
@@ -124,9 +151,10 @@ def joint_rows(ws, runs: list[JointRun]) -> list[dict]:
     for variant in ("static", "dynamic"):
         for r in main_runs(ws, runs, variant):
             rows += metric_rows("retrieval", variant, r.seed, _metrics(r)["retriever"])
+    depth = ws.cfg.evaluate.rerank_depth
     for r in main_runs(ws, runs, "dynamic"):
-        rows += metric_rows("rerank", "joint_ce@dynamic", r.seed, _metrics(r)["reranker"])
-        rows += metric_rows("rerank", "joint_ce@bm25", r.seed, _metrics(r)["reranker@bm25"])
+        rows += metric_rows("rerank", "joint_ce@dynamic", r.seed, rerank_metrics(_metrics(r)["reranker"], depth))
+        rows += metric_rows("rerank", "joint_ce@bm25", r.seed, rerank_metrics(_metrics(r)["reranker@bm25"], depth))
     from ..stages.ablations import ablation_list_size
 
     for r in runs:
@@ -134,7 +162,8 @@ def joint_rows(ws, runs: list[JointRun]) -> list[dict]:
             rows += metric_rows("ablation", r.variant, r.seed, _metrics(r)["retriever"])
         if r.variant == "dynamic":
             rows += metric_rows("listsize", f"retriever-m{r.list_size}", r.seed, _metrics(r)["retriever"])
-            rows += metric_rows("listsize", f"reranker-m{r.list_size}", r.seed, _metrics(r)["reranker"])
+            rows += metric_rows("listsize", f"reranker-m{r.list_size}", r.seed,
+                                rerank_metrics(_metrics(r)["reranker"], depth))
     return rows
 
 
@@ -186,32 +215,62 @@ def split_scorer(ws, split, per_query_values: bool = False):
 HYBRIDS = {"dynamic": "hybrid", "static": "hybrid-static"}   # joint variant -> its fused system
 
 
-def hybrid_rows(ws, runs: list[JointRun]) -> tuple[list[dict], list[dict]]:
+def hybrid_rows(ws, runs: list[JointRun]) -> tuple[list[dict], list[dict], dict]:
     """Retrieval rows of BM25 fused with the dynamic retriever ("hybrid") and with the static one
-    ("hybrid-static") per seed, the fusion chosen on validation; the choices (one per run); and
-    "fusion-zeroshot", BM25 and the zero-shot backbone under plain RRF (k = 60), nothing trained
-    and nothing chosen."""
+    ("hybrid-static") per seed, and with the zero-shot backbone ("fusion-zeroshot-tuned"), each
+    fusion chosen on validation; "fusion-zeroshot", the same pair under plain RRF (k = 60), nothing
+    chosen. Returns the rows, the choices and the fused test runs ({system: {seed: run}})."""
     base = ws.folder("baselines")
     bm25_val, bm25_test = _run(base, "bm25.val"), _run(base, "bm25.test")
     measures = list(ws.cfg.evaluate.measures)
     test_score = split_scorer(ws, ws.test)
-    rows, choices = [], []
-    for variant, system in HYBRIDS.items():
-        for r in main_runs(ws, runs, variant):
-            choice = choose_fusion(bm25_val, _run(r.folder, "retriever.val"), ws.val.qrels,
-                                   score=split_scorer(ws, ws.val))
-            fused = fuse(choice["method"], bm25_test, _run(r.folder, "retriever.test"), choice["bm25_weight"])
-            test_metrics = test_score(fused, measures)
-            rows += metric_rows("retrieval", system, r.seed, test_metrics)
-            rows.append(row("run", f"{system}-{choice['method']}", r.seed, "bm25_weight", choice["bm25_weight"]))
-            rows.append(row("run", f"{system}-{choice['method']}", r.seed, f"val_{choice['measure']}",
-                            choice["val_value"]))
-            choices.append({"system": system, "seed": r.seed, **choice, "test": test_metrics})
+    rows, choices, fused_runs = [], [], {}
+    pairs = [(system, r.seed, r.folder, "retriever") for variant, system in HYBRIDS.items()
+             for r in main_runs(ws, runs, variant)]
+    if (base / "runs" / "zeroshot-mean.val.trec").exists():
+        pairs.append(("fusion-zeroshot-tuned", None, base, "zeroshot-mean"))
+    for system, seed, folder, name in pairs:
+        choice = choose_fusion(bm25_val, _run(folder, f"{name}.val"), ws.val.qrels, score=split_scorer(ws, ws.val))
+        fused = fuse(choice["method"], bm25_test, _run(folder, f"{name}.test"), choice["bm25_weight"])
+        test_metrics = test_score(fused, measures)
+        fused_runs.setdefault(system, {})[seed] = fused
+        rows += metric_rows("retrieval", system, seed, test_metrics)
+        rows.append(row("run", f"{system}-{choice['method']}", seed, "bm25_weight", choice["bm25_weight"]))
+        rows.append(row("run", f"{system}-{choice['method']}", seed, f"val_{choice['measure']}", choice["val_value"]))
+        choices.append({"system": system, "seed": seed, **choice, "test": test_metrics})
     zero_shot = base / "runs" / "zeroshot-mean.test.trec"
     if zero_shot.exists():
         fused = reciprocal_rank_fusion([bm25_test, read_trec_run(zero_shot)], k=60)
+        fused_runs["fusion-zeroshot"] = {None: fused}
         rows += metric_rows("retrieval", "fusion-zeroshot", None, test_score(fused, measures))
-    return rows, choices
+    return rows, choices, fused_runs
+
+
+def test_runs(ws, runs: list[JointRun], fused: dict) -> dict[str, dict]:
+    """Every system's test run by seed (None for a system without seeds), for query-level tests:
+    {system: {seed: run}}; systems whose run file is missing are left out."""
+    from ..stages import ablations, rerank
+
+    base, depth = ws.folder("baselines"), ws.cfg.joint.list_size
+    found = {"bm25": {None: base / "runs" / "bm25.test.trec"},
+             "zeroshot-mean": {None: base / "runs" / "zeroshot-mean.test.trec"},
+             "warmup_de": {None: ws.folder("warmup_de") / "runs" / "warmup_de.test.trec"},
+             "st-mnrl": {None: ws.folder("st_mnrl") / "runs" / "st-mnrl.test.trec"},
+             "warmup_ce@bm25": {None: ws.folder("warmup_ce") / "runs" / "warmup_ce.bm25.test.trec"},
+             "warmup_ce@warmup_de": {None: ws.folder("warmup_ce") / "runs" / "warmup_ce.warmup_de.test.trec"}}
+    for variant in ("dynamic", "static"):
+        found[variant] = {r.seed: r.folder / "runs" / "retriever.test.trec" for r in main_runs(ws, runs, variant)}
+    dynamic = main_runs(ws, runs, "dynamic")
+    found["joint_ce@dynamic"] = {r.seed: r.folder / "runs" / "reranker.test.trec" for r in dynamic}
+    found["joint_ce@bm25"] = {r.seed: r.folder / "runs" / "reranker.bm25.test.trec" for r in dynamic}
+    done = [({"variant": r.variant, "list_size": r.list_size, "seed": r.seed}, r.folder) for r in runs
+            if r.list_size == depth]
+    for system, seed, retriever, reranker in ablations.rerank_plan(ws, done):
+        folder = ws.root / "rerank" / rerank.stage_hash(ws, retriever=retriever, reranker=reranker)
+        found.setdefault(system, {})[seed] = folder / "runs" / "reranked.test.trec"
+    out = {system: {seed: read_trec_run(path) for seed, path in paths.items()}
+           for system, paths in found.items() if paths and all(p.exists() for p in paths.values())}
+    return {**out, **fused}
 
 
 # ------------------------------------------------------------------------------ paired test
@@ -223,26 +282,49 @@ def per_query_over_seeds(runs: list, qrels, measure: str = SELECT_MEASURE, score
     return pd.concat(frames, axis=1).mean(axis=1)
 
 
-def dynamic_vs_static(ws, runs: list[JointRun], measure: str = SELECT_MEASURE) -> dict:
-    """Paired t-test and Wilcoxon signed-rank test of dynamic vs static over the test queries.
+def seeds_of(frame: pd.DataFrame, table: str, system: str, measure: str) -> dict:
+    """{seed: value} of one system's rows (seed None for a system without seeds)."""
+    hit = frame[(frame["table"] == table) & (frame["system"] == system) & (frame["metric"] == measure)]
+    return {(None if pd.isna(seed) else int(seed)): float(v) for seed, v in zip(hit["seed"], hit["value"])}
 
-    Per query, `measure` is averaged over the seeds of each variant; diff = dynamic - static.
-    """
-    dynamic, static = main_runs(ws, runs, "dynamic"), main_runs(ws, runs, "static")
-    if not dynamic or not static:
+
+def compare(ws, frame: pd.DataFrame, systems_runs: dict, a: tuple[str, str], b: tuple[str, str],
+            measure: str = SELECT_MEASURE) -> dict:
+    """System B against system A, each given as (table, system): the run-level test over seeds
+    (`rqakit.stats.compare_seeds`: paired by seed, one-sample against a system without seeds) and,
+    where both systems' test runs are at hand, the query-level paired tests and bootstrap interval on
+    per-query values averaged over each system's seeds."""
+    from ..stats import bootstrap_queries, compare_seeds
+
+    out = {"a": a[1], "b": b[1], "measure": measure,
+           **compare_seeds(seeds_of(frame, *a, measure), seeds_of(frame, *b, measure))}
+    if a[1] in systems_runs and b[1] in systems_runs:
+        score = split_scorer(ws, ws.test, per_query_values=True)
+        qa = per_query_over_seeds(list(systems_runs[a[1]].values()), ws.test.qrels, measure, score)
+        qb = per_query_over_seeds(list(systems_runs[b[1]].values()), ws.test.qrels, measure, score)
+        q = paired_test(qa, qb.loc[qa.index])
+        out.update({"query_p": q["p_ttest"], "query_p_wilcoxon": q["p_wilcoxon"], "n_queries": q["n"],
+                    "query_ci": bootstrap_queries(qa.values, qb.loc[qa.index].values)})
+    return out
+
+
+def dynamic_vs_static(ws, runs: list[JointRun], frame: pd.DataFrame | None = None, systems_runs: dict | None = None,
+                      measure: str = SELECT_MEASURE) -> dict:
+    """Table 4's question: the dynamic against the static retriever on test, over `ablations.seeds`:
+    the run-level test (paired by seed), its interval and the difference it detects at 80 % power,
+    and the query-level tests beside it. `frame` and `systems_runs` default to the joint runs' own."""
+    if not main_runs(ws, runs, "dynamic") or not main_runs(ws, runs, "static"):
         raise RqaError("the paired test needs dynamic and static runs at joint.list_size; run chapter 06_ablations")
-    score = split_scorer(ws, ws.test, per_query_values=True)
-    a = per_query_over_seeds([_run(r.folder, "retriever.test") for r in static], ws.test.qrels, measure, score)
-    b = per_query_over_seeds([_run(r.folder, "retriever.test") for r in dynamic], ws.test.qrels, measure, score)
-    test = paired_test(a, b)
-    return {"measure": measure, "static": test["mean_a"], "dynamic": test["mean_b"], "diff": test["diff"],
-            "p_ttest": test["p_ttest"], "p_wilcoxon": test["p_wilcoxon"], "n_queries": test["n"],
-            "seeds_dynamic": len(dynamic), "seeds_static": len(static)}
+    frame = pd.DataFrame(joint_rows(ws, runs)) if frame is None else frame
+    systems_runs = test_runs(ws, runs, {}) if systems_runs is None else systems_runs
+    return compare(ws, frame, systems_runs, ("retrieval", "static"), ("retrieval", "dynamic"), measure)
+
+
+PAIRED_KEYS = ("mean_a", "mean_b", "diff", "p", "detectable", "query_p", "query_p_wilcoxon", "n_a", "n_b", "n_queries")
 
 
 def paired_rows(test: dict) -> list[dict]:
-    keys = ("static", "dynamic", "diff", "p_ttest", "p_wilcoxon", "n_queries")
-    return metric_rows("paired", "dynamic-vs-static", None, {k: test[k] for k in keys})
+    return metric_rows("paired", "dynamic-vs-static", None, {k: test[k] for k in PAIRED_KEYS if test.get(k) is not None})
 
 
 # ------------------------------------------------------------------------------ run figures
@@ -295,6 +377,29 @@ def augment_rows(ws) -> list[dict]:
         if isinstance(pr, dict):
             figures.update({f"{group}_{k}": v for k, v in pr.items() if v is not None})
     return metric_rows("run", "augment", None, figures)
+
+
+def threshold_reach(ws) -> dict | None:
+    """Whether any scored unlabelled pair could become a pseudo-positive: the calibrated
+    probability's maximum against `augment.pos_threshold`, and for a logistic calibration the CE
+    logit where that threshold sits against the largest logit scored. None without the files."""
+    folder = ws.folder("augment")
+    if not (folder / "candidates.parquet").exists():
+        return None
+    candidates = pd.read_parquet(folder / "candidates.parquet")
+    threshold = ws.cfg.augment.pos_threshold
+    unlabelled = candidates[~candidates["labelled"]]
+    out = {"pos_threshold": threshold, "max_prob": float(unlabelled["prob"].max()) if len(unlabelled) else math.nan,
+           "max_logit": float(candidates["ce_score"].max()),
+           "pseudo_positives": int((candidates["fate"] == "pseudo-positive").sum()), "logit_at_threshold": None}
+    calibration = folder / "calibration.json"
+    fit = json.loads(calibration.read_text()) if calibration.exists() else {}
+    if {"a", "b"} <= set(fit) and fit["a"] > 0:        # p = sigmoid(a * logit + b)
+        out["logit_at_threshold"] = (math.log(threshold / (1 - threshold)) - fit["b"]) / fit["a"]
+    elif fit.get("method") == "sigmoid":
+        out["logit_at_threshold"] = math.log(threshold / (1 - threshold))
+    out["reachable"] = bool(out["max_prob"] >= threshold)
+    return out
 
 
 def check_rows(rows: list[dict]) -> None:

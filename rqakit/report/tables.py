@@ -12,13 +12,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-RETRIEVAL_ORDER = ("bm25", "zeroshot-mean", "zeroshot-cls", "fusion-zeroshot", "warmup_de", "st-mnrl", "static",
-                   "dynamic", "hybrid-static", "hybrid")
+RETRIEVAL_ORDER = ("bm25", "zeroshot-mean", "zeroshot-cls", "fusion-zeroshot", "fusion-zeroshot-tuned", "warmup_de",
+                   "st-mnrl", "static", "dynamic", "hybrid-static", "hybrid")
 RETRIEVAL_LABELS = {
     "bm25": "BM25 (bm25s)",
     "zeroshot-mean": "backbone zero-shot, mean pooling",
     "zeroshot-cls": "backbone zero-shot, [CLS]",
-    "fusion-zeroshot": "BM25 + backbone zero-shot (mean), RRF k = 60: no training",
+    "fusion-zeroshot": "BM25 + backbone zero-shot (mean), RRF k = 60: nothing trained or chosen",
+    "fusion-zeroshot-tuned": "BM25 + backbone zero-shot (mean), fusion chosen on validation as the hybrids'",
     "warmup_de": "warm retriever (RocketQA step 1)",
     "st-mnrl": "sentence-transformers MNRL fine-tune (peer)",
     "static": "joint, static distillation",
@@ -28,8 +29,11 @@ RETRIEVAL_LABELS = {
 }
 RERANK_ORDER = (("warmup_ce@bm25", "warm CE (RocketQA step 2)", "bm25"),
                 ("warmup_ce@warmup_de", "warm CE (RocketQA step 2)", "warmup_de"),
-                ("joint_ce@bm25", "joint CE (RocketQAv2)", "bm25"),
-                ("joint_ce@dynamic", "joint CE (RocketQAv2)", "dynamic"))
+                ("warmup_ce@static", "warm CE (RocketQA step 2)", "static"),
+                ("warmup_ce@dynamic", "warm CE (RocketQA step 2)", "dynamic"),
+                ("joint_ce@bm25", "joint CE (RocketQAv2), dynamic runs", "bm25"),
+                ("joint_ce@static", "joint CE of the same seed", "static"),
+                ("joint_ce@dynamic", "joint CE (RocketQAv2), its own run", "dynamic"))
 ABLATION_LABELS = {
     "dynamic": "RocketQAv2 (dynamic listwise distillation)",
     "static": "w/ static distillation",
@@ -80,8 +84,12 @@ def table2(frame: pd.DataFrame, measures) -> pd.DataFrame:
 
 
 def table3(frame: pd.DataFrame, measures, rerank_depth: int) -> pd.DataFrame:
-    """Table 3 analogue: re-ranking the top-N of a retriever, with the candidates' own nDCG@10."""
+    """Table 3 analogue: re-ranking the top-N of a retriever, with the candidates' own nDCG@10 and
+    the re-ranked lists' recall named at the depth they hold (R@N)."""
+    from .results import rerank_metrics
+
     summary, first = summarize(frame, "rerank"), summarize(frame, "retrieval")
+    shown = list(rerank_metrics({m: 0.0 for m in measures}, rerank_depth))
     out = []
     for system, reranker, candidates in RERANK_ORDER:
         if system not in set(summary["system"]):
@@ -89,7 +97,7 @@ def table3(frame: pd.DataFrame, measures, rerank_depth: int) -> pd.DataFrame:
         cand = _mean(first, candidates, measures[0])
         out.append({"system": system, "re-ranker": reranker, "candidates": f"{candidates} top-{rerank_depth}",
                     f"candidates {measures[0]}": "" if math.isnan(cand) else f"{cand:.{DIGITS}f}",
-                    **_cells(summary, system, measures)})
+                    **_cells(summary, system, shown)})
     return pd.DataFrame(out)
 
 
@@ -121,12 +129,18 @@ def list_size_table(frame: pd.DataFrame, measure: str = "nDCG@10") -> pd.DataFra
 
 
 def paired_table(test: dict) -> pd.DataFrame:
-    """The dynamic vs static paired test as one row."""
+    """Dynamic against static as one row: the run-level test over seeds (what decides the claim),
+    its interval and the difference it detects at 80 % power, and the query-level tests beside it."""
+    p = lambda v: "" if v is None else f"{v:.3g}"                               # noqa: E731
+    ci = lambda v: "" if v is None else f"[{v[0]:+.{DIGITS}f}, {v[1]:+.{DIGITS}f}]"  # noqa: E731
     return pd.DataFrame([{
-        "measure": test["measure"], "static": f"{test['static']:.{DIGITS}f}", "dynamic": f"{test['dynamic']:.{DIGITS}f}",
-        "diff (dynamic - static)": f"{test['diff']:+.{DIGITS}f}", "p, paired t-test": f"{test['p_ttest']:.3g}",
-        "p, Wilcoxon signed-rank": f"{test['p_wilcoxon']:.3g}", "test queries": test["n_queries"],
-        "seeds (dynamic/static)": f"{test['seeds_dynamic']}/{test['seeds_static']}",
+        "measure": test["measure"], "static": f"{test['mean_a']:.{DIGITS}f}", "dynamic": f"{test['mean_b']:.{DIGITS}f}",
+        "diff (dynamic - static)": f"{test['diff']:+.{DIGITS}f}", "95 % CI (seeds)": ci(test.get("ci")),
+        "p, run-level": p(test.get("p")), "run-level test": test.get("test") or "none (one run each)",
+        "detectable at 80 % power": "" if test.get("detectable") is None else f"{test['detectable']:.{DIGITS}f}",
+        "p, query-level paired t": p(test.get("query_p")), "p, query-level Wilcoxon": p(test.get("query_p_wilcoxon")),
+        "95 % CI (queries, bootstrap)": ci(test.get("query_ci")), "test queries": test.get("n_queries", ""),
+        "seeds (dynamic/static)": f"{test['n_b']}/{test['n_a']}",
     }])
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import joint
+from . import joint, rerank
 from .workspace import Workspace
 
 
@@ -32,8 +32,26 @@ def planned_runs(ws: Workspace) -> list[dict]:
 
 
 def run_all(ws: Workspace, *, force: bool = False, rebuilt: list[dict] = (), log=print) -> list[tuple[dict, Path]]:
-    """Run (or reuse) every planned joint run -> [(spec, folder)]. With `force`, every run is
-    rebuilt except those in `rebuilt` (specs an earlier chapter has just rebuilt)."""
-    return [(spec, joint.run(ws, spec["variant"], list_size=spec["list_size"], seed=spec["seed"],
+    """Run (or reuse) every planned joint run -> [(spec, folder)], then the re-rankings of their
+    candidates no training stage evaluates (`rerank_plan`). With `force`, every run is rebuilt
+    except those in `rebuilt` (specs an earlier chapter has just rebuilt)."""
+    done = [(spec, joint.run(ws, spec["variant"], list_size=spec["list_size"], seed=spec["seed"],
                              force=force and spec not in rebuilt, log=log))
             for spec in planned_runs(ws)]
+    for system, seed, retriever, reranker in rerank_plan(ws, done):
+        rerank.run(ws, retriever=retriever, reranker=reranker, name=f"{system}-s{seed}", force=force, log=log)
+    return done
+
+
+def rerank_plan(ws: Workspace, done: list[tuple[dict, Path]]) -> list[tuple[str, int, Path, Path]]:
+    """(system, seed, retriever folder, re-ranker folder) of Table 3's rows that no training stage
+    evaluates: the warm re-ranker on each static and dynamic retriever's test candidates, and the
+    joint re-ranker of dynamic seed s on static seed s's (the paper re-ranks both retrievers)."""
+    m = ws.cfg.joint.list_size
+    main = {(spec["variant"], spec["seed"]): folder for spec, folder in done if spec["list_size"] == m}
+    warm = ws.folder("warmup_ce")
+    plan = [(f"warmup_ce@{variant}", seed, folder, warm) for (variant, seed), folder in main.items()
+            if variant in ("static", "dynamic")]
+    plan += [("joint_ce@static", seed, folder, main["dynamic", seed]) for (variant, seed), folder in main.items()
+             if variant == "static" and ("dynamic", seed) in main]
+    return plan
