@@ -88,7 +88,8 @@ def _cmd_evaluate(args) -> dict:
 def _cmd_reproduce(args) -> dict:
     from .pipeline import reproduce
 
-    return reproduce(args.profile, out=args.out, force=args.force, overrides=args.set, chapters=args.chapters)
+    return reproduce(args.profile, out=args.out, force=args.force, overrides=args.set, chapters=args.chapters,
+                     strict=args.check, record=args.record)
 
 
 def _cmd_stage(args) -> dict:
@@ -189,7 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     rp = sub.add_parser("reproduce", help="run a profile's notebooks with papermill and write its report")
     rp.add_argument("--profile", default="scifact")
-    rp.add_argument("--out", type=writable_folder, default=None, help="report folder (default reports/<profile>)")
+    rp.add_argument("--out", type=writable_folder, default=None,
+                    help="report folder (default: <workdir>/<profile>/report, checked against the committed "
+                         "reports/<profile>; reports/<profile> itself for a profile without one)")
+    rp.add_argument("--check", action="store_true",
+                    help="fail (exit 2) when the results differ from the committed ones beyond the tolerance")
+    rp.add_argument("--record", nargs="?", const="", default=None, metavar="NOTE",
+                    help="append this reproduction to the committed report's log (reproductions.json/.md)")
     rp.add_argument("--force", action="store_true", help="rerun chapters and stages even when cached")
     rp.add_argument("--chapters", nargs="+", default=None, help="run only these chapters")
     rp.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides, e.g. joint.lr=2e-5")

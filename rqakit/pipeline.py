@@ -123,14 +123,31 @@ def run_chapter(chapter: str, parameters: dict, out: Path) -> dict:
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
+def committed_report(profile_name: str) -> Path:
+    """`reports/<profile>` of the repository: the committed report, whose results are the expected values."""
+    return Path(__file__).resolve().parent.parent / "reports" / profile_name
+
+
+def default_out(cfg) -> Path:
+    """Where a reproduction writes: a scratch folder beside the stage cache when the profile has a
+    committed report (checked against it, never overwritten), else `reports/<profile>`."""
+    committed = committed_report(cfg.profile)
+    if (committed / "results.json").exists():
+        return Path(cfg.runtime.workdir) / cfg.profile / "report"
+    return committed
+
+
 def reproduce(profile: str, out: str | Path | None = None, force: bool = False, overrides=None,
-              chapters=None, log=None) -> dict:
-    """Run the profile's chapters in order (cached ones skipped); returns a summary for the CLI."""
+              chapters=None, log=None, strict: bool = False, record: str | None = None) -> dict:
+    """Run the profile's chapters in order (cached ones skipped); then, when the profile has a
+    committed report and this run wrote elsewhere, compare the two (`rqakit.check`): `strict`
+    makes a difference beyond the tolerance an error, `record` (a note, "" for none) appends the
+    comparison to the committed report's reproduction log. Returns a summary for the CLI."""
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     overrides = parse_overrides(overrides)
     cfg = load_config(profile, overrides)                       # bad keys and values fail here, before any kernel
     cfg_hash = report_hash(cfg)
-    out = Path(out or Path("reports") / cfg.profile).resolve()
+    out = Path(out or default_out(cfg)).resolve()
     for folder, what, fix in ((out, "report folder", "choose another with --out DIR"),
                               (Path(cfg.runtime.workdir), "runtime.workdir", "choose another with --set runtime.workdir=DIR")):
         reason = unwritable_reason(folder)
@@ -150,9 +167,31 @@ def reproduce(profile: str, out: str | Path | None = None, force: bool = False, 
         os.unlink(progress_file)
     if "ran" in status.values():  # a run that found everything cached leaves every file as it was
         _stamp_report(cfg, out, cfg_hash)
-    return {"profile": cfg.profile, "config_hash": cfg_hash, "out": str(out), "chapters": status,
-            "wall_time_s": round(time.time() - start, 2), "reproduce_wall_time_s": times.get("reproduce_wall_time_s"),
-            "report": str(out / "report.md") if (out / "report.md").exists() else None}
+    summary = {"profile": cfg.profile, "config_hash": cfg_hash, "out": str(out), "chapters": status,
+               "wall_time_s": round(time.time() - start, 2),
+               "reproduce_wall_time_s": times.get("reproduce_wall_time_s"),
+               "report": str(out / "report.md") if (out / "report.md").exists() else None}
+    committed = committed_report(cfg.profile)
+    if out != committed.resolve() and (committed / "results.json").exists() and "07_report" in selected:
+        summary["check"] = _check(cfg, committed, out, strict, record, log)
+    return summary
+
+
+def _check(cfg, committed: Path, out: Path, strict: bool, note: str | None, log) -> dict:
+    from . import check
+    from .artifacts import KIT_COMMIT, machine
+
+    if not (out / "results.json").exists() and not strict:
+        log(f"check: no results at {out / 'results.json'} to compare with {committed / 'results.json'}")
+        return {"compared": 0, "within": None}
+    result = check.check(committed, out, cfg.profile)
+    log(check.check_table(result))
+    if note is not None:
+        check.record(committed, check.log_entry(result, machine=machine(), commit=KIT_COMMIT, label=note))
+    if strict and not result["within"]:
+        raise RqaError(f"the reproduction of {cfg.profile} differs from {committed / 'results.json'} beyond the "
+                       f"tolerance ({result['max_abs_diff']:.4g} > {result['tolerance']}); the rows are listed above")
+    return {k: result[k] for k in ("compared", "exact", "max_abs_diff", "tolerance", "within", "missing", "extra")}
 
 
 @contextlib.contextmanager

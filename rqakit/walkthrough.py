@@ -6,6 +6,7 @@
     mine              hard negatives mined by the retriever (§4.3): each query's top-n by s_de (Eq. 1)
     warm_up_reranker  RocketQA step 2 in miniature: the listwise re-ranker on the mined lists (Eq. 5)
     list_scores       one list's s_de and s_ce; `list_distributions` softmaxes them (Eq. 2-3)
+    leading_list      a query whose list the re-ranker ranks right, more surely than the retriever
     kl_gradients      L_KL both ways (Eq. 4 and the official code) and where its gradient goes
     dynamic_steps     a few steps of L_final = L_sup + L_KL (Eq. 6), both distributions per step
     denoising_table   one query's candidates: CE logit, calibrated probability, decision
@@ -170,6 +171,26 @@ def list_scores(dual_encoder, cross_encoder, query: str, docs) -> tuple[np.ndarr
     s_ce = cross_encoder(cross_encoder.tokenize_pairs([query] * len(docs), list(docs)))       # (m,)
     dual_encoder.train(de_mode), cross_encoder.train(ce_mode)
     return s_de.numpy().astype(np.float64), s_ce.float().numpy().astype(np.float64)
+
+
+def teacher_leads(s_de, s_ce) -> bool:
+    """The re-ranker ranks the list's positive (index 0) first and gives it more probability than
+    the retriever does: distilling from it should raise the retriever's positive."""
+    p_de, p_ce = torch.softmax(torch.as_tensor(np.asarray(s_de)), -1), torch.softmax(torch.as_tensor(np.asarray(s_ce)), -1)
+    return bool(int(p_ce.argmax()) == 0 and p_ce[0] > p_de[0])
+
+
+def leading_list(dual_encoder, cross_encoder, split: Split, candidates: dict[str, list[str]], corpus: Corpus,
+                 list_size: int, exclude=()) -> str | None:
+    """The first query (by id, outside `exclude`) whose training list the re-ranker leads on
+    (`teacher_leads`); None when it leads on none."""
+    for qid in sorted(split.queries):
+        if qid in exclude or len([d for d in candidates[qid] if d not in split.positives(qid)]) < list_size - 1:
+            continue
+        docs = corpus.get_many(training_list(split, candidates, qid, list_size))
+        if teacher_leads(*list_scores(dual_encoder, cross_encoder, split.queries[qid], docs)):
+            return qid
+    return None
 
 
 def list_distributions(s_de, s_ce, doc_ids=None) -> pd.DataFrame:

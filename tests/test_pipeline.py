@@ -148,26 +148,26 @@ def test_a_chapter_whose_stage_folder_is_gone_runs_again_and_so_do_later_ones(tm
     assert any("04_augment: running (stage folder" in line and "04_augment is missing" in line for line in logs)
 
 
-def test_a_fresh_clone_reruns_the_committed_toy_report_and_a_cached_rerun_writes_nothing(tmp_path, monkeypatch):
-    """The committed reports/toy match the toy config, but a fresh clone has no runs/ behind them."""
-    import shutil
+def test_a_fresh_clone_reproduces_beside_its_cache_and_leaves_the_committed_report_alone(tmp_path, monkeypatch):
+    """A profile with a committed report is reproduced into <workdir>/<profile>/report and checked
+    against it: the committed files keep every byte (a fresh clone's run leaves git status clean),
+    and a rerun over a complete run writes nothing."""
     from pathlib import Path
 
-    root = Path(pipeline.__file__).resolve().parents[1]
-    shutil.copytree(root / "reports" / "toy", tmp_path / "reports" / "toy")
+    committed = Path(pipeline.__file__).resolve().parents[1] / "reports" / "toy"
+    before = {p: p.read_bytes() for p in committed.rglob("*") if p.is_file()}
     monkeypatch.chdir(tmp_path)
     stamped = []
     monkeypatch.setattr(pipeline, "_stamp_report", lambda cfg, out, h: stamped.append(out))
     ran = fake_stage_chapters(monkeypatch, tmp_path / "runs" / "toy")
-    reproduce("toy", log=lambda m: None)
-    # 01_data reads no stage folder, so its committed record stays current; every later chapter
-    # read stage folders that a fresh clone lacks, and runs again.
-    rebuilt = [c for c in CHAPTERS if c != "01_data"]
-    assert ran == rebuilt and len(stamped) == 1
-    files = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (tmp_path / "reports" / "toy").rglob("*") if p.is_file()}
+    first = reproduce("toy", log=lambda m: None)
+    out = tmp_path / "runs" / "toy" / "report"
+    assert Path(first["out"]) == out.resolve() and ran == list(CHAPTERS) and len(stamped) == 1
+    files = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()}
     again = reproduce("toy", log=lambda m: None)
-    assert set(again["chapters"].values()) == {"cached"} and ran == rebuilt and len(stamped) == 1
-    assert files == {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (tmp_path / "reports" / "toy").rglob("*") if p.is_file()}
+    assert set(again["chapters"].values()) == {"cached"} and ran == list(CHAPTERS) and len(stamped) == 1
+    assert files == {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()}
+    assert before == {p: p.read_bytes() for p in committed.rglob("*") if p.is_file()}
 
 
 def test_the_terminal_shows_chapter_stage_and_each_loop_with_total_and_time_left(tmp_path, monkeypatch):
@@ -225,12 +225,16 @@ def test_ctrl_c_names_the_chapter_and_stage_where_the_run_stopped(tmp_path, monk
 
 @pytest.mark.slow
 def test_toy_profile_end_to_end(tmp_path, capsys):
-    out, overrides = tmp_path / "out", {"runtime.workdir": str(tmp_path / "runs")}
+    """`rqakit reproduce --profile toy --check` from nothing: every chapter runs, and the results
+    equal the committed reports/toy row by row (the toy computes in fp32 on every host)."""
+    out, overrides = tmp_path / "runs" / "toy" / "report", {"runtime.workdir": str(tmp_path / "runs")}
     start = time.time()
-    summary = reproduce("toy", out=out, overrides=overrides)
+    assert main(["reproduce", "--profile", "toy", "--check", "--set", f"runtime.workdir={tmp_path / 'runs'}"]) == 0
+    summary = json.loads(capsys.readouterr().out)
     elapsed = time.time() - start
     print(f"toy end to end: {elapsed:.1f} s")
     assert summary["chapters"] == {c: "ran" for c in CHAPTERS}
+    assert summary["check"]["within"] and summary["check"]["compared"] > 100 and summary["check"]["missing"] == 0
     for chapter in CHAPTERS:
         executed = nbformat.read(out / "notebooks" / f"{chapter}.ipynb", as_version=4)
         assert not [o for c in executed.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]

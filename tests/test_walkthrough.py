@@ -141,3 +141,9 @@ def test_the_walkthrough_runs_on_a_scifact_slice_with_minilm(scifact_home, tmp_p
     assert {r["decision"] for r in summary["denoising"]} <= decisions
     for name in ("warmup_loss", "distributions", "dynamic_steps", "denoising", "audit"):
         assert (out / "figures" / f"{name}.png").stat().st_size > 1000, name
+
+
+def test_a_teacher_leads_when_it_ranks_the_positive_first_and_more_surely_than_the_retriever():
+    assert wt.teacher_leads(S_DE, S_CE)                           # P_ce(pos) 0.75 > P_de(pos) 1/3
+    assert not wt.teacher_leads(S_CE, S_DE)                       # ranks a negative first
+    assert not wt.teacher_leads([math.log(9.0), 0.0], S_CE)       # right, but less sure than the retriever (0.9)
