@@ -176,6 +176,9 @@ class RuntimeConfig:
     workdir: str = _f("runs", "where stage artifacts are cached: <workdir>/<profile>/<stage>")
     precision: str = _f("auto", "auto | fp32: bf16 autocast where the CPU (AVX512-BF16, AMX) or GPU has it and "
                         "fp16 on older GPUs, or fp32 everywhere; stage folders are kept apart by the dtype")
+    kernels: str = _f("native", "native | portable: CPU kernels that do not depend on the instruction set, set in "
+                      "the notebook kernels rqakit reproduce starts, so fp32 results are the same bits on every "
+                      "x86-64 CPU (a process started without them computes natively, in folders of its own)")
 
 
 @dataclass
@@ -325,6 +328,7 @@ CHOICES = {
     "ablations.no_denoise_budget": ("steps", "epochs"),
     "runtime.dropout_masks": ("kit", "torch"),
     "runtime.precision": ("auto", "fp32"),
+    "runtime.kernels": ("native", "portable"),
 }
 
 

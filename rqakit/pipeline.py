@@ -28,7 +28,7 @@ from pathlib import Path
 from .artifacts import unwritable_reason
 from .attempts import Attempts
 from .config import load_config, parse_overrides, report_hash
-from .env import environment
+from .env import environment, kernel_variables
 from .errors import Interrupted, RqaError
 from .progress import ENV as PROGRESS_ENV, Echo, clock
 from .report.chapter import is_current, read_chapter_times, stale_reason, write_chapter_times
@@ -60,14 +60,14 @@ def select_chapters(names) -> list[str]:
 
 
 @contextlib.contextmanager
-def kernel_environment():
+def kernel_environment(kernels: str = "native"):
     """The kernel inherits this process's environment: the kit's root on PYTHONPATH (a source
     checkout that is not pip-installed still imports), progress bars redrawn at most once a minute
-    so that the executed copies stay readable."""
+    so that the executed copies stay readable, and `runtime.kernels`' variables (`rqakit.env`)."""
     root = str(Path(__file__).resolve().parent.parent)
     paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     with environment(PYTHONPATH=os.pathsep.join([root, *[p for p in paths if p != root]]),
-                     TQDM_MININTERVAL=os.environ.get("TQDM_MININTERVAL", "60")):
+                     TQDM_MININTERVAL=os.environ.get("TQDM_MININTERVAL", "60"), **kernel_variables(kernels)):
         yield
 
 
@@ -104,7 +104,7 @@ def chapter_timing(nb, wall_time_s: float) -> dict:
             "imports_s": round(imports, 3), "cells_s": round(cells, 3)}
 
 
-def run_chapter(chapter: str, parameters: dict, out: Path) -> dict:
+def run_chapter(chapter: str, parameters: dict, out: Path, kernels: str = "native") -> dict:
     """Execute one notebook with papermill; RqaError (one line) when a cell fails."""
     import papermill
 
@@ -113,7 +113,7 @@ def run_chapter(chapter: str, parameters: dict, out: Path) -> dict:
     executed.parent.mkdir(parents=True, exist_ok=True)
     start = time.time()
     try:
-        with kernel_environment():
+        with kernel_environment(kernels):
             nb = papermill.execute_notebook(str(source), str(executed), parameters=parameters, kernel_name=KERNEL,
                                             progress_bar=False, log_output=False, cwd=os.getcwd(),
                                             start_timeout=START_TIMEOUT_S)
@@ -162,7 +162,8 @@ def reproduce(profile: str, out: str | Path | None = None, force: bool = False, 
     os.close(handle)
     try:
         with progress_environment(progress_file), Echo(Path(progress_file), log) as echo:
-            _run_chapters(selected, out, cfg_hash, force, parameters, times, status, echo, log)
+            kernels = {} if cfg.runtime.kernels == "native" else {"kernels": cfg.runtime.kernels}
+            _run_chapters(selected, out, cfg_hash, force, parameters, times, status, echo, log, kernels)
     finally:
         os.unlink(progress_file)
     if "ran" in status.values():  # a run that found everything cached leaves every file as it was
@@ -207,7 +208,7 @@ def time_left(times: dict, chapters: list[str]) -> float | None:
     return float(sum(walls)) if walls and all(w is not None for w in walls) else None
 
 
-def _run_chapters(selected, out, cfg_hash, force, parameters, times, status, echo, log) -> None:
+def _run_chapters(selected, out, cfg_hash, force, parameters, times, status, echo, log, kernels: dict) -> None:
     for index, chapter in enumerate(selected):
         # A chapter after one that ran reads what that one rebuilt, so it runs too.
         stale = "forced" if force else ("an earlier chapter ran" if "ran" in status.values()
@@ -227,7 +228,7 @@ def _run_chapters(selected, out, cfg_hash, force, parameters, times, status, ech
         try:
             try:
                 with spent_on.running():
-                    record = run_chapter(chapter, parameters, out)
+                    record = run_chapter(chapter, parameters, out, **kernels)
             except KeyboardInterrupt:
                 echo.drain()
                 raise Interrupted(f"interrupted in chapter {chapter}{echo.where()}; run the same command again to "

@@ -82,7 +82,7 @@ def fake_chapters(monkeypatch, stamp_overrides=None) -> list:
     or with `stamp_overrides` applied) and 2 s of wall time; returns the chapters run, in order."""
     ran = []
 
-    def run_chapter(chapter, parameters, out):
+    def run_chapter(chapter, parameters, out, kernels="native"):
         ran.append(chapter)
         overrides = {**parameters["overrides"], **(stamp_overrides or {})}
         write_chapter(out, chapter, load_config(parameters["profile"], overrides), {})
@@ -121,7 +121,7 @@ def fake_stage_chapters(monkeypatch, workdir) -> list:
 
     ran = []
 
-    def run_chapter(chapter, parameters, out):
+    def run_chapter(chapter, parameters, out, kernels="native"):
         ran.append(chapter)
         if chapter != "01_data":
             run_stage(workdir / chapter, "h-" + chapter, lambda tmp: {}, log=lambda m: None)
@@ -178,7 +178,7 @@ def test_the_terminal_shows_chapter_stage_and_each_loop_with_total_and_time_left
     monkeypatch.setattr(progress, "EVERY_S", 0.0)
     monkeypatch.setenv("RQAKIT_PROGRESS_EVERY", "0")
 
-    def run_chapter(chapter, parameters, out):
+    def run_chapter(chapter, parameters, out, kernels="native"):
         def build(tmp):
             for _ in progress.Bar(range(12), desc="warmup_de", disable=False):
                 time.sleep(0.01)
@@ -205,7 +205,7 @@ def test_the_terminal_shows_chapter_stage_and_each_loop_with_total_and_time_left
 def test_ctrl_c_names_the_chapter_and_stage_where_the_run_stopped(tmp_path, monkeypatch, capsys):
     from rqakit import progress
 
-    def run_chapter(chapter, parameters, out):
+    def run_chapter(chapter, parameters, out, kernels="native"):
         if chapter == "05_joint":
             progress.emit("stage", name="joint-dynamic-m4-s1", state="running")
             progress.emit("bar", desc="joint-dynamic-m4-s1", n=7, total=21, start=0, elapsed=3.0)

@@ -1,7 +1,7 @@
 """Each stage's hash covers exactly the config fields the stage reads (rqakit.stages.workspace)."""
 import pytest
 
-from rqakit import runtime
+from rqakit import env, runtime
 from rqakit.config import RecordingConfig, load_config
 from rqakit.stages import Workspace, augment, baselines, joint, st_mnrl, warmup_ce, warmup_de
 from rqakit.stages.workspace import NEUTRAL, covered, expand, stage_module
@@ -74,26 +74,34 @@ def test_the_compute_dtype_keeps_stage_folders_apart(monkeypatch):
     stages = ("baselines", "warmup_de", "warmup_ce", "augment", "st_mnrl")
     monkeypatch.setattr(runtime, "cpu_supports_bf16", lambda: True)
     fp32 = Workspace(load_config("toy", {"runtime.precision": "fp32"}))
-    bf16 = Workspace(load_config("toy"))
+    bf16 = Workspace(load_config("toy", {"runtime.precision": "auto"}))
     assert (bf16.compute_dtype, fp32.compute_dtype) == ("bfloat16", "float32")
     assert all(bf16.hash(s) != fp32.hash(s) for s in stages)
     assert bf16.folder("joint-dynamic-m4-s1") != fp32.folder("joint-dynamic-m4-s1")
     monkeypatch.setattr(runtime, "cpu_supports_bf16", lambda: False)
-    avx2 = Workspace(load_config("toy"))
+    avx2 = Workspace(load_config("toy", {"runtime.precision": "auto"}))
     assert avx2.compute_dtype == "float32" and all(avx2.hash(s) == fp32.hash(s) for s in stages)
 
 
-# Stage folder names: scifact's as in its committed report (bf16), the toy's in fp32. A switch added at
-# its default, or a reorganisation of the code, must leave every one of them in place.
+# Stage folder names: scifact's as in its committed report (bf16), the toy's in fp32 with portable
+# kernels (its committed report) and native ones (tests). A switch added at its default, or a
+# reorganisation of the code, must leave every one of them in place.
 COMMITTED = {
-    ("scifact", "bfloat16"): {"baselines": "b791cf9c5b85", "warmup_de": "4a26ecac701b", "warmup_ce": "17896746bf9c",
+    ("scifact", "bfloat16", "native"): {"baselines": "b791cf9c5b85", "warmup_de": "4a26ecac701b", "warmup_ce": "17896746bf9c",
                               "augment": "bf7cf11033c2", "st_mnrl": "9bf243938231",
                               "joint-dynamic-m8-s1": "1ab607ba40ec", "joint-dynamic-m8-s2": "616e8d8ce952",
                               "joint-dynamic-m8-s3": "29a9e75568b5", "joint-static-m8-s1": "35cba2438be3",
                               "joint-static-m8-s2": "fad99653f6cf", "joint-static-m8-s3": "3e96d1a529d4",
                               "joint-pointwise-m8-s1": "b99535d40731", "joint-no-denoise-m8-s1": "b342f1374c62",
                               "joint-dynamic-m2-s1": "8d7dd49eab05", "joint-dynamic-m4-s1": "d43dae2c62d3"},
-    ("toy", "float32"): {"baselines": "6befb49cbeff", "st_mnrl": "dc22b7ec828e", "warmup_de": "ec649516fb82",
+    ("toy", "float32", "portable"): {"baselines": "0fb2faeb5704", "st_mnrl": "ee4c177fc2c3", "warmup_de": "f15b4eaaf08a",
+                                     "warmup_ce": "af86001be9a4", "augment": "110c23954634",
+                                     "joint-dynamic-m4-s1": "f81886fd4994", "joint-dynamic-m4-s2": "e12a22b7fdbf",
+                                     "joint-dynamic-m4-s3": "d45b2f289802", "joint-static-m4-s1": "2ca8c36b8a1b",
+                                     "joint-static-m4-s2": "a57ea7b964a5", "joint-static-m4-s3": "16ca2266bd66",
+                                     "joint-pointwise-m4-s1": "e18747bb2219", "joint-no-denoise-m4-s1": "8b7fc7729c40",
+                                     "joint-dynamic-m2-s1": "581e72e1a482"},
+    ("toy", "float32", "native"): {"baselines": "6befb49cbeff", "st_mnrl": "dc22b7ec828e", "warmup_de": "ec649516fb82",
                          "warmup_ce": "cac7784d1e9e", "augment": "115ee879a892", "joint-dynamic-m4-s1": "5aeab1bb6537",
                          "joint-dynamic-m4-s2": "7167d91cf5c2", "joint-dynamic-m4-s3": "cfad8f434761",
                          "joint-static-m4-s1": "fa0c3566449e", "joint-static-m4-s2": "57d39bc5f266",
@@ -102,11 +110,12 @@ COMMITTED = {
 }
 
 
-@pytest.mark.parametrize("profile, dtype", sorted(COMMITTED))
-def test_stage_folders_keep_their_names(monkeypatch, profile, dtype):
+@pytest.mark.parametrize("profile, dtype, kernels", sorted(COMMITTED))
+def test_stage_folders_keep_their_names(monkeypatch, profile, dtype, kernels):
     monkeypatch.setattr(runtime, "cpu_supports_bf16", lambda: dtype == "bfloat16")
+    monkeypatch.setattr(env, "portable_kernels_active", lambda: kernels == "portable")
     ws = Workspace(load_config(profile))
-    assert {name: ws.folder(name).name for name in COMMITTED[profile, dtype]} == COMMITTED[profile, dtype]
+    assert {name: ws.folder(name).name for name in COMMITTED[profile, dtype, kernels]} == COMMITTED[profile, dtype, kernels]
 
 
 @pytest.mark.parametrize("key, value", [("joint.ce_lr", 5e-6), ("joint.ce_warmup_ratio", 0.2),

@@ -59,6 +59,10 @@ class Workspace:
         # What the stages compute in (bfloat16 on a bf16 CPU or GPU unless runtime.precision=fp32):
         # part of every stage hash, so a cached stage is reused only in the precision that built it.
         self.compute_dtype = compute_dtype_name(self.config.runtime.device)
+        # Portable kernels compute other bits than the CPU's native ones: their folders apart too.
+        from ..env import portable_kernels_active
+
+        self.kernels = "portable" if portable_kernels_active() else "native"
 
     def hash(self, stage: str, extra: dict | None = None, sections: dict | None = None) -> str:
         """Hash of the fields `stage` reads (minus NEUTRAL ones) and of the stages it needs;
@@ -70,6 +74,8 @@ class Workspace:
         reads = {key: value for key, value in reads.items() if not at_default(key, value)}
         needs = {name: self.hash(name) for name in module.NEEDS}
         body = {"stage": stage.split("-")[0], "reads": reads, "needs": needs, "compute_dtype": self.compute_dtype}
+        if self.kernels == "portable":
+            body["kernels"] = "portable"
         return config_hash(body, extra=extra)
 
     def folder(self, stage: str, cfg_hash: str | None = None) -> Path:
