@@ -20,6 +20,8 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --no-compile --no-deps -r requirements.lock
 	$(BIN)/pip install --quiet --no-compile --no-deps -e .
+	@# notebooks run in JupyterLab keep their outputs on disk, never in git (.gitattributes)
+	-@git config filter.rqakit-notebook.clean "$(abspath $(BIN))/python -m rqakit.nbstrip" 2>/dev/null
 	@touch $@
 
 $(IR_DATASETS_HOME)/.copied:

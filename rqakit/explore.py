@@ -31,6 +31,7 @@ from .evaluation import passage_texts, per_query_split
 from .runs import Run, ranked, read_trec_run
 
 TEST_SUFFIX = ".test.trec"
+NOT_RERANKED = "not re-ranked"   # a passage below the re-ranker's top N has no CE logit
 
 
 def _stage_result(stage_dir: Path) -> Path | None:
@@ -53,8 +54,8 @@ class RunFolder:
     def __init__(self, root: str | Path):
         self.root = Path(root)
         if not self.root.is_dir():
-            raise RqaError(f"no run folder at {self.root}; give <workdir>/<profile> of a run, e.g. runs/toy after "
-                           "`rqakit reproduce --profile toy`")
+            raise RqaError(f"no run folder at {self.root.resolve()}; give the <workdir>/<profile> folder of a run "
+                           "(relative to the repository root), after `rqakit reproduce --profile PROFILE`")
         self.stages = {d.name: found for d in sorted(self.root.iterdir())
                        if d.is_dir() and not d.name.startswith(".") and (found := _stage_result(d)) is not None}
         if not self.systems():
@@ -152,7 +153,7 @@ class RunFolder:
             texts = iter(self.workspace.corpus.passage_text(d) for d in docs)
             columns[(tag, "doc_id")] = ids
             columns[(tag, "label")] = [labels.get(d, 0) if d else np.nan for d in ids]
-            columns[(tag, "CE logit")] = [ce.get(d, np.nan) if d else np.nan for d in ids]
+            columns[(tag, "CE logit")] = [(round(ce[d], 3) if d in ce else NOT_RERANKED) if d else "" for d in ids]
             columns[(tag, "dropped")] = [self.dropped.get(d, 0) if d else np.nan for d in ids]
             columns[(tag, "passage")] = [_shorten(next(texts), width) if d else "" for d in ids]
         frame = pd.DataFrame(columns, index=pd.RangeIndex(1, k + 1, name="rank"))
@@ -206,12 +207,25 @@ def plot_scatter(frame: pd.DataFrame, ax, a: str, b: str, measure: str = "nDCG@1
     return ax
 
 
+def scatter_png(frame: pd.DataFrame, a: str, b: str, measure: str, qid: str | None) -> bytes:
+    """The scatter as PNG bytes, drawn on its own Figure (no pyplot state to leak between redraws)."""
+    import io
+
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5, 5), layout="constrained")
+    plot_scatter(frame, fig.add_subplot(), a, b, measure, highlight=[qid] if qid else [])
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    return buffer.getvalue()
+
+
 def explorer_widget(rf: RunFolder, a: str | None = None, b: str | None = None, k: int = 10,
                     measure: str = "nDCG@10"):
-    """Dropdowns for A, B and the query (ordered by B - A, so the scatter's extremes come first),
-    a slider for k; the scatter marks the chosen query. For a live kernel (JupyterLab)."""
+    """Dropdowns for A, B and the query (ordered by B - A, so the one B helped most comes first and
+    is shown at once), a slider for k; the scatter marks the chosen query. Every change redraws the
+    scatter (an image widget, replaced in place) and the table once. For a live kernel (JupyterLab)."""
     import ipywidgets as widgets
-    import matplotlib.pyplot as plt
     from IPython.display import display
 
     if a is None or b is None:
@@ -219,34 +233,43 @@ def explorer_widget(rf: RunFolder, a: str | None = None, b: str | None = None, k
     names = list(rf.systems())
     pick_a = widgets.Dropdown(options=names, value=a, description="A")
     pick_b = widgets.Dropdown(options=names, value=b, description="B")
-    pick_q = widgets.Dropdown(description="query", layout=widgets.Layout(width="70%"))
+    pick_q = widgets.Dropdown(options=[], description="query", layout=widgets.Layout(width="70%"))
     depth = widgets.IntSlider(value=k, min=1, max=30, description="top k")
-    plot_out, table_out = widgets.Output(), widgets.Output()
-    state = {}
+    scatter, table_out = widgets.Image(format="png"), widgets.Output()
+    state = {"quiet": False, "draws": 0}
 
-    def refresh_pair(*_):
-        state["frame"] = frame = rf.compare(pick_a.value, pick_b.value, measure)
-        pick_q.options = [(f"{d:+.3f}  {q}: {text[:80]}", q) for q, text, d in
-                          zip(frame.index, frame["query"], frame["B - A"])]
-        refresh_query()
-
-    def refresh_query(*_):
+    def draw():
         qid = pick_q.value
-        if qid is None:
-            return
-        with plot_out:
-            plot_out.clear_output(wait=True)
-            fig, ax = plt.subplots(figsize=(5, 5))
-            plot_scatter(state["frame"], ax, pick_a.value, pick_b.value, measure, highlight=[qid])
-            plt.show()
+        scatter.value = scatter_png(state["frame"], pick_a.value, pick_b.value, measure, qid)
         with table_out:
             table_out.clear_output(wait=True)
-            print(rf.test.queries[qid])
-            display(rf.side_by_side(qid, pick_a.value, pick_b.value, k=depth.value))
+            if qid is not None:
+                print(rf.test.queries[qid])
+                display(rf.side_by_side(qid, pick_a.value, pick_b.value, k=depth.value))
+        state["draws"] += 1
 
-    pick_a.observe(refresh_pair, names="value")
-    pick_b.observe(refresh_pair, names="value")
-    pick_q.observe(refresh_query, names="value")
-    depth.observe(refresh_query, names="value")
-    refresh_pair()
-    return widgets.VBox([widgets.HBox([pick_a, pick_b]), widgets.HBox([pick_q, depth]), plot_out, table_out])
+    def on_pair(*_):
+        if state["quiet"]:
+            return
+        state["frame"] = frame = rf.compare(pick_a.value, pick_b.value, measure)
+        options = [(f"{d:+.3f}  {q}: {text[:80]}", q) for q, text, d in zip(frame.index, frame["query"], frame["B - A"])]
+        state["quiet"] = True   # new options and the first query, then one draw
+        try:
+            pick_q.options = options
+            pick_q.value = options[0][1] if options else None
+        finally:
+            state["quiet"] = False
+        draw()
+
+    def on_view(*_):
+        if not state["quiet"]:
+            draw()
+
+    pick_a.observe(on_pair, names="value")
+    pick_b.observe(on_pair, names="value")
+    pick_q.observe(on_view, names="value")
+    depth.observe(on_view, names="value")
+    on_pair()
+    box = widgets.VBox([widgets.HBox([pick_a, pick_b]), widgets.HBox([pick_q, depth]), scatter, table_out])
+    box.state = state        # draws so far: what the tests count
+    return box

@@ -126,10 +126,10 @@ def sentence(c: dict, name_a: str, name_b: str, digits: int = 3, alpha: float = 
     b_first = f"{mb} ({_runs(c['n_b'])}) vs {ma} ({_runs(c['n_a'])})"
     if c.get("p") is None:
         return f"{name_b} vs {name_a}: {b_first}, {f.format(c['diff'])} with no run-level test (one run each)."
-    interval = f"95 % CI [{f.format(c['ci'][0])}, {f.format(c['ci'][1])}] of {name_b} minus {name_a}"
+    interval = f"difference {f.format(c['diff'])}, 95 % CI [{f.format(c['ci'][0])}, {f.format(c['ci'][1])}]"
     tail = f"{c['test']}, p = {c['p']:.3g}"
     if c["test"].startswith("one-sample"):
-        tail += f"; {name_a} is one run, taken as fixed"
+        tail += f", {name_a}: one run, taken as fixed"
     if significant(c, alpha):
         if c["diff"] > 0:
             return f"{name_b} beats {name_a}: {b_first} ({interval}; {tail})."

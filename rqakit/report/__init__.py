@@ -10,7 +10,7 @@ from importlib import import_module
 
 _EXPORTS = {"build_report": "build", "refresh_wall_times": "build", "update_run_rows": "build",
             "is_current": "chapter", "read_chapter": "chapter", "write_chapter": "chapter",
-            "work_from_repository_root": "chapter"}
+            "work_from_repository_root": "chapter", "open_chapter": "chapter", "quiet_libraries": "chapter"}
 
 __all__ = sorted(_EXPORTS)
 

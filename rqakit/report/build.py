@@ -215,14 +215,12 @@ def _curves(folder: Path) -> list[dict]:
 # The headline's comparisons, B against A: (A, B, label of A, label of B), each as (table, system).
 CLAIMS = [
     (("retrieval", "bm25"), ("retrieval", "dynamic"), "BM25", "the dynamic retriever"),
-    (("retrieval", "st-mnrl"), ("retrieval", "dynamic"), "the sentence-transformers MNRL peer (st-mnrl)",
-     "the dynamic retriever"),
-    (("retrieval", "fusion-zeroshot-tuned"), ("retrieval", "hybrid"),
-     "BM25 fused with the zero-shot backbone (fusion chosen on validation)",
-     "BM25 fused with the dynamic retriever (hybrid, chosen the same way)"),
+    (("retrieval", "st-mnrl"), ("retrieval", "dynamic"), "the sentence-transformers MNRL peer", "the dynamic retriever"),
+    (("retrieval", "fusion-zeroshot-tuned"), ("retrieval", "hybrid"), "BM25 + zero-shot backbone (tuned fusion)",
+     "BM25 + dynamic retriever (the hybrid, tuned the same way)"),
     (("retrieval", "static"), ("retrieval", "dynamic"), "static distillation", "dynamic distillation"),
-    (("rerank", "warmup_ce@bm25"), ("rerank", "joint_ce@bm25"), "the warm re-ranker on BM25's top candidates",
-     "the joint re-ranker (dynamic runs) on the same candidates"),
+    (("rerank", "warmup_ce@bm25"), ("rerank", "joint_ce@bm25"), "the warm re-ranker on BM25's candidates",
+     "the joint re-ranker"),
 ]
 # Re-ranking against the retriever whose candidates it re-orders: a line in the headline where it lowers the score.
 RERANKED = [

@@ -118,6 +118,41 @@ def write_chapter_times(out_dir: str | Path, data: dict) -> Path:
     return path
 
 
+def open_chapter(profile: str, overrides: dict | None = None, out_dir: str | Path | None = None):
+    """A chapter's first call, the same in JupyterLab and under papermill: paths from the
+    repository root, library logs and loading bars quiet, the config, its Workspace, and the report
+    folder (`out_dir`, else where `rqakit reproduce` writes). Returns (cfg, ws, out_dir)."""
+    from ..config import load_config
+    from ..pipeline import default_out
+    from ..stages import Workspace
+
+    work_from_repository_root()
+    quiet_libraries()
+    cfg = load_config(profile, overrides)
+    ws = Workspace(cfg)
+    if cfg.runtime.kernels != ws.kernels:
+        print(f"note: profile {cfg.profile} computes with {cfg.runtime.kernels} kernels (rqakit reproduce sets them); "
+              f"this kernel has {ws.kernels} ones, so its stages are cached in folders of their own")
+    return cfg, ws, Path(out_dir) if out_dir else default_out(cfg)
+
+
+def quiet_libraries() -> None:
+    """ir_datasets' INFO lines and the loading bars of transformers and huggingface_hub off;
+    warnings stay."""
+    import logging
+    import os
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    logging.getLogger("ir_datasets").setLevel(logging.WARNING)
+    try:
+        import transformers
+
+        transformers.logging.set_verbosity_warning()
+        transformers.logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
 def work_from_repository_root() -> Path:
     """Change to the repository root when the kernel runs in its `notebooks/` folder.
 
