@@ -12,7 +12,7 @@ LAB_FLAGS := $(if $(filter 0,$(LAB_UID)),--allow-root)
 export IR_DATASETS_HOME ?= $(CURDIR)/data/ir_datasets
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup reproduce test lab walkthrough explorer clean-venv
+.PHONY: setup browser reproduce test lab walkthrough explorer clean-venv
 
 setup: $(VENV)/.installed
 
@@ -32,8 +32,14 @@ $(IR_DATASETS_HOME)/.copied:
 reproduce: setup $(IR_DATASETS_HOME)/.copied
 	$(BIN)/rqakit reproduce --profile $(PROFILE)
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest -q
+
+# Debian's Chromium for the JupyterLab browser test (tests/test_lab_browser.py), when it is missing.
+browser:
+	@command -v chromium >/dev/null || { apt-get install -y -qq chromium >/dev/null 2>&1 || \
+		{ apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1; } || \
+		echo "make: Chromium is missing and could not be installed (apt-get install chromium, as root)"; }
 
 # Executed copies of the two notebooks beside the chapters (the explorer reads runs/$(PROFILE)).
 PAPERMILL := TQDM_MININTERVAL=60 $(BIN)/papermill --no-progress-bar

@@ -235,7 +235,7 @@ def explorer_widget(rf: RunFolder, a: str | None = None, b: str | None = None, k
     pick_b = widgets.Dropdown(options=names, value=b, description="B")
     pick_q = widgets.Dropdown(options=[], description="query", layout=widgets.Layout(width="70%"))
     depth = widgets.IntSlider(value=k, min=1, max=30, description="top k")
-    scatter, table_out = widgets.Image(format="png"), widgets.Output()
+    scatter, table_out = widgets.Image(format="png", layout=widgets.Layout(width="450px")), widgets.Output()
     state = {"quiet": False, "draws": 0}
 
     def draw():
