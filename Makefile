@@ -33,6 +33,7 @@ reproduce: setup $(IR_DATASETS_HOME)/.copied
 	$(BIN)/rqakit reproduce --profile $(PROFILE)
 
 test: setup browser
+	$(BIN)/ruff check rqakit tests benchmarks
 	$(BIN)/python -m pytest -q
 
 # Debian's Chromium for the JupyterLab browser test (tests/test_lab_browser.py), when it is missing.

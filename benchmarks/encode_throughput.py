@@ -22,8 +22,9 @@ import numpy as np
 import torch
 
 from rqakit.encode import Throughput, encode_passages
-from rqakit.runtime import compute_dtype as runtime_dtype, dtype_name
 from rqakit.models import DualEncoder, resolve_backbone
+from rqakit.runtime import compute_dtype as runtime_dtype
+from rqakit.runtime import dtype_name
 
 BACKBONE = "minilm"
 

@@ -25,11 +25,10 @@ import benchutil  # first: points IR_DATASETS_HOME at a writable cache copy
 import torch
 
 from rqakit.data.collection import Doc
-from rqakit.runtime import cpu_supports_bf16, dtype_name
 from rqakit.losses import joint_loss
 from rqakit.models import CrossEncoder, DualEncoder, cpu_dropout
 from rqakit.objectives import JointDistillation, ListExample
-from rqakit.runtime import autocast
+from rqakit.runtime import autocast, cpu_supports_bf16, dtype_name
 from rqakit.training import OptimSettings, make_optimizer, param_groups
 
 QUERIES, Q_LEN, P_LEN, CE_LEN = 4, 32, 128, 160

@@ -21,9 +21,9 @@ from typing import Callable
 
 from . import __version__
 from .atomic import atomic_path, remove_stale, temporary_sibling, write_json
+from .attempts import Attempts
 from .progress import emit
 from .runtime import barrier, compute_dtype_name, cpu_supports_bf16, world
-from .attempts import Attempts
 from .timing import live_cpu_split, live_split, measuring
 
 ATTEMPTS = "attempts.json"   # in the work folder: every attempt's time (rqakit.attempts)

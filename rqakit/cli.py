@@ -176,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="retrieve (and re-rank) a split, print ir_measures metrics as JSON")
     ev.add_argument("--dataset", required=True, help="ir_datasets ID with queries and qrels")
     ev.add_argument("--retriever", required=True, help="bm25 | a backbone name (minilm, tiny) | a checkpoint folder")
-    ev.add_argument("--pooling", choices=["cls", "mean"], default=None, help="pooling of a backbone retriever (default: cls; checkpoints keep theirs)")
+    ev.add_argument("--pooling", choices=["cls", "mean"], default=None,
+                    help="pooling of a backbone retriever (default: cls; checkpoints keep theirs)")
     ev.add_argument("--max-length", type=positive_int, default=None, help="passage max length in tokens")
     ev.add_argument("--query-max-length", type=positive_int, default=None, help="query max length in tokens")
     ev.add_argument("--rerank", default=None, help="cross-encoder checkpoint folder to re-rank with")

@@ -391,7 +391,8 @@ def validate(cfg: RunConfig) -> None:
     if not 0.0 <= j.ce_warmup_ratio < 1.0:
         raise RqaError(f"joint.ce_warmup_ratio = {j.ce_warmup_ratio} must be in [0, 1)")
     if j.batch_queries % j.micro_batch_queries:
-        raise RqaError(f"joint.batch_queries ({j.batch_queries}) must be a multiple of joint.micro_batch_queries ({j.micro_batch_queries})")
+        raise RqaError(f"joint.batch_queries ({j.batch_queries}) must be a multiple of "
+                       f"joint.micro_batch_queries ({j.micro_batch_queries})")
     for key in ("data.val_fraction", "data.eval_fraction"):
         section, name = key.split(".")
         value = getattr(cfg.data, name)
@@ -436,7 +437,8 @@ class RecordingConfig:
 
 
 def section_dict(cfg: RunConfig, *sections: str) -> dict:
-    return {s: dataclasses.asdict(getattr(cfg, s)) if dataclasses.is_dataclass(getattr(cfg, s)) else getattr(cfg, s) for s in sections}
+    return {s: dataclasses.asdict(getattr(cfg, s)) if dataclasses.is_dataclass(getattr(cfg, s)) else getattr(cfg, s)
+            for s in sections}
 
 
 def config_hash(cfg: RunConfig | dict, *sections: str, extra: dict | None = None) -> str:

@@ -31,10 +31,10 @@ from rqakit.errors import RqaError
 from rqakit.models.backbone import pad_encodings
 from rqakit.models.cross_encoder import CrossEncoder
 from rqakit.models.dual_encoder import DualEncoder
+from rqakit.progress import Bar  # tqdm that `rqakit reproduce` also sees from outside the kernel
 from rqakit.runtime import compute_dtype as runtime_compute_dtype
 from rqakit.timing import timed_as
 from rqakit.types import Doc
-from rqakit.progress import Bar  # tqdm that `rqakit reproduce` also sees from outside the kernel
 
 CHUNK_SIZE = 8192          # texts tokenised and length-sorted together
 MANIFEST = "embeddings.json"

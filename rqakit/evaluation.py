@@ -29,6 +29,7 @@ from scipy import stats
 from rqakit.errors import RqaError
 from rqakit.timing import timed_as
 from rqakit.types import Run
+
 Qrels = Mapping[str, Mapping[str, int]]
 
 DEFAULT_MEASURES = ("nDCG@10", "RR@10", "R@100")

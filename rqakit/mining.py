@@ -29,9 +29,9 @@ import pandas as pd
 from scipy.optimize import minimize
 from scipy.special import expit
 
-from rqakit.data.collection import Split
 from rqakit.atomic import atomic_path
 from rqakit.config import CHOICES, check_list_size, check_thresholds
+from rqakit.data.collection import Split
 from rqakit.errors import RqaError
 from rqakit.evaluation import has_answer
 

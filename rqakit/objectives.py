@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .types import Doc
-from .runtime import gather_with_grad
 from .losses import cross_batch_listwise_loss, joint_loss, listwise_ce_loss, pointwise_bce_loss
+from .runtime import gather_with_grad
+from .types import Doc
 
 
 @dataclass

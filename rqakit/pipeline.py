@@ -30,7 +30,8 @@ from .attempts import Attempts
 from .config import load_config, parse_overrides, report_hash
 from .env import environment, kernel_variables
 from .errors import Interrupted, RqaError
-from .progress import ENV as PROGRESS_ENV, Echo, clock
+from .progress import ENV as PROGRESS_ENV
+from .progress import Echo, clock
 from .report.chapter import is_current, read_chapter_times, stale_reason, write_chapter_times
 
 CHAPTERS = ("01_data", "02_baselines", "03_warmup", "04_augment", "05_joint", "06_ablations", "07_report")

@@ -23,11 +23,12 @@ import pandas as pd
 import torch
 
 from rqakit.atomic import atomic_path
-from rqakit.errors import RqaError
 from rqakit.encode import Throughput, score_pairs
-from rqakit.runtime import compute_dtype as runtime_compute_dtype, dtype_name
+from rqakit.errors import RqaError
 from rqakit.models.cross_encoder import CrossEncoder
 from rqakit.runs import Run, ranked
+from rqakit.runtime import compute_dtype as runtime_compute_dtype
+from rqakit.runtime import dtype_name
 
 CacheKey = tuple[str, str, str]  # (model tag, query id, doc id)
 

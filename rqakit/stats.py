@@ -9,8 +9,8 @@ of those runs (the run-level test), with the per-query test beside it:
 
 Runs of the same seed share the data order and initial random state, so where both systems have
 the same seeds the runs are paired by seed (paired t-test over the per-seed differences);
-against a system without seeds, a one-sample t-test; otherwise Welch's t-test. A single run per system allows no run-level test at all: the result
-says so (`n` = 1, `p` None), and the wording names it a one-seed comparison.
+against a system without seeds, a one-sample t-test; otherwise Welch's t-test. A single run per
+system allows no run-level test at all: the result says so (`p` None), and so does the wording.
 """
 from __future__ import annotations
 

@@ -157,7 +157,11 @@ def make_plan(n_examples: int, *, batch_size: int, micro_batch_size: int, epochs
 
 # ----------------------------------------------------------------------------- checkpoints
 def _rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every generator's state as tensors and plain types, so a checkpoint loads with
+    `weights_only=True` (numpy's MT19937 keys as a list of ints, not an array)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": random.getstate(), "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -165,7 +169,8 @@ def _rng_state() -> dict:
 
 def _set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -204,11 +209,12 @@ def latest_checkpoint(folder: Path | None) -> Path | None:
 
 def load_checkpoint(folder: Path | None, device, log: Callable[[str], None] = print) -> tuple[Path | None, dict | None]:
     """The newest checkpoint that reads back, newest first; a damaged one (a truncated or corrupt
-    state.pt) is skipped with a warning naming it, and with none readable the run starts fresh."""
+    state.pt, or one holding anything but tensors and plain types) is skipped with a warning naming
+    it, and with none readable the run starts fresh."""
     damaged = []
     for ckpt in reversed(checkpoints(folder)):
         try:
-            state = torch.load(ckpt / "state.pt", map_location=device, weights_only=False)
+            state = torch.load(ckpt / "state.pt", map_location=device, weights_only=True)   # runs no pickled code
             if not isinstance(state, dict) or not {"model", "optimizer", "scheduler", "rng", "step"} <= set(state):
                 raise ValueError("not a training checkpoint")
         except Exception as exc:  # UnpicklingError, EOFError, RuntimeError (zip), ValueError

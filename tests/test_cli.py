@@ -39,8 +39,10 @@ def test_data_stats_of_the_toy_collection_needs_no_cache(capsys):
     # numbers the commands cannot use fail at parse time, naming the option
     (("config", "--profile", "toy", "--set", "joint.list_size=2.5"), "joint.list_size must be a whole number, got 2.5"),
     (("evaluate", "--dataset", "rqakit/toy/test", "--retriever", "bm25", "--top", "0"), "argument --top: 0 must be at least 1"),
-    (("evaluate", "--dataset", "rqakit/toy/test", "--retriever", "bm25", "--batch-size", "0"), "argument --batch-size: 0 must be"),
-    (("evaluate", "--dataset", "rqakit/toy/test", "--retriever", "bm25", "--depth", "0"), "argument --depth: 0 must be at least 1"),
+    (("evaluate", "--dataset", "rqakit/toy/test", "--retriever", "bm25", "--batch-size", "0"),
+     "argument --batch-size: 0 must be"),
+    (("evaluate", "--dataset", "rqakit/toy/test", "--retriever", "bm25", "--depth", "0"),
+     "argument --depth: 0 must be at least 1"),
     (("evaluate", "--dataset", "rqakit/toy/test", "--retriever", "tiny", "--rerank", "/tmp", "--top", "0"), "argument --top"),
     (("evaluate", "--dataset", "rqakit/toy/test", "--retriever", "bm25", "--run-out", "/dev/null/dir/run.trec"),
      "argument --run-out: folder /dev/null/dir does not exist"),

@@ -13,8 +13,7 @@ import ir_datasets
 import pytest
 from ir_datasets.formats import BaseQueries
 
-from rqakit.data import (Split, dataset_stats, holdout, load_corpus, load_split, register_local,
-                         train_eval_splits)
+from rqakit.data import Split, dataset_stats, holdout, load_corpus, load_split, register_local, train_eval_splits
 from rqakit.errors import RqaError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -210,7 +209,8 @@ def test_local_jsonl_queries_with_answers_fill_the_split_answers(tmp_path):
     qrels = write(tmp_path, "qrels.txt", "q1 0 d1 1\n")
     split = load_split(register_local("qa-demo", docs, queries, qrels))
     assert split.answers == {"q1": ["Paris"], "q2": []} and split.queries["q1"] == "capital of france"
-    bad = write(tmp_path, "bad.jsonl", '{"_id": "q1", "text": "a", "answers": ["x"]}\n{"_id": "q2", "text": "b", "answers": "y"}\n')
+    bad = write(tmp_path, "bad.jsonl",
+                '{"_id": "q1", "text": "a", "answers": ["x"]}\n{"_id": "q2", "text": "b", "answers": "y"}\n')
     with pytest.raises(RqaError, match="bad.jsonl, line 2: expected an 'answers' list of strings"):
         register_local("qa-bad", docs, bad)
 
@@ -230,9 +230,11 @@ MALFORMED = [
     ("docs.tsv", "d1\ta\tb\tc\n", 1, "expected 2 or 3 tab-separated columns"),
     ("docs.tsv", "d1\tone\nd1\ttwo\n", 2, "doc id 'd1' repeats line 1"),
     ("docs.tsv", "d1\tone\nd 2\ttwo\n", 2, "expected a doc id without spaces"),
-    ("corpus.jsonl", '{"_id": "d1", "text": "a"}\n{"_id": "d2", "text": \n', 2, "expected one JSON object per line, got invalid JSON"),
+    ("corpus.jsonl", '{"_id": "d1", "text": "a"}\n{"_id": "d2", "text": \n', 2,
+     "expected one JSON object per line, got invalid JSON"),
     ("corpus.jsonl", '{"_id": "d1", "text": "a"}\n{"id": "d2", "text": "b"}\n', 2, "expected a '_id' field"),
-    ("corpus.jsonl", '{"_id": "d1", "title": "t", "text": "a"}\n{"_id": "d2", "text": "b"}\n', 2, "expected a string 'title' field"),
+    ("corpus.jsonl", '{"_id": "d1", "title": "t", "text": "a"}\n{"_id": "d2", "text": "b"}\n', 2,
+     "expected a string 'title' field"),
     ("corpus.jsonl", '{"_id": "d1", "text": "a"}\n\n', 2, "expected one JSON object per line, got a blank line"),
 ]
 
@@ -249,7 +251,8 @@ def test_malformed_queries_and_qrels_files(tmp_path):
     docs = write(tmp_path, "docs.tsv", "d1\tone\nd2\ttwo\n")
     good_queries = write(tmp_path, "queries.tsv", "q1\tfirst\n")
     bad_queries = write(tmp_path, "bad_queries.tsv", "q1\tfirst\textra\n")
-    with pytest.raises(RqaError, match=rf"^{re.escape(str(bad_queries))}, line 1: expected 2 tab-separated columns \(query_id, text\)"):
+    expected = rf"^{re.escape(str(bad_queries))}, line 1: expected 2 tab-separated columns \(query_id, text\)"
+    with pytest.raises(RqaError, match=expected):
         register_local("broken", docs, bad_queries)
     cases = [("q1 0 d1 high\n", 1, "expected an integer relevance"),
              ("q1 0 d1 1\nq1 d2 1\n", 2, "expected TREC qrels 'query_id 0 doc_id relevance'"),

@@ -1,8 +1,8 @@
 """requirements.lock (pip, exact pins) and environment.yml (conda, GPU) list the same packages."""
 import re
-import tomllib
 from pathlib import Path
 
+import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]

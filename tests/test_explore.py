@@ -1,6 +1,5 @@
 """The explorer on toy runs: systems, per-query values, side by side, worked examples, the notebook."""
 import json
-import math
 
 import nbformat
 import pandas as pd

@@ -116,7 +116,7 @@ def assert_nothing_partial_looks_complete(root: Path, reference: Path) -> None:
         twin = reference / folder.relative_to(root)
         assert files(folder) == files(twin), f"{folder} is published but partial"
     for ckpt in root.rglob("*.work/ckpt/step-*"):
-        state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=False)
+        state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=True)
         assert {"model", "optimizer", "step"} <= set(state), ckpt
 
 

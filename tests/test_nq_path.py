@@ -8,9 +8,9 @@ import json
 
 import pytest
 
+from rqakit.commands import evaluate as evaluate_command
 from rqakit.config import load_config
 from rqakit.data import register_local
-from rqakit.commands import evaluate as evaluate_command
 from rqakit.stages import Workspace, baselines, warmup_ce
 from rqakit.stages.common import bm25_run, load_run, ranked_ids
 

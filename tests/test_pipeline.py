@@ -9,11 +9,10 @@ import pandas as pd
 import pytest
 from papermill.exceptions import PapermillExecutionError
 
-from rqakit import __version__
+from rqakit import __version__, pipeline
 from rqakit.cli import main
 from rqakit.config import load_config, report_hash
 from rqakit.errors import RqaError
-from rqakit import pipeline
 from rqakit.pipeline import CHAPTERS, failure_message, notebooks_dir, parse_overrides, reproduce, select_chapters
 from rqakit.report.chapter import is_current, write_chapter
 

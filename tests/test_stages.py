@@ -3,6 +3,7 @@ import json
 
 import pytest
 import torch
+from conftest import SMALL_TOY as SMALL
 from safetensors.torch import load_file
 
 from rqakit.artifacts import is_complete, read_manifest, work_dir
@@ -10,8 +11,6 @@ from rqakit.config import load_config
 from rqakit.mining import read_lists
 from rqakit.stages import Workspace, ablations, augment, joint
 from rqakit.training import TrainingStopped
-
-from conftest import SMALL_TOY as SMALL
 
 
 @pytest.fixture(scope="module")

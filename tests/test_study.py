@@ -4,11 +4,10 @@ import json
 
 import numpy as np
 import pytest
+from conftest import SMALL_TOY
 
 from rqakit.report.study import arm_runs, compare_condition, write_study
 from rqakit.study import CONDITIONS, condition, planned, read_runs, run_id, run_queue
-
-from conftest import SMALL_TOY
 
 QUERIES = [f"q{i}" for i in range(40)]
 

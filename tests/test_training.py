@@ -10,14 +10,14 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from rqakit.types import Doc
+from rqakit import runtime, training
 from rqakit.errors import RqaError
 from rqakit.losses import cross_batch_listwise_loss, in_batch_listwise_loss
-from rqakit.runtime import gather_with_grad
 from rqakit.models import CrossEncoder, DualEncoder
 from rqakit.objectives import JointDistillation, ListExample, ListwiseReranker, PointwiseReranker
-from rqakit import runtime, training
+from rqakit.runtime import gather_with_grad
 from rqakit.training import OptimSettings, make_optimizer, make_plan, param_groups, train
+from rqakit.types import Doc
 
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi".split()
 
@@ -330,7 +330,7 @@ def test_the_scaled_loop_unscales_before_clipping_and_takes_the_unscaled_step(mo
     assert any(h["grad_norm"] > 1.0 for h in result.history)           # the clip was active
     a, b = state(plain), state(scaled)
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
-    saved = torch.load(next(tmp_path.glob("step-*")) / "state.pt", weights_only=False)
+    saved = torch.load(next(tmp_path.glob("step-*")) / "state.pt", weights_only=True)
     assert saved["scaler"]["scale"] == 2.0 ** 12
 
 
@@ -387,3 +387,26 @@ def test_a_frozen_teacher_in_train_mode_gets_no_update_and_varies_with_dropout()
     run(model, examples, steps_plan=plan)
     assert all(torch.equal(before[k], v) for k, v in ce.state_dict().items())
     assert all(not p.requires_grad for p in ce.parameters())
+
+
+class Payload:
+    """An object whose unpickling would run code: a checkpoint must never be read that way."""
+    ran = []
+
+    def __reduce__(self):
+        return (Payload.ran.append, ("executed",))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_and_the_run_falls_back(tmp_path):
+    examples = lists()
+    plan = make_plan(len(examples), batch_size=4, micro_batch_size=2, epochs=2, seed=1)  # 4 steps
+    folder = tmp_path / "ckpt"
+    run(joint_model(), examples, steps_plan=plan, tmp=folder, stop_after=3)
+    saved = torch.load(folder / "step-0000003" / "state.pt", weights_only=True)   # tensors and plain types only
+    torch.save({**saved, "history": [Payload()]}, folder / "step-0000003" / "state.pt")
+    warnings, resumed = [], joint_model()
+    plan_examples = [[[examples[i] for i in mb] for mb in step] for step in plan]
+    again = train(resumed, plan_examples, resumed.collate, optim=OptimSettings(lr=1e-3), precision=False,
+                  checkpoint_dir=folder, checkpoint_every=1, seed=3, log=warnings.append)
+    assert Payload.ran == [] and again.resumed_from == 2
+    assert any("step-0000003" in w and "cannot be read" in w for w in warnings)

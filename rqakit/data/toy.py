@@ -115,7 +115,8 @@ ASPECTS = [
            "{hunter} and {hunter2} are known to hunt the {e}.",
            ("which animals threaten the {e}", "natural enemies of the {e}", "what kills the {e}")),
     Aspect("size", ("length", "number"), {"weight": "number", "comparison": "comparison"},
-           "an adult {e} measures about {length} centimetres and weighs near {weight} kilograms. males are {comparison} than females.",
+           "an adult {e} measures about {length} centimetres and weighs near {weight} kilograms. "
+           "males are {comparison} than females.",
            "an adult measures about {length} centimetres.",
            "a grown {e} reaches {length} centimetres in length and {weight} kilograms in weight.",
            ("how big is the {e}", "how large does the {e} grow", "dimensions of the {e}")),

@@ -38,7 +38,6 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from rqakit.errors import RqaError
-from rqakit.types import Doc, passage_text
 from rqakit.models import cpu_dropout
 from rqakit.models.backbone import (
     check_max_length,
@@ -51,6 +50,7 @@ from rqakit.models.backbone import (
     resolve_backbone,
     write_model_card,
 )
+from rqakit.types import Doc, passage_text
 
 KIND = "cross_encoder"
 HEAD_FILE = "score_head.safetensors"

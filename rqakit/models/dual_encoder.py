@@ -37,7 +37,6 @@ import torch
 from torch import nn
 
 from rqakit.errors import RqaError
-from rqakit.types import Doc
 from rqakit.models import cpu_dropout
 from rqakit.models.backbone import (
     check_max_length,
@@ -50,6 +49,7 @@ from rqakit.models.backbone import (
     resolve_backbone,
     write_model_card,
 )
+from rqakit.types import Doc
 
 KIND = "dual_encoder"
 QUERY_FOLDER = "query_encoder"

@@ -84,7 +84,8 @@ def stale_reason(out_dir: str | Path, chapter: str, cfg_hash: str) -> str | None
         return "its record does not list the stage folders it read"
     missing = missing_stages(record["stages"])
     if missing:
-        return f"stage folder {missing[0]} is missing or incomplete" + (f" (+{len(missing) - 1} more)" if len(missing) > 1 else "")
+        more = f" (+{len(missing) - 1} more)" if len(missing) > 1 else ""
+        return f"stage folder {missing[0]} is missing or incomplete{more}"
     return None
 
 

@@ -4,8 +4,8 @@ Every number is one row {"table", "system", "seed", "metric", "value"}:
 
 | table     | systems                                                                      | metrics            |
 |-----------|------------------------------------------------------------------------------|--------------------|
-| retrieval | bm25, zeroshot-mean, zeroshot-cls, fusion-zeroshot, warmup_de, st-mnrl, static, dynamic, hybrid, hybrid-static | ir_measures names |
-| rerank    | warmup_ce@bm25, warmup_ce@warmup_de, joint_ce@bm25, joint_ce@dynamic         | ir_measures names  |
+| retrieval | bm25, zeroshot-*, fusion-zeroshot(-tuned), warmup_de, st-mnrl, static, dynamic, hybrid(-static) | measures |
+| rerank    | warmup_ce@(bm25, warmup_de, static, dynamic), joint_ce@(bm25, static, dynamic) | measures (R@N at depth N) |
 | ablation  | dynamic, static, pointwise, no-denoise (at m = ablations.list_size or joint's) | ir_measures names |
 | listsize  | retriever-m<m>, reranker-m<m> (dynamic)                                      | ir_measures names  |
 | paired    | dynamic-vs-static (per-query nDCG@10 on test, averaged over seeds)          | diff, p_ttest, ... |

@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from ..atomic import write_json
 from ..evaluation import paired_test
 from ..stats import bootstrap_queries, compare_seeds, verdict
-from ..study import CONDITIONS, MEASURE, Condition, chosen_point, read_runs
+from ..study import CONDITIONS, MEASURE, Condition, chosen_point
 from .figures import save
 from .tables import write_table
 
@@ -203,6 +203,13 @@ def teacher_table(out: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def arm_text(arm) -> str:
+    """What an arm trains with, in words: the runs it reuses, its overrides, or the profile."""
+    if arm.reuse:
+        return f"runs of {arm.reuse}"
+    return ", ".join(f"{k} = {v}" for k, v in arm.overrides.items()) or "the profile"
+
+
 def seed_table(records: list[dict], cond: Condition) -> pd.DataFrame:
     """Per seed: each arm's test and validation score and precision (one row per seed)."""
     rows: dict = {}
@@ -349,7 +356,7 @@ def render(records, comparisons, extra, figs, out: Path, profile: str) -> str:
     lines += ["## Conditions", ""]
     for cond, comp in zip(CONDITIONS, comparisons):
         lines += [f"### {cond.title}{' (extension)' if cond.extension else ''}", "", cond.question, ""]
-        spec = "; ".join(f"{arm}: {'runs of ' + a.reuse if a.reuse else (', '.join(f'{k} = {v}' for k, v in a.overrides.items()) or 'the profile')}"
+        spec = "; ".join(f"{arm}: {arm_text(a)}"
                          for arm, a in cond.arms().items())
         lines += [f"Arms: {spec}.", ""]
         if cond.grid:

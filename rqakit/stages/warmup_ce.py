@@ -22,8 +22,18 @@ from ..objectives import ListExample, ListwiseReranker, PointwiseReranker
 from ..rerank import ScoreCache, rerank
 from ..runtime import per_process
 from ..training import OptimSettings
-from .common import (answer_bearing, bm25_run, fit, load_run, make_plan, metrics_of, ranked_ids, save_run,
-                     warm_retriever_run, write_json)
+from .common import (
+    answer_bearing,
+    bm25_run,
+    fit,
+    load_run,
+    make_plan,
+    metrics_of,
+    ranked_ids,
+    save_run,
+    warm_retriever_run,
+    write_json,
+)
 from .workspace import SPLITS, Workspace
 
 NEEDS = ("baselines", "warmup_de")

@@ -22,8 +22,9 @@ from .common import answer_bearing, bm25_run, fit, make_plan, metrics_of, ranked
 from .workspace import SPLITS, Workspace
 
 NEEDS = ("baselines",)
-READS = (*SPLITS, "data.answer_free_negatives", "model.backbone", "model.shared_towers", "model.pooling", "model.normalize", "model.temperature",
-         "model.q_max_len", "model.p_max_len", "warmup_de", "evaluate.retrieve_depth", "evaluate.measures", "evaluate.relevance")
+READS = (*SPLITS, "data.answer_free_negatives", "model.backbone", "model.shared_towers", "model.pooling", "model.normalize",
+         "model.temperature", "model.q_max_len", "model.p_max_len", "warmup_de", "evaluate.retrieve_depth", "evaluate.measures",
+         "evaluate.relevance")
 
 
 def training_pairs(ws: Workspace, bm25_train_run, *, depth: int, seed: int) -> list[ListExample]:
