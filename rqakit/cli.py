@@ -108,7 +108,8 @@ def _cmd_stage(args) -> dict:
 
 def _cmd_study(args) -> dict:
     from .config import load_config
-    from .study import build_study, run_queue
+    from .pipeline import build_study
+    from .study import run_queue
 
     cfg = load_config(args.profile, args.set)
     check_workdir(cfg)

@@ -32,7 +32,7 @@ from .env import environment, kernel_variables
 from .errors import Interrupted, RqaError
 from .progress import ENV as PROGRESS_ENV
 from .progress import Echo, clock
-from .report.chapter import is_current, read_chapter_times, stale_reason, write_chapter_times
+from .report.chapter import committed_report, default_out, is_current, read_chapter_times, stale_reason, write_chapter_times
 
 CHAPTERS = ("01_data", "02_baselines", "03_warmup", "04_augment", "05_joint", "06_ablations", "07_report")
 KERNEL = "python3"           # ipykernel's kernel; jupyter_client runs it with this interpreter
@@ -122,20 +122,6 @@ def run_chapter(chapter: str, parameters: dict, out: Path, kernels: str = "nativ
         raise RqaError(failure_message(chapter, error, executed)) from None
     return {**chapter_timing(nb, time.time() - start), "status": "ran", "executed": str(executed.relative_to(out)),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-
-
-def committed_report(profile_name: str) -> Path:
-    """`reports/<profile>` of the repository: the committed report, whose results are the expected values."""
-    return Path(__file__).resolve().parent.parent / "reports" / profile_name
-
-
-def default_out(cfg) -> Path:
-    """Where a reproduction writes: a scratch folder beside the stage cache when the profile has a
-    committed report (checked against it, never overwritten), else `reports/<profile>`."""
-    committed = committed_report(cfg.profile)
-    if (committed / "results.json").exists():
-        return Path(cfg.runtime.workdir) / cfg.profile / "report"
-    return committed
 
 
 def reproduce(profile: str, out: str | Path | None = None, force: bool = False, overrides=None,
@@ -271,3 +257,16 @@ def _stamp_report(cfg, out: Path, cfg_hash: str) -> None:
     from .stages import Workspace
 
     refresh_wall_times(Workspace(cfg), out)
+
+
+def build_study(profile: str, *, out=None, overrides=None) -> dict:
+    """Execute `notebooks/study.ipynb` with papermill into the study folder: report.md,
+    results.json, tables/, figures/ from the exported run files alone."""
+    from .study import read_runs, study_dir
+
+    out = study_dir(profile, out)
+    if not read_runs(out):
+        raise RqaError(f"no exported runs in {Path(out).resolve() / 'runs'}; run `rqakit study --profile {profile}` "
+                       "to train them first")
+    timing = run_chapter("study", {"profile": profile, "out_dir": str(out)}, out)
+    return {"report": str(out / "report.md"), "wall_time_s": timing["wall_time_s"]}

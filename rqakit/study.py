@@ -124,8 +124,7 @@ def export_run(ws, folder: Path, rid: str, *, cond: str, arm: str, seed: int, ov
     """The small, committable record of one finished joint run."""
     from .artifacts import read_manifest
     from .evaluation import per_query_split
-    from .report.results import split_scorer
-    from .stages.common import load_run
+    from .stages.common import load_run, split_scorer
 
     manifest = read_manifest(folder) or {}
     record = {"run": rid, "condition": cond, "arm": arm, "seed": seed, "overrides": overrides,
@@ -254,16 +253,3 @@ def read_runs(out: str | Path) -> list[dict]:
     """Every exported run record of a study folder."""
     folder = Path(out) / "runs"
     return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
-
-
-def build_study(profile: str, *, out=None, overrides=None) -> dict:
-    """Execute `notebooks/study.ipynb` with papermill into the study folder: report.md,
-    results.json, tables/, figures/ from the exported run files alone."""
-    from .pipeline import run_chapter
-
-    out = study_dir(profile, out)
-    if not read_runs(out):
-        raise RqaError(f"no exported runs in {Path(out).resolve() / 'runs'}; run `rqakit study --profile {profile}` "
-                       "to train them first")
-    timing = run_chapter("study", {"profile": profile, "out_dir": str(out)}, out)
-    return {"report": str(out / "report.md"), "wall_time_s": timing["wall_time_s"]}

@@ -119,12 +119,25 @@ def write_chapter_times(out_dir: str | Path, data: dict) -> Path:
     return path
 
 
+def committed_report(profile_name: str) -> Path:
+    """`reports/<profile>` of the repository: the committed report, whose results are the expected values."""
+    return Path(__file__).resolve().parents[2] / "reports" / profile_name
+
+
+def default_out(cfg) -> Path:
+    """Where a reproduction writes: a scratch folder beside the stage cache when the profile has a
+    committed report (checked against it, never overwritten), else `reports/<profile>`."""
+    committed = committed_report(cfg.profile)
+    if (committed / "results.json").exists():
+        return Path(cfg.runtime.workdir) / cfg.profile / "report"
+    return committed
+
+
 def open_chapter(profile: str, overrides: dict | None = None, out_dir: str | Path | None = None):
     """A chapter's first call, the same in JupyterLab and under papermill: paths from the
     repository root, library logs and loading bars quiet, the config, its Workspace, and the report
     folder (`out_dir`, else where `rqakit reproduce` writes). Returns (cfg, ws, out_dir)."""
     from ..config import load_config
-    from ..pipeline import default_out
     from ..stages import Workspace
 
     work_from_repository_root()

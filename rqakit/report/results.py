@@ -27,9 +27,10 @@ import numpy as np
 import pandas as pd
 
 from ..errors import RqaError
-from ..evaluation import evaluate_run, evaluate_split, paired_test, per_query, per_query_split, relevance_mode
+from ..evaluation import evaluate_run, paired_test, per_query
 from ..fusion import interpolate, reciprocal_rank_fusion
 from ..runs import read_trec_run
+from ..stages.common import split_scorer
 
 TABLES = ("retrieval", "rerank", "ablation", "listsize", "paired", "run")
 VARIANTS = ("dynamic", "static", "pointwise", "no-denoise")
@@ -197,19 +198,6 @@ def choose_fusion(bm25_val, dense_val, val_qrels, measure: str = SELECT_MEASURE,
             if best is None or value > best["val_value"]:
                 best = {"method": method, "bm25_weight": weight, "val_value": value, "measure": measure}
     return best
-
-
-def split_scorer(ws, split, per_query_values: bool = False):
-    """`score(run, measures)` on `split` as the stages score it: by its answers where it has them
-    (NQ, `evaluate.relevance`), else by its qrels; means, or the per-query frame."""
-    relevance = ws.cfg.evaluate.relevance
-    texts, cache = None, {}
-    if relevance_mode(split, relevance) == "answers":
-        from ..evaluation import passage_texts
-
-        texts = passage_texts(ws.corpus)
-    scorer = per_query_split if per_query_values else evaluate_split
-    return lambda run, measures: scorer(run, split, measures, texts, relevance, cache)
 
 
 HYBRIDS = {"dynamic": "hybrid", "static": "hybrid-static"}   # joint variant -> its fused system

@@ -7,7 +7,7 @@ from typing import Callable, Sequence
 
 from ..artifacts import work_dir
 from ..atomic import write_json  # noqa: F401  (the stages' one JSON writer)
-from ..evaluation import evaluate_split, passage_texts
+from ..evaluation import evaluate_split, passage_texts, per_query_split, relevance_mode
 from ..runs import Run, ranked, read_trec_run, write_trec_run
 from ..runtime import pick_device
 from ..training import OptimSettings, TrainResult, make_plan, train
@@ -38,6 +38,17 @@ def metrics_of(run: Run, split, measures, corpus=None, relevance: str = "auto") 
     which needs the corpus, else by its qrels."""
     texts = passage_texts(corpus) if corpus is not None else None
     return {k: float(v) for k, v in evaluate_split(run, split, list(measures), texts, relevance).items()}
+
+
+def split_scorer(ws, split, per_query_values: bool = False):
+    """`score(run, measures)` on `split` as the stages score it: by its answers where it has them
+    (NQ, `evaluate.relevance`), else by its qrels; means, or the per-query frame."""
+    relevance = ws.cfg.evaluate.relevance
+    texts, cache = None, {}
+    if relevance_mode(split, relevance) == "answers":
+        texts = passage_texts(ws.corpus)
+    scorer = per_query_split if per_query_values else evaluate_split
+    return lambda run, measures: scorer(run, split, measures, texts, relevance, cache)
 
 
 def ranked_ids(run: Run, qid: str, k: int | None = None) -> list[str]:
@@ -76,5 +87,6 @@ def fit(objective, examples: Sequence, plan: list[list[list[int]]], *, optim: Op
                  desc=desc, seed=section.seed, log=log, **options)
 
 
-__all__ = ["bm25_run", "fit", "load_run", "make_plan", "metrics_of", "ranked_ids", "save_run", "warm_retriever_run",
+__all__ = ["bm25_run", "fit", "load_run", "make_plan", "metrics_of", "ranked_ids", "save_run", "split_scorer",
+           "warm_retriever_run",
            "write_json"]
