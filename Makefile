@@ -12,7 +12,7 @@ LAB_FLAGS := $(if $(filter 0,$(LAB_UID)),--allow-root)
 export IR_DATASETS_HOME ?= $(CURDIR)/data/ir_datasets
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup browser reproduce test lab walkthrough explorer clean-venv
+.PHONY: setup browser reproduce test lab study walkthrough explorer clean-venv
 
 setup: $(VENV)/.installed
 
@@ -44,6 +44,10 @@ browser:
 
 # Executed copies of the two notebooks beside the chapters (the explorer reads runs/$(PROFILE)).
 PAPERMILL := TQDM_MININTERVAL=60 $(BIN)/papermill --no-progress-bar
+# The distillation study: trains what is missing (hours; resumable), exports each run, writes reports/scifact-study.
+study: setup $(IR_DATASETS_HOME)/.copied
+	$(BIN)/rqakit study --profile scifact
+
 walkthrough: setup $(IR_DATASETS_HOME)/.copied
 	$(PAPERMILL) notebooks/walkthrough.ipynb reports/walkthrough/walkthrough.ipynb -p out_dir reports/walkthrough
 

@@ -158,6 +158,9 @@ def _cmd_config(args) -> dict:
     return load_config(args.profile, args.set).to_dict()
 
 
+DEFAULT_PROFILE = "scifact"   # every command's, the README's main job
+
+
 class OneLineParser(argparse.ArgumentParser):
     """Usage errors on one line (the full usage of `evaluate` spans several), exit status 2."""
 
@@ -191,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=_cmd_evaluate)
 
     rp = sub.add_parser("reproduce", help="run a profile's notebooks with papermill and write its report")
-    rp.add_argument("--profile", default="scifact")
+    rp.add_argument("--profile", default=DEFAULT_PROFILE)
     rp.add_argument("--out", type=writable_folder, default=None,
                     help="report folder (default: <workdir>/<profile>/report, checked against the committed "
                          "reports/<profile>; reports/<profile> itself for a profile without one)")
@@ -206,14 +209,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     st = sub.add_parser("stage", help="run one stage of a profile (warmup_de, warmup_ce, augment, joint, ...)")
     st.add_argument("name")
-    st.add_argument("--profile", default="toy")
+    st.add_argument("--profile", default=DEFAULT_PROFILE)
     st.add_argument("--force", action="store_true")
     st.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     st.set_defaults(func=_cmd_stage)
 
     pl = sub.add_parser("plan", help="tokens, FLOPs and estimated wall time of every stage of a profile's report, "
                                      "and of those still to run")
-    pl.add_argument("--profile", default="scifact")
+    pl.add_argument("--profile", default=DEFAULT_PROFILE)
     pl.add_argument("--peak-gflops", type=float, default=None,
                     help="the machine's matmul peak (default: a few seconds of timing, low on a busy machine)")
     pl.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
@@ -221,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sy = sub.add_parser("study", help="the distillation study: dynamic vs static over seeds under each condition "
                                       "(trains what is missing, exports every run, writes reports/<profile>-study)")
-    sy.add_argument("--profile", default="scifact")
+    sy.add_argument("--profile", default=DEFAULT_PROFILE)
     sy.add_argument("--conditions", nargs="+", default=None, help="only these conditions (default: all, in order)")
     sy.add_argument("--report", action="store_true", help="train nothing: the report from the exported runs alone")
     sy.add_argument("--out", type=writable_folder, default=None, help="study folder (default reports/<profile>-study)")
@@ -230,14 +233,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     rn = sub.add_parser("runs", help="list a profile's cached stage results (one folder per config); --clean removes "
                                       "those the current config does not use")
-    rn.add_argument("--profile", default="toy")
+    rn.add_argument("--profile", default=DEFAULT_PROFILE)
     rn.add_argument("--clean", action="store_true", help="remove results of other configs and unfinished work")
     rn.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     rn.set_defaults(func=_cmd_runs)
 
     au = sub.add_parser("audit", help="hide one positive of every multi-positive training query and measure how "
                                       "many of them the denoising drops (precision/recall per threshold)")
-    au.add_argument("--profile", default="toy")
+    au.add_argument("--profile", default=DEFAULT_PROFILE)
     au.add_argument("--seed", type=int, default=0, help="which positive of each query is hidden")
     au.add_argument("--teacher", choices=["retrain", "profile"], default="retrain",
                     help="retrain: warm models trained without the hidden labels (default); profile: the profile's "
@@ -249,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     au.set_defaults(func=_cmd_audit)
 
     cf = sub.add_parser("config", help="print a profile's resolved config as JSON")
-    cf.add_argument("--profile", default="toy")
+    cf.add_argument("--profile", default=DEFAULT_PROFILE)
     cf.add_argument("--help-fields", action="store_true", help="print every config key with its help text")
     cf.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     cf.set_defaults(func=_cmd_config)

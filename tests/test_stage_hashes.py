@@ -39,19 +39,6 @@ def test_a_stage_hash_covers_no_field_the_stage_leaves_unread(recorded, stage):
     assert declared <= reads[stage], f"{stage} declares {sorted(declared - reads[stage])} but never reads them"
 
 
-def test_the_old_hand_kept_lists_miss_what_the_stages_read(recorded):
-    """The section lists that hashed the stages before: baselines read the warm-up depths, the
-    warm-up stages the joint seed, and none of that was hashed."""
-    cfg, reads = recorded
-    old = {"baselines": ("data", "model", "evaluate"), "warmup_de": ("data", "model", "evaluate", "warmup_de"),
-           "warmup_ce": ("data", "model", "evaluate", "warmup_de", "warmup_ce")}
-    old_reads = {"baselines": {"warmup_de.bm25_depth", "warmup_ce.depth"},
-                 "warmup_de": {"joint.seed", "augment.retrieve_depth", "warmup_ce.depth"}, "warmup_ce": {"joint.seed"}}
-    for stage, sections in old.items():
-        assert old_reads[stage] - expand(cfg, sections)  # what the old code read, outside the old hash
-        assert not {k for k in reads[stage] if k.startswith("joint.")}  # today no warm-up stage reads joint
-
-
 @pytest.mark.parametrize("key, value, changed", [
     ("augment.retrieve_depth", 120, {"augment", "joint"}),
     ("warmup_ce.depth", 20, {"warmup_ce", "augment", "joint"}),

@@ -252,9 +252,9 @@ def paper_gap(static_mean: float) -> float:
 
 def conclusions(comparisons: list[dict]) -> list[str]:
     """What the study concludes, sentence by sentence, from the verdicts alone."""
-    done = [c for c in comparisons if c["complete"]]
+    done = [c for c in comparisons if c["complete"] and c["p"] is not None]
     if not done:
-        return ["No condition has both arms yet: nothing is concluded."]
+        return ["No condition has two seeds or more in both arms yet: nothing is concluded."]
     lines = []
     power = next((c for c in done if c["condition"] == "power"), None)
     if power is not None and power["ci"] is not None:
@@ -275,9 +275,8 @@ def conclusions(comparisons: list[dict]) -> list[str]:
     if level:
         lines.append(f"No significant difference under: {', '.join(level)}.")
     if not better_dyn:
-        lines.append("No condition run so far gives dynamic distillation a significant advantage on this collection, "
-                     "so the paper's Table 4 claim is not reproduced at this scale; what it cannot say is listed "
-                     "below.")
+        lines.append("No condition run so far gives dynamic distillation a significant advantage on this collection; "
+                     "what that cannot say is listed below.")
     return lines
 
 
@@ -303,6 +302,8 @@ def write_study(records: list[dict], out: str | Path, profile: str = "scifact") 
     figs = {"differences": save(differences_figure(comparisons, paper_gap(power["static"]) if power else None),
                                 figures / "differences.png")}
     for cond in CONDITIONS:
+        if not any(r["condition"] == cond.key for r in records):
+            continue                          # a condition with no run of its own draws nothing
         fig = curves_figure(records, cond)
         if fig is not None:
             figs[f"curves_{cond.key}"] = save(fig, figures / f"curves_{cond.key}.png")
