@@ -103,23 +103,19 @@ def current_rss_mb() -> float:
 
 @dataclass
 class EncoderShape:
-    """What the cost of a BERT-like encoder's forward depends on."""
+    """A BERT-like encoder's config, whose FLOPs `rqakit.cost.flops_per_token` counts (the kit's one formula)."""
 
-    layers: int
-    hidden: int
-    matmul_params: int   # encoder (non-embedding, no pooler) parameters: ~ one multiply-add each per token
+    config: object
 
     @classmethod
     def of(cls, model: torch.nn.Module) -> "EncoderShape":
-        params = sum(p.numel() for name, p in model.named_parameters() if name.startswith("encoder."))
-        return cls(int(model.config.num_hidden_layers), int(model.config.hidden_size), int(params))
+        return cls(model.config)
 
     def forward_flops(self, lengths: Iterable[int]) -> float:
-        """FLOPs of one forward over sequences of these (padded) lengths.
+        """FLOPs of one forward over sequences of these (padded) lengths."""
+        from rqakit.cost import flops_per_token
 
-        Per sequence of L tokens: 2 * params * L (dense layers) + layers * 4 * L^2 * h (Q K^T and A V).
-        """
-        return float(sum(2 * self.matmul_params * n + self.layers * 4 * n * n * self.hidden for n in lengths))
+        return float(sum(flops_per_token(self.config, n) * n for n in lengths))
 
 
 def padded_lengths(lengths: list[int], batch_size: int) -> list[int]:

@@ -356,7 +356,7 @@ def augment_rows(ws) -> list[dict]:
     for key in ("pseudo_positives", "dropped_as_false_negative", "fallback_lists"):
         if key in summary:
             figures[key] = summary[key]
-    for key in ("tokens_per_s", "gflops_per_s"):
+    for key in ("tokens_per_s",):
         if key in summary.get("scoring", {}):
             figures[key] = summary["scoring"][key]
     for name, counts in summary.get("calibration_settings", {}).items():

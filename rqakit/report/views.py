@@ -92,8 +92,7 @@ def augment_table(summary: dict) -> pd.DataFrame:
                 "error" if "error" in c
                 else f"{c['pseudo_positives']} / {c['denoised_negatives']} / {c['dropped_as_false_negative']}"
                 for name, c in summary.get("calibration_settings", {}).items()},
-             "CE scoring, tokens/s": round(scoring.get("tokens_per_s", float("nan")), 1),
-             "CE scoring, GFLOP/s": round(scoring.get("gflops_per_s", float("nan")), 1)}
+             "CE scoring, tokens/s": round(scoring.get("tokens_per_s", float("nan")), 1)}
     return pd.Series(items, dtype=object).to_frame("value")
 
 

@@ -3,7 +3,7 @@ warm re-ranker.
 
 1. the warm dual encoder's top `retrieve_depth` for every training query (faiss, from `warmup_de`);
 2. the warm cross-encoder scores the first `score_depth` of them and the labelled positives, in
-   length-sorted batches (tokens/s and GFLOP/s go in the manifest);
+   length-sorted batches;
 3. logits become probabilities (`augment.calibration`: Platt scaling fitted on the labelled pairs,
    weighted to the positive rate `augment.calibration_prior`, since a listwise-trained CE's logits
    are no probabilities and v1's 0.1 / 0.9 were set on a classifier trained at 1:4; `sigmoid` for a
@@ -31,13 +31,6 @@ from .workspace import SPLITS, Workspace
 
 NEEDS = ("warmup_de", "warmup_ce")
 READS = (*SPLITS, "data.answer_free_negatives", "augment")
-
-
-def forward_flops_per_token(cross_encoder) -> float:
-    """About 2 x parameters of the transformer layers (+ attention), per token, forward."""
-    cfg = cross_encoder.backbone.config
-    h, f, n = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
-    return 2.0 * n * (4 * h * h + 2 * h * f)
 
 
 def score_window(cross_encoder, split, candidates: dict[str, list[str]], corpus, *, score_depth: int,
@@ -123,10 +116,7 @@ def run(ws: Workspace, force: bool = False, log=print) -> Path:
                         for q, d, lab in zip(cand.query_id, cand.doc_id, cand.labelled)]
         cand.to_parquet(tmp / "candidates.parquet")
         write_json(tmp / "calibration.json", calibrator.to_dict())
-        throughput = stats.as_dict()
-        flops = forward_flops_per_token(ce) * throughput.get("tokens", 0)
-        throughput["gflops_per_s"] = flops / 1e9 / max(throughput.get("seconds", 1e-9), 1e-9)
-        summary["scoring"] = throughput
+        summary["scoring"] = stats.as_dict()
         unlabelled = ws.train.annotations.get("unlabelled")
         if unlabelled is not None:  # the collection knows the relevant passages its qrels miss
             window = {q: docs[: a.score_depth] for q, docs in candidates.items()}
@@ -135,7 +125,7 @@ def run(ws: Workspace, force: bool = False, log=print) -> Path:
             summary["denoising_quality"] = quality
         write_json(tmp / "summary.json", summary)
         log(f"[augment] {summary.get('lists')} lists; {summary.get('pseudo_positives')} pseudo positives; "
-            f"{summary.get('dropped_as_false_negative')} dropped; CE {throughput.get('tokens_per_s', 0):.0f} tokens/s")
+            f"{summary.get('dropped_as_false_negative')} dropped; CE {summary['scoring'].get('tokens_per_s', 0):.0f} tokens/s")
         return {"summary": summary}
 
     return run_stage(ws.folder("augment"), ws.hash("augment"), build, config=ws.config_dict(), force=force, log=log)
