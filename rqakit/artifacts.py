@@ -189,6 +189,7 @@ def _build_into(folder: Path, cfg_hash: str, build, config: dict | None, start: 
         with measuring(cpu=cpu_split) as split, clock.running(live_split, live_cpu_split, enabled=rank == 0):
             extra = build(tmp) or {}
         spent = clock.totals(split, time.time() - start, threads(), cpu_split)
+        runtime_cfg = (config or {}).get("runtime", {})
         manifest = {
             "stage": stage_label(folder),
             "config_hash": cfg_hash,
@@ -196,7 +197,7 @@ def _build_into(folder: Path, cfg_hash: str, build, config: dict | None, start: 
             "git_commit": KIT_COMMIT,                        # the code of the attempt that finished
             "git_commits": spent["git_commits"],             # of every recorded attempt, in order
             "machine": machine(),
-            "compute_dtype": compute_dtype_name((config or {}).get("runtime", {}).get("device", "auto")),
+            "compute_dtype": compute_dtype_name(runtime_cfg.get("device", "auto"), runtime_cfg.get("precision")),
             "wall_time_s": spent["wall_time_s"],           # every attempt: a resumed run counts its kills
             "attempts": spent["attempts"],
             "load_mean": spent["load_mean"],                 # 1-minute load average while it ran

@@ -298,7 +298,7 @@ def plan(cfg, *, peak_gflops: float | None = None) -> dict:
     from .runtime import compute_dtype, dtype_name, pick_device
     from .stages import Workspace
 
-    ws = Workspace(cfg)
+    ws = Workspace(cfg).apply()   # the precision and threads the stages would compute with
     device = pick_device(cfg.runtime.device)   # where the stages would run: its precision's peak
     peak = peak_gflops or matmul_peak_gflops(compute_dtype(device), device=device)
     busy = None if peak_gflops or device.type != "cpu" else busy_warning(torch.get_num_threads())

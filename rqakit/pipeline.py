@@ -256,7 +256,7 @@ def _stamp_report(cfg, out: Path, cfg_hash: str) -> None:
     from .report import refresh_wall_times
     from .stages import Workspace
 
-    refresh_wall_times(Workspace(cfg), out)
+    refresh_wall_times(Workspace(cfg, kernels=cfg.runtime.kernels), out)   # the chapters' folders
 
 
 def build_study(profile: str, *, out=None, overrides=None) -> dict:

@@ -106,11 +106,11 @@ def set_precision(mode: str) -> None:
     _precision = mode
 
 
-def compute_dtype(device: str | torch.device) -> torch.dtype:
+def compute_dtype(device: str | torch.device, precision: str | None = None) -> torch.dtype:
     """bf16 on CUDA with bf16 and on bf16-capable CPUs, fp16 on older CUDA GPUs, fp32 otherwise
-    (and always under `set_precision("fp32")`)."""
+    (and always under `set_precision("fp32")`, or for `precision="fp32"`, which reads no state)."""
     device = torch.device(device)
-    if _precision == "fp32":
+    if (precision or _precision) == "fp32":
         return torch.float32
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -124,9 +124,9 @@ def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def compute_dtype_name(device: str = "auto") -> str:
+def compute_dtype_name(device: str = "auto", precision: str | None = None) -> str:
     """The dtype stages compute in on `runtime.device`, by name ("bfloat16", "float32")."""
-    return dtype_name(compute_dtype(pick_device(device)))
+    return dtype_name(compute_dtype(pick_device(device), precision))
 
 
 def autocast(device: torch.device, enabled: bool = True):

@@ -67,16 +67,3 @@ def tiny_cache(tmp_path_factory):
     else:
         os.environ["RQAKIT_CACHE"] = previous
 
-
-@pytest.fixture(autouse=True)
-def process_settings():
-    """A Workspace applies its profile's process-wide settings (precision, dropout masks, threads):
-    each test starts and ends with the defaults, whatever profile the one before used."""
-    from rqakit import runtime
-    from rqakit.models import cpu_dropout
-
-    threads = torch.get_num_threads()
-    yield
-    runtime.set_precision("auto")
-    cpu_dropout.use(True)
-    torch.set_num_threads(threads)

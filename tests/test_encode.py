@@ -126,6 +126,8 @@ def test_bf16_copy_is_close_to_fp32_and_leaves_the_model_untouched(dual_encoder,
 
 
 def test_compute_dtype_follows_the_cpu(monkeypatch):
+    """Under runtime.precision auto (a Workspace of a profile with fp32 may have set fp32 before)."""
+    monkeypatch.setattr(runtime, "_precision", "auto")
     monkeypatch.setattr(runtime, "cpu_supports_bf16", lambda: True)
     assert runtime.compute_dtype("cpu") == torch.bfloat16
     monkeypatch.setattr(runtime, "cpu_supports_bf16", lambda: False)
@@ -135,15 +137,13 @@ def test_compute_dtype_follows_the_cpu(monkeypatch):
 
 def test_runtime_precision_fp32_holds_on_a_bf16_cpu_and_a_bad_one_is_refused(monkeypatch):
     monkeypatch.setattr(runtime, "cpu_supports_bf16", lambda: True)
-    try:
-        runtime.set_precision("fp32")
-        assert runtime.compute_dtype("cpu") == torch.float32 and runtime.compute_dtype_name("cpu") == "float32"
-        runtime.set_precision("auto")
-        assert runtime.compute_dtype("cpu") == torch.bfloat16 and runtime.compute_dtype_name("cpu") == "bfloat16"
-        with pytest.raises(RqaError, match=r"runtime.precision = 'fp16'; choose one of: auto, fp32"):
-            runtime.set_precision("fp16")
-    finally:
-        runtime.set_precision("auto")
+    monkeypatch.setattr(runtime, "_precision", runtime._precision)   # restored after the test, as it was
+    runtime.set_precision("fp32")
+    assert runtime.compute_dtype("cpu") == torch.float32 and runtime.compute_dtype_name("cpu") == "float32"
+    runtime.set_precision("auto")
+    assert runtime.compute_dtype("cpu") == torch.bfloat16 and runtime.compute_dtype_name("cpu") == "bfloat16"
+    with pytest.raises(RqaError, match=r"runtime.precision = 'fp16'; choose one of: auto, fp32"):
+        runtime.set_precision("fp16")
 
 
 def test_cpu_bf16_check_agrees_with_cpuinfo_flags():

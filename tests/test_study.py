@@ -88,3 +88,23 @@ def test_the_report_comes_from_the_run_files_alone_and_words_follow_the_tests(tm
     assert "dynamic better" in text and "Not run yet." in text and "beats" not in text
     assert (tmp_path / "figures" / "differences.png").exists() and "conditions" in written["tables"]
     assert len(CONDITIONS) == text.count("\n### ")
+
+
+@pytest.mark.slow
+def test_rqakit_study_report_runs_the_notebook_on_the_run_files_alone(tmp_path, capsys):
+    from rqakit.cli import main
+
+    for arm in ("dynamic", "static"):
+        for s in (1, 2, 3):
+            r = record("power", arm, s, 0.70 + 0.01 * s + ({1: 0.004, 2: 0.007, 3: 0.004}[s] if arm == "dynamic" else 0.0))
+            (tmp_path / "runs").mkdir(exist_ok=True)
+            (tmp_path / "runs" / f"{r['run']}.json").write_text(json.dumps(r))
+    assert main(["study", "--profile", "toy", "--report", "--out", str(tmp_path)]) == 0
+    assert json.loads(capsys.readouterr().out)["trained"] == []
+    assert (tmp_path / "notebooks" / "study.ipynb").exists() and (tmp_path / "report.md").exists()
+    power = {c["condition"]: c for c in json.loads((tmp_path / "results.json").read_text())["comparisons"]}["power"]
+    assert power["diff"] == pytest.approx(0.005) and power["test"] == "paired t over seeds" and power["p"] < 0.05
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["study", "--profile", "toy", "--report", "--out", str(empty)]) == 2
+    assert "no exported runs in" in capsys.readouterr().err

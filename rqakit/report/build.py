@@ -36,7 +36,8 @@ WALL_START, WALL_END = "<!-- wall-time:start -->", "<!-- wall-time:end -->"
 def stamp(ws) -> dict:
     return {"profile": ws.cfg.profile, "kit_version": __version__, "git_commit": KIT_COMMIT,
             "config_hash": report_hash(ws.cfg), "machine": machine(),
-            "precision": compute_dtype_name(ws.cfg.runtime.device), "kernels": getattr(ws, "kernels", "native"),
+            "precision": getattr(ws, "compute_dtype", None) or compute_dtype_name(ws.cfg.runtime.device),
+            "kernels": getattr(ws, "kernels", "native"),
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 

@@ -264,7 +264,8 @@ def conclusions(comparisons: list[dict]) -> list[str]:
             f"At the profile's setting ({len(power['seeds_dynamic'])} seeds per arm) dynamic minus static is "
             f"{power['diff']:+.3f} nDCG@10 (95 % CI {_interval(power['ci'])}, {power['test']}, p = {power['p']:.3g}); "
             f"the paper's relative gain would be {gap:+.3f} here, which this interval "
-            f"{'excludes' if excluded else 'does not exclude'}. The design detects {power['detectable']:.3f} at 80 % power.")
+            f"{'excludes' if excluded else 'does not exclude'}."
+            + ("" if power["detectable"] is None else f" The design detects {power['detectable']:.3f} at 80 % power."))
     better_dyn = [c["condition"] for c in done if c["verdict"] == "dynamic better"]
     better_sta = [c["condition"] for c in done if c["verdict"] == "static better"]
     level = [c["condition"] for c in done if c["verdict"].startswith("no difference")]

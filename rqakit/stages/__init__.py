@@ -40,7 +40,7 @@ def stage_results(cfg: RunConfig, *, clean: bool = False) -> dict:
     from ..artifacts import read_manifest
     from ..atomic import remove_stale
 
-    ws = Workspace(cfg)
+    ws = Workspace(cfg, kernels=cfg.runtime.kernels)   # the folders rqakit reproduce makes for this config
     rows, removed = [], []
     for stage_dir in sorted(p for p in ws.root.glob("*") if p.is_dir()) if ws.root.is_dir() else []:
         try:

@@ -81,6 +81,7 @@ def score_candidates(ws: Workspace, wde: Path, wce: Path, stats: Throughput | No
 
 
 def run(ws: Workspace, force: bool = False, log=print) -> Path:
+    ws.apply()  # this config's threads, dropout masks and precision, before anything computes
     from . import warmup_ce, warmup_de
 
     a = ws.cfg.augment

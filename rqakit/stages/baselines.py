@@ -18,6 +18,7 @@ READS = (*SPLITS, "model.backbone", "model.p_max_len", "model.q_max_len", "evalu
 
 
 def run(ws: Workspace, force: bool = False, log=print) -> Path:
+    ws.apply()  # this config's threads, dropout masks and precision, before anything computes
     cfg = ws.cfg
 
     def build(tmp: Path) -> dict:

@@ -159,6 +159,7 @@ def run(ws: Workspace, variant: str = "dynamic", *, list_size: int | None = None
 
     `evaluates` ({"curves", "rerank", "rerank_bm25"}) replaces `report_reads` for a run that
     something other than the report reads; it enters the run's hash the same way."""
+    ws.apply()  # this config's threads, dropout masks and precision, before anything computes
     from . import augment, baselines, warmup_ce, warmup_de
 
     cfg = ws.cfg

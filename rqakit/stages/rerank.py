@@ -51,6 +51,7 @@ def stage_hash(ws: Workspace, name: str = "rerank", retriever: Path | None = Non
 def run(ws: Workspace, *, retriever: Path, reranker: Path, name: str, run_name: str = "retriever.test",
         force: bool = False, log=print) -> Path:
     """Re-rank the top `evaluate.rerank_depth` of `retriever`'s saved test run with `reranker`."""
+    ws.apply()  # this config's threads, dropout masks and precision, before anything computes
     cfg = ws.cfg
     cfg_hash = stage_hash(ws, retriever=retriever, reranker=reranker)
     folder = ws.root / "rerank" / cfg_hash

@@ -134,6 +134,7 @@ def fine_tune(ws: Workspace, examples: list[ListExample], recipe: dict, folder: 
 
 
 def run(ws: Workspace, force: bool = False, log=print) -> Path:
+    ws.apply()  # this config's threads, dropout masks and precision, before anything computes
     from . import baselines
 
     cfg, recipe = ws.cfg, settings(ws.cfg)

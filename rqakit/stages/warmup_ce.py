@@ -82,6 +82,7 @@ def build_cross_encoder(ws: Workspace, seed: int) -> CrossEncoder:
 
 
 def run(ws: Workspace, force: bool = False, log=print) -> Path:
+    ws.apply()  # this config's threads, dropout masks and precision, before anything computes
     from . import baselines, warmup_de
 
     cfg, c = ws.cfg, ws.cfg.warmup_ce

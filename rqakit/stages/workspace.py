@@ -43,26 +43,36 @@ def covered(cfg: RunConfig, stage: str) -> set[str]:
 
 
 class Workspace:
-    def __init__(self, cfg: RunConfig, root: Path | str | None = None):
+    def __init__(self, cfg: RunConfig, root: Path | str | None = None, kernels: str | None = None):
         self.cfg = cfg                     # what stages read (a recording view in the hash test)
         self.config: RunConfig = plain(cfg)  # the config itself, for hashes and manifests
         self.root = Path(root) if root is not None else Path(self.config.runtime.workdir) / self.config.profile
+        from ..runtime import compute_dtype_name
+
+        # What the stages compute in (bfloat16 on a bf16 CPU or GPU unless runtime.precision=fp32):
+        # part of every stage hash, so a cached stage is reused only in the precision that built it.
+        self.compute_dtype = compute_dtype_name(self.config.runtime.device, self.config.runtime.precision)
+        # Portable kernels compute other bits than the CPU's native ones: their folders apart too.
+        # A process that computes has them or not (`runtime.kernels` sets them in the kernels rqakit
+        # reproduce starts); one that only reads another's folders names them (`kernels`).
+        from ..env import portable_kernels_active
+
+        self.kernels = kernels or ("portable" if portable_kernels_active() else "native")
+
+    def apply(self) -> "Workspace":
+        """The one call that sets this config's process-wide settings: torch threads, the CPU
+        dropout masks and the precision. Every stage calls it before it computes; creating a
+        Workspace (to hash, list or read folders) changes nothing."""
+        from ..models import cpu_dropout
+        from ..runtime import set_precision
+
         if self.config.runtime.threads:
             import torch
 
             torch.set_num_threads(self.config.runtime.threads)
-        from ..models import cpu_dropout
-        from ..runtime import compute_dtype_name, set_precision
-
         cpu_dropout.use(self.config.runtime.dropout_masks == "kit")
         set_precision(self.config.runtime.precision)
-        # What the stages compute in (bfloat16 on a bf16 CPU or GPU unless runtime.precision=fp32):
-        # part of every stage hash, so a cached stage is reused only in the precision that built it.
-        self.compute_dtype = compute_dtype_name(self.config.runtime.device)
-        # Portable kernels compute other bits than the CPU's native ones: their folders apart too.
-        from ..env import portable_kernels_active
-
-        self.kernels = "portable" if portable_kernels_active() else "native"
+        return self
 
     def hash(self, stage: str, extra: dict | None = None, sections: dict | None = None) -> str:
         """Hash of the fields `stage` reads (minus NEUTRAL ones) and of the stages it needs;
