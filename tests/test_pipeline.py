@@ -247,7 +247,8 @@ def test_toy_profile_end_to_end(tmp_path, capsys):
     frame = pd.DataFrame(rows)
     assert set(frame["table"]) == {"retrieval", "rerank", "ablation", "listsize", "paired", "run"}
     chapters = json.loads((out / "chapters.json").read_text())["chapters"]
-    total = frame.query("system == 'reproduce' and metric == 'wall_time_s'")["value"].tolist()
+    timings = pd.DataFrame(json.loads((out / "timings.json").read_text()))
+    total = timings.query("system == 'reproduce' and metric == 'wall_time_s'")["value"].tolist()
     assert total == pytest.approx([sum(chapters[c]["wall_time_s"] for c in CHAPTERS)], rel=1e-3)
     assert all(0 < chapters[c]["overhead_s"] < chapters[c]["wall_time_s"] for c in CHAPTERS)
     report = (out / "report.md").read_text()

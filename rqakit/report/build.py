@@ -4,7 +4,7 @@
 
 reads the stage folders (it trains nothing) and writes under the report folder:
 
-    results.json                    every number as a tidy row (rqakit.report.results)
+    results.json                    every number as a tidy row (rqakit.report.results); timings.json the machine's times
     tables/table2_retrieval.{csv,md}   Table 2 analogue       tables/table3_rerank.*    Table 3 analogue
     tables/table4_ablation.*        Table 4 analogue          tables/list_size.*        Figure 4 analogue
     tables/paired_test.*            dynamic vs static         tables/hybrid.*           fusion chosen on val
@@ -100,23 +100,31 @@ def collect(ws, out_dir: str | Path) -> dict:
             "reach": results.threshold_reach(ws), "val_queries": len(ws.val.queries)}
 
 
+TIMINGS = ("wall_time_s", "overhead_s", "mean_step_s", "tokens_per_s")   # what the machine took, not the science
+
+
 def write_results(out_dir: str | Path, rows: list[dict]) -> Path:
+    """`results.json`: the science rows; `timings.json` beside it: what each stage and chapter took
+    on the machine that ran it (rows with a metric in `TIMINGS`)."""
     results.check_rows(rows)
-    path = Path(out_dir) / "results.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, rows)
-    return path
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "timings.json", [r for r in rows if r["metric"] in TIMINGS])
+    write_json_atomic(out / "results.json", [r for r in rows if r["metric"] not in TIMINGS])
+    return out / "results.json"
 
 
 def update_run_rows(out_dir: str | Path, new_rows: list[dict]) -> Path | None:
-    """Replace rows with the same (table, system, seed, metric) in results.json, append the rest."""
-    path = Path(out_dir) / "results.json"
-    if not path.exists():
+    """Replace rows with the same (table, system, seed, metric) in the report's results and
+    timings, append the rest."""
+    out = Path(out_dir)
+    if not (out / "results.json").exists():
         return None
+    rows = [r for name in ("results.json", "timings.json") if (out / name).exists()
+            for r in json.loads((out / name).read_text())]
     key = lambda r: (r["table"], r["system"], r["seed"], r["metric"])  # noqa: E731
     fresh = {key(r) for r in new_rows}
-    rows = [r for r in json.loads(path.read_text()) if key(r) not in fresh] + list(new_rows)
-    return write_results(out_dir, rows)
+    return write_results(out_dir, [r for r in rows if key(r) not in fresh] + list(new_rows))
 
 
 # ------------------------------------------------------------------------------ tables and figures
