@@ -129,9 +129,9 @@ def test_runtime_dropout_masks_torch_trains_with_torchs_own_masks_bit_for_bit(tm
         return model(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
 
     try:
-        Workspace(load_config("toy", {"runtime.dropout_masks": "torch", "runtime.workdir": str(tmp_path)}))
+        Workspace(load_config("toy", {"runtime.dropout_masks": "torch", "runtime.workdir": str(tmp_path)})).apply()
         assert torch.equal(forward(ours), forward(theirs))
-        Workspace(load_config("toy", {"runtime.workdir": str(tmp_path)}))          # the default: the kit's
+        Workspace(load_config("toy", {"runtime.workdir": str(tmp_path)})).apply()  # the default: the kit's
         assert not torch.equal(forward(ours), forward(theirs))
     finally:
         cpu_dropout.use(True)

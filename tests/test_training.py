@@ -298,6 +298,7 @@ def test_pointwise_warm_reranker_is_binary_cross_entropy_over_every_pair():
 
 def test_fp16_where_a_gpu_lacks_bf16_and_only_then_a_loss_scaler(monkeypatch):
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    monkeypatch.setattr(runtime, "_precision", "auto")   # whatever profile an earlier test applied
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)   # a V100 or T4
     assert runtime.compute_dtype(cuda) == torch.float16
     assert isinstance(runtime.loss_scaler(cuda), torch.amp.GradScaler)

@@ -40,19 +40,22 @@ def stage_results(cfg: RunConfig, *, clean: bool = False) -> dict:
     from ..artifacts import read_manifest
     from ..atomic import remove_stale
 
-    ws = Workspace(cfg, kernels=cfg.runtime.kernels)   # the folders rqakit reproduce makes for this config
+    # this process's folders, and for a profile with portable kernels also those rqakit reproduce makes
+    kinds = dict.fromkeys([None, cfg.runtime.kernels])
+    spaces = [Workspace(cfg, kernels=k) for k in kinds]
+    ws = spaces[0]
     rows, removed = [], []
     for stage_dir in sorted(p for p in ws.root.glob("*") if p.is_dir()) if ws.root.is_dir() else []:
         try:
-            current = ws.folder(stage_dir.name).name
+            current = {w.folder(stage_dir.name).name for w in spaces}
         except RqaError:
-            current = None  # not a stage this kit version knows
+            current = set()  # not a stage this kit version knows
         for entry in sorted(stage_dir.iterdir()):
             if entry.name == "latest" or entry.name.startswith("."):
                 continue
             cfg_hash, manifest = entry.name.removesuffix(".work"), read_manifest(entry)
             kind = "work" if entry.name.endswith(".work") else "result" if manifest else "incomplete"
-            row = {"stage": stage_dir.name, "hash": cfg_hash, "kind": kind, "current": cfg_hash == current,
+            row = {"stage": stage_dir.name, "hash": cfg_hash, "kind": kind, "current": cfg_hash in current,
                    "finished_at": (manifest or {}).get("finished_at")}
             if clean and not row["current"]:
                 shutil.rmtree(entry, ignore_errors=True)
