@@ -18,7 +18,7 @@ from ..artifacts import run_stage
 from ..config import config_hash
 from ..errors import RqaError
 from ..models import CrossEncoder
-from ..rerank import rerank
+from ..rerank import ScoreCache, rerank
 from .common import load_run, metrics_of, save_run, write_json
 from .workspace import Workspace
 
@@ -26,6 +26,7 @@ NEEDS = ()
 READS = ("evaluate.rerank_depth", "evaluate.measures", "evaluate.relevance", "data.eval", "data.train",
          "data.use_titles")
 RERANKER_MODELS = {"warmup_ce": "model", "joint": "reranker"}   # where a stage keeps its re-ranker
+SCORES = ".scores.parquet"   # the scores every pass shares, beside the folders (a dot: no result folder)
 
 
 def reranker_model(folder: Path) -> Path:
@@ -58,8 +59,12 @@ def run(ws: Workspace, *, retriever: Path, reranker: Path, name: str, run_name: 
 
     def build(tmp: Path) -> dict:
         ce = CrossEncoder.from_pretrained(reranker_model(reranker))
+        # one score per (re-ranker fingerprint, query, passage) across every pass: the warm re-ranker
+        # meets the same candidates in many retrievers' top N
+        cache = ScoreCache(ws.root / "rerank" / SCORES)
         reranked = rerank(ce, load_run(retriever, run_name), ws.test.queries, ws.corpus,
-                          top_n=cfg.evaluate.rerank_depth, batch_size=cfg.evaluate.batch_size)
+                          top_n=cfg.evaluate.rerank_depth, batch_size=cfg.evaluate.batch_size, cache=cache)
+        cache.save()
         save_run(tmp, "reranked.test", reranked)
         metrics = metrics_of(reranked, ws.test, cfg.evaluate.measures, ws.corpus, cfg.evaluate.relevance)
         write_json(tmp / "metrics.json", metrics)
