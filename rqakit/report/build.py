@@ -422,6 +422,11 @@ def render_report(ws, out_dir: Path, head: list[str], data: dict, written: dict,
               "so they are shown apart and never compared cell by cell. R@k in the paper is a hit rate.", ""]
     for name in ("table2", "table3", "table4", "figure4"):
         parts += [md(f"paper_{name}"), ""]
+    if (out_dir / "reproductions.md").exists():
+        parts += ["## Reproduction log", "",
+                  "Every run that reproduced this report, with its machine, precision and how far it landed from these "
+                  "results, earlier passes included: [reproductions.md](reproductions.md) (`rqakit reproduce --record`).",
+                  ""]
     parts += [wall_time_section(ws, out_dir, data["runs"]), ""]
     return "\n".join(parts)
 
