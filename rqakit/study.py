@@ -178,8 +178,11 @@ def run_config(profile: str, overrides: dict, base: list | dict | None = None):
 
 
 def train_run(profile: str, cond: Condition, arm_name: str, seed: int, point: dict | None, *,
-              base_overrides=None, log=print) -> Path:
-    """The joint folder of one run (trained unless cached)."""
+              base_overrides=None, log=print) -> tuple[Path, object, dict]:
+    """One run of an arm, trained unless cached: (its joint folder, the Workspace it ran in, the
+    overrides that make it). The report's own runs (power at `ablations.seeds`) evaluate as the
+    report's chapters do, so they are the same folders; every other run evaluates only what the
+    study reads."""
     from .stages import Workspace, joint
 
     arm = cond.arms()[arm_name]
