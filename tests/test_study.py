@@ -108,3 +108,10 @@ def test_rqakit_study_report_runs_the_notebook_on_the_run_files_alone(tmp_path, 
     empty.mkdir()
     assert main(["study", "--profile", "toy", "--report", "--out", str(empty)]) == 2
     assert "no exported runs in" in capsys.readouterr().err
+
+
+def test_a_seed_without_its_pair_waits():
+    records = [record("power", arm, s, 0.70 + 0.01 * s) for arm in ("dynamic", "static") for s in (1, 2, 3)]
+    records.append(record("power", "dynamic", 4, 0.9))                  # its static run is still training
+    c = compare_condition(records, condition("power"))
+    assert c["seeds_dynamic"] == c["seeds_static"] == [1, 2, 3] and c["test"] == "paired t over seeds"

@@ -55,6 +55,8 @@ def compare_condition(records: list[dict], cond: Condition, measure: str = MEASU
     precision, others = _one_precision(dyn_all, sta_all)
     dyn = {r["seed"]: r for r in dyn_all if str(r["precision"]) == precision}
     sta = {r["seed"]: r for r in sta_all if str(r["precision"]) == precision}
+    paired = set(dyn) & set(sta)           # a seed one arm has not reached yet waits for its pair
+    dyn, sta = {s: dyn[s] for s in sorted(paired)}, {s: sta[s] for s in sorted(paired)}
     own = [r for r in dyn_all + sta_all if r["condition"] == cond.key]
     out = {"condition": cond.key, "title": cond.title, "extension": cond.extension, "precision": precision,
            "other_precisions": others, "seeds_dynamic": sorted(dyn), "seeds_static": sorted(sta),
