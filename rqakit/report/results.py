@@ -288,8 +288,12 @@ def compare(ws, frame: pd.DataFrame, systems_runs: dict, a: tuple[str, str], b: 
            **compare_seeds(seeds_of(frame, *a, measure), seeds_of(frame, *b, measure))}
     if a[1] in systems_runs and b[1] in systems_runs:
         score = split_scorer(ws, ws.test, per_query_values=True)
-        qa = per_query_over_seeds(list(systems_runs[a[1]].values()), ws.test.qrels, measure, score)
-        qb = per_query_over_seeds(list(systems_runs[b[1]].values()), ws.test.qrels, measure, score)
+        cache = systems_runs.setdefault("_per_query", {})   # a system scored once, however many claims name it
+        for system in (a[1], b[1]):
+            if (system, measure) not in cache:
+                cache[system, measure] = per_query_over_seeds(list(systems_runs[system].values()), ws.test.qrels,
+                                                              measure, score)
+        qa, qb = cache[a[1], measure], cache[b[1], measure]
         q = paired_test(qa, qb.loc[qa.index])
         out.update({"query_p": q["p_ttest"], "query_p_wilcoxon": q["p_wilcoxon"], "n_queries": q["n"],
                     "query_ci": bootstrap_queries(qa.values, qb.loc[qa.index].values)})
