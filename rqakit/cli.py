@@ -150,6 +150,21 @@ def _cmd_audit(args) -> dict:
     return run_audit(cfg, seed=args.seed, teacher=args.teacher, force=args.force, **kwargs)
 
 
+def _cmd_export(args) -> dict:
+    from .models.st_export import export_sentence_transformers
+
+    written = export_sentence_transformers(args.folder)
+    kind = json.loads(Path(args.folder, "rqakit.json").read_text(encoding="utf-8"))["kind"]
+    return {"folder": args.folder, "kind": kind, "written": [str(p) for p in written]}
+
+
+def _cmd_init(args) -> dict:
+    from .data.starter import init_profile
+
+    return init_profile(args.profile_file, data=args.data, source=args.source, force=args.force,
+                        log=lambda message: print(message, file=sys.stderr))
+
+
 def _cmd_config(args) -> dict:
     from .config import field_help, load_config
 
@@ -250,6 +265,21 @@ def build_parser() -> argparse.ArgumentParser:
     au.add_argument("--force", action="store_true")
     au.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     au.set_defaults(func=_cmd_audit)
+
+    ex = sub.add_parser("export", help="add the sentence-transformers files to a retriever or re-ranker folder saved "
+                                       "by the kit (weights untouched)")
+    ex.add_argument("folder")
+    ex.set_defaults(func=_cmd_export)
+
+    it = sub.add_parser("init", help="check your own collection (a BEIR folder) and write a starting profile for it, "
+                                     "which `rqakit plan` and `rqakit reproduce` take as is")
+    it.add_argument("profile_file", metavar="PROFILE.yaml", help="the profile to write")
+    it.add_argument("--data", required=True, metavar="FOLDER",
+                    help="a BEIR folder: corpus.jsonl, queries.jsonl, qrels/train.tsv (and dev.tsv, test.tsv)")
+    it.add_argument("--from", dest="source", default=DEFAULT_PROFILE, metavar="PROFILE",
+                    help=f"the built-in profile whose settings to start from (default {DEFAULT_PROFILE}; toy: minutes)")
+    it.add_argument("--force", action="store_true", help="overwrite an existing profile file")
+    it.set_defaults(func=_cmd_init)
 
     cf = sub.add_parser("config", help="print a profile's resolved config as JSON")
     cf.add_argument("--profile", default=DEFAULT_PROFILE)

@@ -15,6 +15,7 @@ A saved cross encoder is a plain transformers folder plus the head::
     folder/config.json, model.safetensors, tokenizer files   the backbone (AutoModel)
     folder/score_head.safetensors                            weight (1, h), bias (1,)
     folder/rqakit.json                                       kind, pooling, max_length, ...
+    folder/modules.json, 2_Dense/, ...                       for sentence_transformers.CrossEncoder(folder)
 
 Loading it with transformers and safetensors alone (pooling "cls")::
 
@@ -50,6 +51,7 @@ from rqakit.models.backbone import (
     resolve_backbone,
     write_model_card,
 )
+from rqakit.models.st_export import export_sentence_transformers
 from rqakit.types import Doc, passage_text
 
 KIND = "cross_encoder"
@@ -144,7 +146,8 @@ class CrossEncoder(nn.Module):
         )
 
     def save_pretrained(self, folder: str | os.PathLike) -> Path:
-        """Backbone + tokenizer as a plain HF folder, score_head.safetensors, rqakit.json."""
+        """Backbone + tokenizer as a plain HF folder, score_head.safetensors, rqakit.json, and the
+        files that let `sentence_transformers.CrossEncoder(folder)` load it (`rqakit.models.st_export`)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self.backbone.save_pretrained(folder)
@@ -152,6 +155,7 @@ class CrossEncoder(nn.Module):
         head = {name: tensor.detach().contiguous().cpu() for name, tensor in self.score_head.state_dict().items()}
         save_file(head, str(folder / HEAD_FILE))
         write_model_card(folder, dict(kind=KIND, **self.options()))
+        export_sentence_transformers(folder)
         return folder
 
     @classmethod

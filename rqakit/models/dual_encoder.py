@@ -14,6 +14,7 @@ A saved dual encoder is plain transformers folders plus a small json::
     folder/query_encoder/     config.json, model.safetensors, tokenizer files
     folder/passage_encoder/   the same (absent when the towers are shared)
     folder/rqakit.json        kind, shared, pooling, normalize, temperature, lengths
+    folder/modules.json, ...  what SentenceTransformer(folder) reads (`rqakit.models.st_export`)
 
 Loading it with transformers alone (pooling "cls", normalize off)::
 
@@ -49,6 +50,7 @@ from rqakit.models.backbone import (
     resolve_backbone,
     write_model_card,
 )
+from rqakit.models.st_export import export_sentence_transformers
 from rqakit.types import Doc
 
 KIND = "dual_encoder"
@@ -191,7 +193,8 @@ class DualEncoder(nn.Module):
         )
 
     def save_pretrained(self, folder: str | os.PathLike) -> Path:
-        """Write query_encoder/ (and passage_encoder/ unless shared) as HF folders + rqakit.json."""
+        """Write query_encoder/ (and passage_encoder/ unless shared) as HF folders + rqakit.json, and
+        the files that let `SentenceTransformer(folder)` load it (`rqakit.models.st_export`)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         towers = [(QUERY_FOLDER, self.query_encoder)]
@@ -201,6 +204,7 @@ class DualEncoder(nn.Module):
             tower.save_pretrained(folder / name)
             self.tokenizer.save_pretrained(folder / name)
         write_model_card(folder, dict(kind=KIND, shared=self.shared, **self.options()))
+        export_sentence_transformers(folder)
         return folder
 
     @classmethod
