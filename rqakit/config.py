@@ -41,11 +41,12 @@ class DataConfig:
     max_train_queries: int | None = _f(None, "cap on training queries (null: all)")
     answer_free_negatives: bool = _f(True, "where the training split has answers (NQ), a passage containing one "
                                            "(DPR has_answer) is never a negative, as DPR's and RocketQA's NQ data")
+    files: FilesConfig = field(default_factory=FilesConfig)
 
 
 @dataclass
 class ModelConfig:
-    backbone: str = _f("tiny", "backbone of all three towers: tiny | minilm | bert-base | a folder")
+    backbone: str = _f("tiny", "backbone of all three towers: tiny | minilm | bert-base | a folder | a Hugging Face hub ID")
     pooling: str = _f("cls", "dual-encoder pooling: cls (raw [CLS], official code) | mean")
     ce_pooling: str = _f("cls", "cross-encoder head input: cls (official code) | mean (faster for MiniLM)")
     shared_towers: bool = _f(False, "one tower for queries and passages (RocketQAv2: separate)")

@@ -1,4 +1,4 @@
-"""Where an encoder's starting weights come from: a short name or a checkpoint folder.
+"""Where an encoder's starting weights come from: a short name, a checkpoint folder or a hub ID.
 
 | name        | resolves to                                                                  |
 |-------------|------------------------------------------------------------------------------|
@@ -8,7 +8,10 @@
 | "tiny"      | a random 2-layer BERT (hidden 32, 2 heads, FFN 64, seed 0) with the real     |
 |             | uncased WordPiece vocab, built once into the cache folder; for tests and     |
 |             | smoke runs                                                                   |
-| a folder    | itself, if it holds a Hugging Face model (config.json)                       |
+| a folder    | itself, if it holds a Hugging Face model (config.json); a name that starts   |
+|             | with / . ~ or exists on disk is a folder                                     |
+| a hub ID    | "org/name": its snapshot in the Hugging Face cache, else the ID (transformers |
+|             | downloads it; under HF_HUB_OFFLINE an RqaError), see `rqakit.models.hub`     |
 
 The cache folder is ``$RQAKIT_CACHE`` or ``~/.cache/rqakit``.
 """
@@ -55,7 +58,9 @@ def minilm_package_dir() -> Path | None:
 
 
 def resolve_backbone(name: str | os.PathLike) -> str:
-    """A short name ("minilm", "bert-base", "tiny") or a model folder -> what `from_pretrained` takes."""
+    """A short name ("minilm", "bert-base", "tiny"), a model folder or a hub ID -> what `from_pretrained` takes."""
+    from rqakit.models.hub import is_hub_id, looks_like_path, resolve_hub_id
+
     name = str(name)
     if name == "minilm":
         package_dir = minilm_package_dir()
@@ -64,6 +69,8 @@ def resolve_backbone(name: str | os.PathLike) -> str:
         return BERT_BASE_HUB_NAME
     if name == "tiny":
         return str(tiny_backbone_dir())
+    if not looks_like_path(name) and is_hub_id(name):
+        return resolve_hub_id(name)
     return str(check_model_folder(name))
 
 
@@ -80,8 +87,12 @@ def backbone_shape(name: str | os.PathLike) -> tuple[object, str]:
 
     from transformers import AutoConfig
 
+    from rqakit.models.hub import hub_snapshot, is_hub_id
+
     try:
         path = resolve_backbone(name)
+        if not Path(path).exists() and is_hub_id(path):   # "bert-base" -> bert-base-uncased, or a hub ID to download
+            path = str(hub_snapshot(path) or path)
         return AutoConfig.from_pretrained(path), "config.json"
     except (OSError, RqaError):
         hub = {"bert-base": BERT_BASE_HUB_NAME, "minilm": MINILM_HUB_NAME}.get(str(name), str(name))
@@ -97,7 +108,8 @@ def check_model_folder(path: str | os.PathLike) -> Path:
     folder = Path(path)
     if not folder.exists():
         raise RqaError(
-            f"checkpoint folder {folder} does not exist; give a model folder or one of {', '.join(SHORT_NAMES)}"
+            f"checkpoint folder {folder} does not exist; give a model folder, a Hugging Face hub ID or one of "
+            f"{', '.join(SHORT_NAMES)}"
         )
     if not (folder / "config.json").is_file():
         hint = ""
