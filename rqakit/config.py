@@ -41,7 +41,6 @@ class DataConfig:
     max_train_queries: int | None = _f(None, "cap on training queries (null: all)")
     answer_free_negatives: bool = _f(True, "where the training split has answers (NQ), a passage containing one "
                                            "(DPR has_answer) is never a negative, as DPR's and RocketQA's NQ data")
-    files: FilesConfig = field(default_factory=FilesConfig)
 
 
 @dataclass
