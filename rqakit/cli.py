@@ -150,6 +150,15 @@ def _cmd_audit(args) -> dict:
     return run_audit(cfg, seed=args.seed, teacher=args.teacher, force=args.force, **kwargs)
 
 
+def _cmd_search(args) -> dict | str:
+    from .ask import ask, format_answer
+
+    answer = ask(args.query, retriever=args.retriever, dataset=args.dataset, k=args.k, rerank=args.rerank,
+                 depth=args.depth, query_id=args.query_id, use_titles=False if args.no_titles else None,
+                 batch_size=args.batch_size)
+    return answer if args.json else format_answer(answer)
+
+
 def _cmd_export(args) -> dict:
     from .models.st_export import export_sentence_transformers
 
@@ -266,6 +275,20 @@ def build_parser() -> argparse.ArgumentParser:
     au.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     au.set_defaults(func=_cmd_audit)
 
+    se = sub.add_parser("search", help="a trained system's top k of a collection for one query (corpus embeddings "
+                                       "cached: a second query costs seconds)")
+    se.add_argument("query", nargs="?", default=None, help="the query text (optional with --query-id)")
+    se.add_argument("--retriever", required=True, help="retriever folder (or a backbone name, read zero-shot)")
+    se.add_argument("--rerank", default=None, help="re-ranker folder: re-score the retriever's top --depth")
+    se.add_argument("--dataset", required=True, help="ir_datasets ID or profile name (its collection)")
+    se.add_argument("--k", type=positive_int, default=10, help="how many documents to print")
+    se.add_argument("--depth", type=positive_int, default=None, help="candidates re-ranked (default max(k, 30))")
+    se.add_argument("--query-id", default=None, help="a query of the collection's splits: its text and qrels labels")
+    se.add_argument("--no-titles", action="store_true", help="passage text without titles")
+    se.add_argument("--batch-size", type=positive_int, default=64, help="encoding and re-ranking batch size")
+    se.add_argument("--json", action="store_true", help="print the answer as JSON")
+    se.set_defaults(func=_cmd_search)
+
     ex = sub.add_parser("export", help="add the sentence-transformers files to a retriever or re-ranker folder saved "
                                        "by the kit (weights untouched)")
     ex.add_argument("folder")
@@ -314,6 +337,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if isinstance(result, dict) and args.command == "evaluate":
         result.setdefault("wall_time_s", round(time.time() - start, 2))
+    if isinstance(result, str):   # a command that prints a table (search)
+        print(result)
+        return 0
     print(json.dumps(result, indent=None if args.command != "config" else 2, default=str))
     return 0
 

@@ -14,7 +14,7 @@ LAYERS = (
     ("models", "losses", "fusion", "artifacts"),                     # towers; the paper's losses; stage folders
     ("encode", "objectives", "training", "mining"),                  # inference; what stages optimise; the loop; lists
     ("rerank", "search"),                                            # re-ranking and retrieval
-    ("stages",),                                                     # baselines -> warmup -> augment -> joint
+    ("stages", "ask"),                                               # baselines -> warmup -> augment -> joint; one question
     ("audit", "explore", "cost", "study"),                           # what reads stages: audit, explorer, plan, study
     ("walkthrough",),                                                # the walkthrough's steps (the audit's rule among them)
     ("report",),                                                     # tables, figures, report.md
