@@ -87,13 +87,13 @@ def collection_id(dataset_id: str) -> str:
         return dataset_id
 
 
-def corpus_key(de, corpus) -> str:
+def corpus_key(de, corpus, dtype: torch.dtype) -> str:
     """Fingerprint of what decides a corpus's passage embeddings (16 hex digits)."""
-    from rqakit.runtime import compute_dtype, dtype_name
+    from rqakit.runtime import dtype_name
 
     options = {k: v for k, v in de.options().items() if k not in ("temperature", "query_max_length")}
     settings = dict(options, collection=collection_id(corpus.dataset_id),
-                    use_titles=bool(corpus.use_titles), compute_dtype=dtype_name(compute_dtype(de.device)))
+                    use_titles=bool(corpus.use_titles), compute_dtype=dtype_name(dtype))
     digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode())
     for name, tensor in de.passage_encoder.state_dict().items():
         data = tensor.detach().cpu().contiguous().reshape(-1)
@@ -121,40 +121,45 @@ def stage_embeddings(retriever: str | Path, de, corpus):
     return shards if shards.complete and same_corpus and same_model else None
 
 
-def corpus_embeddings(retriever: str | Path, de, corpus, *, cache_root: Path | None = None, batch_size: int = 64):
-    """(EmbeddingShards of the corpus, their folder, whether they were there already)."""
+def corpus_embeddings(retriever: str | Path, de, corpus, dtype: torch.dtype, *, cache_root: Path | None = None,
+                      batch_size: int = 64):
+    """(EmbeddingShards of the corpus, their folder, whether they were there already); built in `dtype`."""
     from rqakit.encode import EmbeddingShards, encode_corpus
     from rqakit.models.backbone import cache_dir
 
     found = stage_embeddings(retriever, de, corpus)
     if found is not None:
         return found, found.out_dir, True
-    folder = Path(cache_root or cache_dir() / SEARCH_CACHE) / corpus_key(de, corpus)
+    folder = Path(cache_root or cache_dir() / SEARCH_CACHE) / corpus_key(de, corpus, dtype)
     if (folder / "embeddings.json").is_file() and EmbeddingShards(folder).complete:
         return EmbeddingShards(folder), folder, True
-    shards = encode_corpus(de, corpus.iter_docs(), folder, batch_size=batch_size, total=corpus.known_len())
+    shards = encode_corpus(de, corpus.iter_docs(), folder, batch_size=batch_size, total=corpus.known_len(),
+                           compute_dtype=dtype)
     return shards, folder, False
 
 
 def ask(query: str | None, *, retriever: str, dataset: str, k: int = 10, rerank: str | None = None,
         depth: int | None = None, query_id: str | None = None, use_titles: bool | None = None,
-        batch_size: int = 64, cache_root: Path | None = None) -> dict:
+        batch_size: int = 64, precision: str | None = None, cache_root: Path | None = None) -> dict:
     """The top k of `dataset` for `query` (or the split query `query_id`), each with its retriever
     score, its re-ranker logit when `rerank` names a re-ranker folder (which re-scores the
-    retriever's top `depth`, default max(k, 30)) and its qrels label when the query is a split's."""
+    retriever's top `depth`, default max(k, 30)) and its qrels label when the query is a split's.
+    precision: "fp32" or "auto" (runtime.precision; None: the process's)."""
     from rqakit.encode import encode_queries
     from rqakit.runs import ranked
+    from rqakit.runtime import compute_dtype
     from rqakit.search import dense_search, load_dual_encoder
 
     started = time.perf_counter()
     collection = open_collection(dataset, use_titles)
     text, qid, split = find_query(collection, query, query_id)
     de = load_dual_encoder(retriever)
-    shards, folder, reused = corpus_embeddings(retriever, de, collection.corpus, cache_root=cache_root,
+    dtype = compute_dtype(de.device, precision)
+    shards, folder, reused = corpus_embeddings(retriever, de, collection.corpus, dtype, cache_root=cache_root,
                                                batch_size=batch_size)
     depth = max(k, depth or DEFAULT_RERANK_DEPTH) if rerank else k
     run_id = qid or FREE_QUERY_ID
-    q_emb = encode_queries(de, [text], batch_size=batch_size, progress=False)
+    q_emb = encode_queries(de, [text], batch_size=batch_size, compute_dtype=dtype, progress=False)
     retrieved = dense_search(q_emb, shards, depth, query_ids=[run_id])[run_id]
     final, reranked = retrieved, None
     if rerank:
@@ -164,7 +169,8 @@ def ask(query: str | None, *, retriever: str, dataset: str, k: int = 10, rerank:
         if not Path(rerank, "rqakit.json").exists():
             raise RqaError(f"--rerank {rerank} is not a cross-encoder folder written by the kit (no rqakit.json)")
         reranked = rerank_run(CrossEncoder.from_pretrained(rerank), {run_id: retrieved}, {run_id: text},
-                              collection.corpus, top_n=depth, batch_size=batch_size, progress=False)[run_id]
+                              collection.corpus, top_n=depth, batch_size=batch_size, compute_dtype=dtype,
+                              progress=False)[run_id]
         final = reranked
     top = ranked(final)[:k]
     docs = collection.corpus.get_many([doc_id for doc_id, _ in top])

@@ -167,6 +167,29 @@ class RunFolder:
         hurt = frame[frame["B - A"] < 0].sort_values("B - A").head(n).index.tolist()
         return {"helped": helped, "hurt": hurt}
 
+    def model_folder(self, system: str, kind: str = "dual_encoder") -> Path:
+        """The saved model behind a system's run: its stage's `retriever/`, `reranker/` or `model/`."""
+        self._check_system(system)
+        stage, name = system.split("/", 1)
+        for sub in (name, "model", "retriever" if kind == "dual_encoder" else "reranker"):
+            card = self.stages[stage] / sub / "rqakit.json"
+            if card.is_file() and json.loads(card.read_text()).get("kind") == kind:
+                return card.parent
+        raise RqaError(f"system {system!r} has no saved {kind.replace('_', ' ')}; choose a trained retriever or re-ranker")
+
+    def ask(self, text: str, system: str | None = None, k: int = 10, rerank: str | None = None) -> pd.DataFrame:
+        """A free-text query against the run's collection (`rqakit search`, embeddings cached): the top k
+        of `system`'s retriever (default B of `default_pair`), re-ranked by the re-ranker of the system
+        `rerank` names; labels when the text is a query of the test split."""
+        from .ask import ask
+
+        data = self.config.data
+        answer = ask(text, retriever=str(self.model_folder(system or default_pair(self)[1])), k=k,
+                     rerank=str(self.model_folder(rerank, "cross_encoder")) if rerank else None,
+                     dataset=data.eval or data.train, use_titles=data.use_titles,
+                     precision=self.config.runtime.precision)
+        return pd.DataFrame(answer["hits"]).set_index("rank")
+
 
 def _shorten(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."

@@ -104,6 +104,20 @@ def test_the_widget_opens_on_a_query_and_redraws_once_per_change(run_folder):
     assert ui.state["draws"] == 4
 
 
+def test_ask_a_free_text_query_of_the_run_s_retriever_and_re_ranker(run_folder, toy_ws, tmp_path, monkeypatch):
+    monkeypatch.setenv("RQAKIT_CACHE", str(tmp_path))   # the corpus embeddings' cache
+    b = default_pair(run_folder)[1]
+    qid, text = next(iter(toy_ws.test.queries.items()))
+    hits = run_folder.ask(text, k=5)                    # a test query's text: the run's ranking, labelled
+    assert hits.index.tolist() == [1, 2, 3, 4, 5]
+    assert hits["doc_id"].tolist() == [d for d, _ in ranked(run_folder.run(b)[qid])[:5]]
+    assert hits["label"].tolist() == [toy_ws.test.qrels[qid].get(d) for d in hits["doc_id"]]
+    reranked = run_folder.ask("where do otters live", rerank="joint-dynamic-m4-s1/reranker", k=3)
+    assert "label" not in reranked and reranked["reranker"].is_monotonic_decreasing
+    with pytest.raises(RqaError, match="has no saved dual encoder"):
+        run_folder.ask(text, system="baselines/bm25")
+
+
 @pytest.mark.slow
 def test_the_explorer_notebook_renders_worked_examples_under_papermill(run_folder, tmp_path):
     import papermill
@@ -114,7 +128,8 @@ def test_the_explorer_notebook_renders_worked_examples_under_papermill(run_folde
     with kernel_environment():
         papermill.execute_notebook(str(notebooks_dir() / "explorer.ipynb"), str(tmp_path / "explorer.ipynb"),
                                    parameters={"run_folder": str(run_folder.root), "interactive": False,
-                                               "out_dir": str(out), "n_examples": 2}, progress_bar=False)
+                                               "out_dir": str(out), "n_examples": 2,
+                                               "free_query": "where do otters live"}, progress_bar=False)
     summary = json.loads((out / "explorer.json").read_text())
     a, b = default_pair(run_folder)
     assert (summary["A"], summary["B"]) == (a, b)
@@ -124,6 +139,8 @@ def test_the_explorer_notebook_renders_worked_examples_under_papermill(run_folde
     text = "\n".join(o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.outputs)
     assert all(f"query {q} " in text for q in summary["examples"]["helped"] + summary["examples"]["hurt"])
     assert "static rendering" in text
+    shown = [o["data"].get("text/plain", "") for o in executed.cells[-1].outputs if "data" in o]
+    assert any("doc_id" in table and "retriever" in table for table in shown)   # the free query's top k
 
 
 def test_the_committed_explorer_copy_shows_the_committed_toy_report():
