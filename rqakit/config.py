@@ -11,8 +11,10 @@ disagree, the official code's choice is the default and the paper's reading is a
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -30,6 +32,25 @@ def _f(default, help: str):
     return field(default=default, metadata={"help": help})
 
 
+SPLIT_NAMES = ("train", "dev", "test")   # the splits of a collection named by data.files
+
+
+@dataclass
+class QrelsFiles:
+    train: str | None = _f(None, "qrels of the train split (TREC or BEIR TSV, data/README.md)")
+    dev: str | None = _f(None, "qrels of the dev split")
+    test: str | None = _f(None, "qrels of the test split")
+
+
+@dataclass
+class FilesConfig:
+    beir: str | None = _f(None, "your own collection as a BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv "
+                                "(a relative path: from the profile's folder); data.train and data.eval name its splits")
+    docs: str | None = _f(None, "... or as separate files: the docs (TSV or JSONL, data/README.md)")
+    queries: str | None = _f(None, "the queries of every split (TSV or JSONL); a split holds those its qrels judge")
+    qrels: QrelsFiles = field(default_factory=QrelsFiles)
+
+
 @dataclass
 class DataConfig:
     train: str = _f("rqakit/toy/train", "ir_datasets ID of the training queries (and corpus)")
@@ -41,6 +62,7 @@ class DataConfig:
     max_train_queries: int | None = _f(None, "cap on training queries (null: all)")
     answer_free_negatives: bool = _f(True, "where the training split has answers (NQ), a passage containing one "
                                            "(DPR has_answer) is never a negative, as DPR's and RocketQA's NQ data")
+    files: FilesConfig = field(default_factory=FilesConfig)
 
 
 @dataclass
@@ -275,9 +297,106 @@ def load_config(profile: str = "toy", overrides: dict | list | None = None) -> R
     raw = read_profile(path)
     cfg = RunConfig(profile=path.stem)
     apply_overrides(cfg, _flatten(raw))
+    _absolute_files(cfg.data.files, path.resolve().parent)   # a profile's files: from its folder
     apply_overrides(cfg, overrides)
+    _absolute_files(cfg.data.files, Path.cwd())               # --set ones: from the working folder
+    resolve_collection(cfg.data)
     validate(cfg)
     return cfg
+
+
+# --------------------------------------------------------------------- your own collection (data.files)
+# dataset id -> {"docs", "queries", "qrels": {split: path}, "split", "where"}: every split a loaded config
+# resolved to, registered in ir_datasets by the data layer when the ID is first opened.
+LOCAL_COLLECTIONS: dict[str, dict] = {}
+_LOCAL_ID = re.compile(r"local/[0-9a-f]{16}/(train|dev|test)")
+
+
+def _absolute_files(files: FilesConfig, base: Path) -> None:
+    """Relative paths of data.files made absolute against `base`."""
+    for key in ("beir", "docs", "queries"):
+        if getattr(files, key) is not None:
+            setattr(files, key, str((base / Path(str(getattr(files, key))).expanduser()).resolve()))
+    for split in SPLIT_NAMES:
+        if getattr(files.qrels, split) is not None:
+            setattr(files.qrels, split, str((base / Path(str(getattr(files.qrels, split))).expanduser()).resolve()))
+
+
+def collection_files(files: FilesConfig) -> dict | None:
+    """{"docs", "queries", "qrels": {split: path}, "where"} of data.files (None when unset): a BEIR
+    folder's corpus.jsonl, queries.jsonl and the qrels/<split>.tsv it holds, or the separate files."""
+    qrels = {s: getattr(files.qrels, s) for s in SPLIT_NAMES if getattr(files.qrels, s)}
+    if files.beir:
+        if files.docs or files.queries or qrels:
+            raise RqaError("data.files names a BEIR folder and separate files; keep one: beir, or docs + queries + qrels")
+        folder = Path(files.beir)
+        if not folder.is_dir():
+            raise RqaError(f"data.files.beir: {folder} is not a folder; give a BEIR folder (corpus.jsonl, queries.jsonl, "
+                           "qrels/<split>.tsv)")
+        for name in ("corpus.jsonl", "queries.jsonl"):
+            if not (folder / name).is_file():
+                raise RqaError(f"data.files.beir: {folder / name} does not exist; a BEIR folder holds corpus.jsonl, "
+                               "queries.jsonl and qrels/<split>.tsv")
+        qrels = {s: str(folder / "qrels" / f"{s}.tsv") for s in SPLIT_NAMES if (folder / "qrels" / f"{s}.tsv").is_file()}
+        return {"docs": str(folder / "corpus.jsonl"), "queries": str(folder / "queries.jsonl"), "qrels": qrels,
+                "where": f"{folder / 'qrels'}/<split>.tsv"}
+    if not (files.docs or files.queries or qrels):
+        return None
+    missing = [f"data.files.{k}" for k in ("docs", "queries") if not getattr(files, k)]
+    if missing or not qrels:
+        raise RqaError(f"data.files names no {' and no '.join(missing or ['qrels'])}; separate files need docs, queries "
+                       "and the qrels of at least the train split (data.files.qrels.train)")
+    for key in ("docs", "queries"):
+        if not Path(getattr(files, key)).is_file():
+            raise RqaError(f"data.files.{key}: {getattr(files, key)} does not exist; give the path of a {key} file")
+    return {"docs": files.docs, "queries": files.queries, "qrels": qrels, "where": "data.files.qrels.<split>"}
+
+
+@functools.lru_cache(maxsize=64)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def content_digest(*paths: str) -> str:
+    """16 hex digits over the bytes of the files, in order (their names and places do not count)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        stat = Path(path).stat()
+        digest.update(_file_digest(str(path), stat.st_size, stat.st_mtime_ns).encode())
+    return digest.hexdigest()[:16]
+
+
+def resolve_collection(d: DataConfig) -> None:
+    """With data.files set, data.train and data.eval name splits of that collection (train, dev,
+    test); each becomes the ID `local/<digest>/<split>`, the digest over the content of the docs,
+    the queries and that split's qrels: an edited file reruns what reads it, a moved one nothing.
+    The data layer registers the ID when it is first opened (`LOCAL_COLLECTIONS`)."""
+    files = collection_files(d.files)
+    if files is None:
+        return
+    for key in ("train", "eval"):
+        value = getattr(d, key)
+        if value is None and key == "eval":
+            continue
+        known = _LOCAL_ID.fullmatch(str(value))
+        split = known.group(1) if known else value
+        if split not in SPLIT_NAMES:
+            raise RqaError(f"data.{key} = {value!r}: with data.files, name a split of the collection "
+                           f"({', '.join(SPLIT_NAMES)})" + ("" if key == "train" else " or null for a seeded split of train"))
+        if split not in files["qrels"]:
+            fix = "" if key == "train" else ", or set data.eval: null to hold out data.eval_fraction of train"
+            raise RqaError(f"data.{key} = {split!r} but the collection has no {split} qrels "
+                           f"({files['where'].replace('<split>', split)}); add them{fix}")
+        if key == "eval" and split == d.train.rsplit("/", 1)[-1]:
+            raise RqaError(f"data.eval = {split!r} is the training split; name another split, or null to hold out "
+                           "data.eval_fraction of train")
+        dataset_id = f"local/{content_digest(files['docs'], files['queries'], files['qrels'][split])}/{split}"
+        LOCAL_COLLECTIONS[dataset_id] = {**files, "split": split}
+        setattr(d, key, dataset_id)
 
 
 def read_profile(path: Path) -> dict:
@@ -450,9 +569,10 @@ def config_hash(cfg: RunConfig | dict, *sections: str, extra: dict | None = None
 
 
 # Fields that change how fast a stage runs, never what it writes (runtime.dropout_masks: another
-# random stream of the same law). Stage and report hashes leave them out.
+# random stream of the same law), and data.files, whose content enters through the IDs it resolves
+# data.train and data.eval to. Stage and report hashes leave them out.
 NEUTRAL = ("evaluate.batch_size", "warmup_de.checkpoint_every", "warmup_ce.checkpoint_every",
-           "joint.checkpoint_every", "st_mnrl.checkpoint_every", "runtime", "notes", "profile")
+           "joint.checkpoint_every", "st_mnrl.checkpoint_every", "runtime", "notes", "profile", "data.files")
 
 
 # Fields added after stage folders were committed: at these values they stay out of every stage
@@ -513,5 +633,6 @@ def config_from_dict(d: dict) -> RunConfig:
     body = {k: v for k, v in d.items() if k != "profile"}
     cfg = RunConfig(profile=str(d.get("profile", "custom")))
     apply_overrides(cfg, _flatten(body))
+    resolve_collection(cfg.data)
     validate(cfg)
     return cfg

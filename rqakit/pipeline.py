@@ -133,6 +133,8 @@ def reproduce(profile: str, out: str | Path | None = None, force: bool = False, 
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     overrides = parse_overrides(overrides)
     cfg = load_config(profile, overrides)                       # bad keys and values fail here, before any kernel
+    check_collection(cfg)                                       # and so does a bad line in the profile's own files
+    profile, overrides = kernel_parameters(profile, overrides, cfg)
     cfg_hash = report_hash(cfg)
     out = Path(out or default_out(cfg)).resolve()
     for folder, what, fix in ((out, "report folder", "choose another with --out DIR"),
@@ -163,6 +165,28 @@ def reproduce(profile: str, out: str | Path | None = None, force: bool = False, 
     if out != committed.resolve() and (committed / "results.json").exists() and "07_report" in selected:
         summary["check"] = _check(cfg, committed, out, strict, record, log)
     return summary
+
+
+def kernel_parameters(profile: str, overrides: dict, cfg) -> tuple[str, dict]:
+    """The profile and overrides as a notebook kernel gets them: it works from the repository root,
+    so a profile file is named by its absolute path, and so are the files of data.files."""
+    import dataclasses
+
+    if Path(profile).suffix:
+        profile = str(Path(profile).resolve())
+    if any(key.startswith("data.files") for key in overrides):
+        overrides = {**{k: v for k, v in overrides.items() if not k.startswith("data.files")},
+                     "data.files": dataclasses.asdict(cfg.data.files)}
+    return profile, overrides
+
+
+def check_collection(cfg) -> None:
+    """The profile's own files (data.files) checked in full and registered, before any kernel starts."""
+    from .data.files import register_declared
+
+    for dataset_id in (cfg.data.train, cfg.data.eval):
+        if dataset_id:
+            register_declared(dataset_id)
 
 
 def _check(cfg, committed: Path, out: Path, strict: bool, note: str | None, log) -> dict:

@@ -222,6 +222,23 @@ def test_ctrl_c_names_the_chapter_and_stage_where_the_run_stopped(tmp_path, monk
     assert json.loads((tmp_path / "chapters.json").read_text())["chapters"]["05_joint"]["status"] == "interrupted"
 
 
+def assert_complete_report(out, summary) -> None:
+    """Every chapter ran without an error and is stamped with the run's config; every table,
+    figure and results row is there."""
+    assert summary["chapters"] == {c: "ran" for c in CHAPTERS}
+    for chapter in CHAPTERS:
+        executed = nbformat.read(out / "notebooks" / f"{chapter}.ipynb", as_version=4)
+        assert not [o for c in executed.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+        assert json.loads((out / f"{chapter}.json").read_text())["config_hash"] == summary["config_hash"]
+    for name in TABLES:
+        assert (out / "tables" / f"{name}.csv").exists() and (out / "tables" / f"{name}.md").exists(), name
+    for name in FIGURES:
+        assert (out / "figures" / f"{name}.png").stat().st_size > 1000, name
+    rows = json.loads((out / "results.json").read_text())
+    assert all(math.isfinite(r["value"]) for r in rows)
+    assert set(pd.DataFrame(rows)["table"]) == {"retrieval", "rerank", "ablation", "listsize", "paired", "run"}
+
+
 @pytest.mark.slow
 def test_toy_profile_end_to_end(tmp_path, capsys):
     """`rqakit reproduce --profile toy --check` from nothing: every chapter runs, and the results
@@ -234,18 +251,7 @@ def test_toy_profile_end_to_end(tmp_path, capsys):
     print(f"toy end to end: {elapsed:.1f} s")
     assert summary["chapters"] == {c: "ran" for c in CHAPTERS}
     assert summary["check"]["within"] and summary["check"]["compared"] > 100 and summary["check"]["missing"] == 0
-    for chapter in CHAPTERS:
-        executed = nbformat.read(out / "notebooks" / f"{chapter}.ipynb", as_version=4)
-        assert not [o for c in executed.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
-        assert json.loads((out / f"{chapter}.json").read_text())["config_hash"] == summary["config_hash"]
-    for name in TABLES:
-        assert (out / "tables" / f"{name}.csv").exists() and (out / "tables" / f"{name}.md").exists(), name
-    for name in FIGURES:
-        assert (out / "figures" / f"{name}.png").stat().st_size > 1000, name
-    rows = json.loads((out / "results.json").read_text())
-    assert all(math.isfinite(r["value"]) for r in rows)
-    frame = pd.DataFrame(rows)
-    assert set(frame["table"]) == {"retrieval", "rerank", "ablation", "listsize", "paired", "run"}
+    assert_complete_report(out, summary)
     chapters = json.loads((out / "chapters.json").read_text())["chapters"]
     timings = pd.DataFrame(json.loads((out / "timings.json").read_text()))
     total = timings.query("system == 'reproduce' and metric == 'wall_time_s'")["value"].tolist()

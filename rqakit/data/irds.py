@@ -144,8 +144,13 @@ def known_ids() -> list[str]:
 
 
 def open_dataset(dataset_id: str):
-    """`ir_datasets.load(dataset_id)`, with an unknown ID named with up to 3 close matches."""
+    """`ir_datasets.load(dataset_id)`, with an unknown ID named with up to 3 close matches; a split
+    of a profile's own files (`data.files`) is registered here on first use (rqakit.data.files)."""
     prepare()
+    if dataset_id.startswith("local/"):
+        from rqakit.data.files import register_declared
+
+        register_declared(dataset_id)
     try:
         return ir_datasets.load(dataset_id)
     except KeyError:
@@ -158,7 +163,8 @@ def open_dataset(dataset_id: str):
     if matches:
         message += f"; did you mean: {', '.join(matches)}?"
     elif dataset_id.startswith("local/"):
-        message += "; register local files first with rqakit.data.register_local (see data/README.md)"
+        message += ("; name your files in the profile (data.files, `rqakit init`) or register them with "
+                    "rqakit.data.register_local (see data/README.md)")
     else:
         message += "; list the known IDs with `ir_datasets list` or see https://ir-datasets.com"
     raise RqaError(message)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Iterator, NamedTuple
 
 import ir_datasets
-from ir_datasets.datasets.base import Dataset
+from ir_datasets.datasets.base import Dataset, FilteredQueries
 from ir_datasets.datasets.beir import BeirQrels
 from ir_datasets.formats import GenericDoc, GenericQuery, JsonlDocs, JsonlQueries, TrecQrels, TsvDocs, TsvQueries
 from ir_datasets.indices import DEFAULT_DOCSTORE_OPTIONS, PickleLz4FullStore
@@ -64,6 +64,8 @@ class _Checked:
     id_key: str = ""                     # JSONL id field
     titled: bool = False                 # docs carry titles
     answers: bool = False                # JSONL queries carry "answers"
+    rows: int = 0                        # qrels lines
+    positive: set = field(default_factory=set)   # qrels: query ids with a relevance above 0
 
 
 def _malformed(path: Path, line_no: int, what: str) -> RqaError:
@@ -198,6 +200,9 @@ def check_qrels(path, queries: _Checked, docs: _Checked) -> _Checked:
         if doc_id not in docs.ids:
             raise _malformed(path, line_no, f"doc id '{doc_id}' is not in {docs.path}")
         checked.ids.setdefault(qid, line_no)
+        checked.rows += 1
+        if int(grade) > 0:
+            checked.positive.add(qid)
     return checked
 
 
@@ -272,19 +277,36 @@ def register_local(name: str, docs, queries=None, qrels=None) -> str:
     checked_docs = check_docs(docs)
     checked_queries = check_queries(queries) if queries is not None else None
     checked_qrels = check_qrels(qrels, checked_queries, checked_docs) if qrels is not None else None
-    checked = [c for c in (checked_docs, checked_queries, checked_qrels) if c is not None]
-    signature = _signature(*(c.path for c in checked))
+    return register_checked(dataset_id, checked_docs, checked_queries, checked_qrels)
+
+
+def is_registered(dataset_id: str, *paths: Path) -> bool:
+    """`dataset_id` is registered from these files, unchanged since."""
+    return _registered.get(dataset_id) == _signature(*paths)
+
+
+def register_checked(dataset_id: str, docs: _Checked, queries: _Checked | None = None, qrels: _Checked | None = None,
+                     *, judged_only: bool = False, also: tuple = ()) -> str:
+    """Register files already checked as `dataset_id`; `judged_only` keeps the queries the qrels
+    judge (a BEIR split: one queries file, qrels per split); `also`: other files the registration
+    depends on (re-registered when they change)."""
+    checked = [c for c in (docs, queries, qrels) if c is not None]
+    signature = _signature(*(c.path for c in checked), *also)
     if _registered.get(dataset_id) == signature:
         return dataset_id
     if dataset_id in set(ir_datasets.registry):
         if dataset_id not in _registered:
             raise RqaError(f"dataset '{dataset_id}' is already registered by another library; pick another name")
         del ir_datasets.registry._registered[dataset_id]   # Registry has no public unregister
-    components = [_docs_component(checked_docs)]
-    if checked_queries is not None:
-        components.append(_queries_component(checked_queries))
-    if checked_qrels is not None:
-        components.append(_qrels_component(checked_qrels))
+    components = [_docs_component(docs)]
+    if queries is not None:
+        component = _queries_component(queries)
+        if judged_only and qrels is not None:
+            judged = frozenset(qrels.ids)
+            component = FilteredQueries(component, lambda: judged)
+        components.append(component)
+    if qrels is not None:
+        components.append(_qrels_component(qrels))
     ir_datasets.registry.register(dataset_id, Dataset(*components))
     _registered[dataset_id] = signature
     return dataset_id
