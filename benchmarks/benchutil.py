@@ -67,7 +67,7 @@ def as_single_text(doc: Doc) -> Doc:
 def matmul_peaks() -> dict[str, float | None]:
     """{"fp32": GFLOP/s, "bf16": GFLOP/s}; bf16 is None on a CPU without native bf16 (emulated
     bf16 runs at a fraction of a GFLOP/s and would take minutes to time)."""
-    from rqakit.cost import matmul_peak_gflops
+    from rqakit.plan import matmul_peak_gflops
     from rqakit.runtime import cpu_supports_bf16
 
     bf16 = matmul_peak_gflops(torch.bfloat16) if cpu_supports_bf16() else None
@@ -103,7 +103,7 @@ def current_rss_mb() -> float:
 
 @dataclass
 class EncoderShape:
-    """A BERT-like encoder's config, whose FLOPs `rqakit.cost.flops_per_token` counts (the kit's one formula)."""
+    """A BERT-like encoder's config, whose FLOPs `rqakit.plan.flops_per_token` counts (the kit's one formula)."""
 
     config: object
 
@@ -113,7 +113,7 @@ class EncoderShape:
 
     def forward_flops(self, lengths: Iterable[int]) -> float:
         """FLOPs of one forward over sequences of these (padded) lengths."""
-        from rqakit.cost import flops_per_token
+        from rqakit.plan import flops_per_token
 
         return float(sum(flops_per_token(self.config, n) * n for n in lengths))
 

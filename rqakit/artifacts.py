@@ -9,7 +9,6 @@ no complete result is ever deleted except by `rqakit runs --clean` (or rebuilt b
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shutil
@@ -24,7 +23,8 @@ from .atomic import atomic_path, remove_stale, temporary_sibling, write_json
 from .attempts import Attempts
 from .progress import emit
 from .runtime import barrier, compute_dtype_name, cpu_supports_bf16, world
-from .timing import live_cpu_split, live_split, measuring
+from .stage_folder import StageFolder
+from .timing import live_split, measuring
 
 ATTEMPTS = "attempts.json"   # in the work folder: every attempt's time (rqakit.attempts)
 
@@ -49,6 +49,14 @@ def threads() -> int:
     return torch.get_num_threads()
 
 
+def cpu_share(cpu_s: float | None, wall_s: float | None, n_threads: int | None) -> float | None:
+    """The share of its cores a run had: CPU seconds over threads x wall seconds, at most 1. Below 1,
+    other jobs shared the CPU (or the run was paused) and its times read slow."""
+    if not cpu_s or not wall_s or not n_threads:
+        return None
+    return round(min(1.0, cpu_s / (n_threads * wall_s)), 3)
+
+
 def cpu_model() -> str:
     """The CPU's model name from /proc/cpuinfo (Linux), else what `platform` knows."""
     try:
@@ -71,13 +79,8 @@ def machine() -> str:
 
 
 def read_manifest(folder: Path) -> dict | None:
-    path = Path(folder) / "manifest.json"
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return None
+    """The folder's manifest; None while it has none (the stage has not finished there)."""
+    return StageFolder(folder).manifest
 
 
 def is_complete(folder: Path, cfg_hash: str) -> bool:
@@ -185,10 +188,9 @@ def _build_into(folder: Path, cfg_hash: str, build, config: dict | None, start: 
     clock = Attempts(work_dir(folder) / ATTEMPTS, commit=KIT_COMMIT)
     with atomic_path(folder) as tmp:
         tmp.mkdir()
-        cpu_split: dict = {}
-        with measuring(cpu=cpu_split) as split, clock.running(live_split, live_cpu_split, enabled=rank == 0):
+        with measuring() as split, clock.running(live_split, enabled=rank == 0):
             extra = build(tmp) or {}
-        spent = clock.totals(split, time.time() - start, threads(), cpu_split)
+        spent = clock.totals(split, time.time() - start)
         runtime_cfg = (config or {}).get("runtime", {})
         manifest = {
             "stage": stage_label(folder),
@@ -200,13 +202,11 @@ def _build_into(folder: Path, cfg_hash: str, build, config: dict | None, start: 
             "compute_dtype": compute_dtype_name(runtime_cfg.get("device", "auto"), runtime_cfg.get("precision")),
             "wall_time_s": spent["wall_time_s"],           # every attempt: a resumed run counts its kills
             "attempts": spent["attempts"],
-            "load_mean": spent["load_mean"],                 # 1-minute load average while it ran
             "cpu_s": spent["cpu_s"],                         # CPU seconds of the process, every thread
             "threads": threads(),
-            "cpu_share": spent["cpu_share"],                 # of those threads' cores, attempt by attempt
+            "cpu_share": cpu_share(spent["cpu_s"], spent["wall_time_s"], threads()),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "time_split_s": spent["time_split_s"],         # rqakit.timing: training steps, encoding, scoring ...
-            "time_split_cpu_s": spent["time_split_cpu_s"],  # the same parts' CPU seconds (None: not every attempt's)
             **extra,
         }
         if config is not None:

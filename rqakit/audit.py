@@ -41,7 +41,7 @@ from .atomic import write_json
 from .config import RunConfig, config_hash
 from .data.collection import Split
 from .errors import RqaError
-from .mining import Calibrator, denoise, denoising_quality, labelled_pairs
+from .mining import Calibrator, DenoiseRule, denoise, denoising_quality, labelled_pairs
 from .stages.workspace import Workspace
 
 DEFAULT_THRESHOLDS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
@@ -102,9 +102,9 @@ def audit_curve(visible: Split, hidden: dict[str, str], candidates: dict[str, li
     for t in sorted(float(t) for t in thresholds):
         if not 0.0 < t < pos_threshold:
             raise RqaError(f"audit threshold {t} must lie between 0 and the positive threshold {pos_threshold}")
-        decisions = denoise(visible, {q: candidates[q] for q in audited}, ce_scores, calibrator=calibrator,
-                            neg_threshold=t, pos_threshold=pos_threshold,
-                            max_pseudo_positives=max_pseudo_positives, score_depth=score_depth)
+        rule = DenoiseRule(neg_threshold=t, pos_threshold=pos_threshold, max_pseudo_positives=max_pseudo_positives,
+                           score_depth=score_depth)
+        decisions = denoise(visible, {q: candidates[q] for q in audited}, ce_scores, calibrator=calibrator, rule=rule)
         quality = denoising_quality({q: d["dropped"] for q, d in decisions.items()},
                                     {q: d["pseudo"] for q, d in decisions.items()}, truth, window)
         dropped, kept_out = quality["dropped"], quality["kept_out"]

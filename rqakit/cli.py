@@ -132,7 +132,7 @@ def _cmd_runs(args) -> dict:
 
 def _cmd_plan(args) -> dict:
     from .config import load_config
-    from .cost import plan
+    from .plan import plan
 
     result = plan(load_config(args.profile, args.set), peak_gflops=args.peak_gflops)
     if "warning" in result:

@@ -29,8 +29,9 @@ from .config import RunConfig, config_from_dict
 from .errors import RqaError
 from .evaluation import passage_texts, per_query_split
 from .runs import Run, ranked, read_trec_run
+from .stage_folder import StageFolder
 
-TEST_SUFFIX = ".test.trec"
+TEST_SUFFIX = ".test"
 NOT_RERANKED = "not re-ranked"   # a passage below the re-ranker's top N has no CE logit
 
 
@@ -84,8 +85,10 @@ class RunFolder:
         """{"<stage>/<run name>": path} of every test run, in stage order."""
         out = {}
         for stage, folder in self.stages.items():
-            for path in sorted((folder / "runs").glob(f"*{TEST_SUFFIX}")):
-                out[f"{stage}/{path.name[: -len(TEST_SUFFIX)]}"] = path
+            files = StageFolder(folder)
+            for name in files.run_names():
+                if name.endswith(TEST_SUFFIX):
+                    out[f"{stage}/{name[: -len(TEST_SUFFIX)]}"] = files.run_path(name)
         return out
 
     def _check_system(self, system: str) -> Path:

@@ -256,8 +256,7 @@ def _run_chapters(selected, out, cfg_hash, force, parameters, times, status, ech
             _write_times(out, times)
             raise
         spent = spent_on.totals(elapsed_s=record["wall_time_s"])   # this attempt as run_chapter timed it
-        times["chapters"][chapter] = {**record, "wall_time_s": spent["wall_time_s"], "attempts": spent["attempts"],
-                                      "load_mean": spent["load_mean"]}
+        times["chapters"][chapter] = {**record, "wall_time_s": spent["wall_time_s"], "attempts": spent["attempts"]}
         spent_on.clear()
         _write_times(out, times)
         status[chapter] = "ran"

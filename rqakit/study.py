@@ -31,6 +31,7 @@ import numpy as np
 from .atomic import write_json
 from .config import load_config
 from .errors import RqaError
+from .stage_folder import StageFolder
 
 MEASURE = "nDCG@10"
 
@@ -139,9 +140,9 @@ def export_run(ws, folder: Path, rid: str, *, cond: str, arm: str, seed: int, ov
         record[split_name] = split_scorer(ws, split)(run, measures)
         frame = per_query_split(run, split, [MEASURE], None, ws.cfg.evaluate.relevance)
         record[f"{split_name}_per_query"] = {q: round(float(v), 6) for q, v in zip(frame.query_id, frame.value)}
-    curves, history = folder / "curves.json", folder / "history.json"
-    record["curves"] = json.loads(curves.read_text()) if curves.exists() else None
-    record["history"] = _history(json.loads(history.read_text())) if history.exists() else []
+    stage = StageFolder(folder)
+    record["curves"] = stage.curves
+    record["history"] = _history(stage.history or [])
     return record
 
 

@@ -7,9 +7,7 @@ scoring, search, evaluation, checkpoints. `artifacts.run_stage` writes the split
 
 Each second counts once, for the innermost timed block, except inside a block opened with
 `absorb=True`: validation curves drawn during training count as "evaluation", not as the encoding
-and scoring they do. Outside `measuring` nothing is recorded. The CPU seconds of the process (every
-thread) are split the same way (`measuring(cpu=...)`, `live_cpu_split`): a part's CPU seconds over
-threads x its wall seconds is the share of the cores it had while other jobs ran (`rqakit.cost`).
+and scoring they do. Outside `measuring` nothing is recorded.
 """
 from __future__ import annotations
 
@@ -18,31 +16,28 @@ import functools
 import time
 from collections import defaultdict
 
-_splits: list[dict] = []   # one accumulator per `measuring` block, innermost last: wall seconds
-_cpu_splits: list[dict] = []   # the same blocks' CPU seconds
-_open: list[list] = []     # [part, wall and CPU seconds of timed children, absorbs] of the open timed blocks
+_splits: list[dict] = []   # one accumulator per `measuring` block, innermost last
+_open: list[list] = []     # [part, seconds of timed children, absorbs] of the open timed blocks
 
 
 @contextlib.contextmanager
 def timed(part: str, absorb: bool = False):
-    """Count the block's own wall and CPU time (less its timed children's) as `part`."""
-    if not _splits or any(block[3] for block in _open):
+    """Count the block's own wall time (less its timed children's) as `part`."""
+    if not _splits or any(block[2] for block in _open):
         yield
         return
-    block = [part, 0.0, 0.0, absorb]
+    block = [part, 0.0, absorb]
     _open.append(block)
-    start, cpu_start = time.perf_counter(), time.process_time()
+    start = time.perf_counter()
     try:
         yield
     finally:
-        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+        elapsed = time.perf_counter() - start
         _open[:] = [b for b in _open if b is not block]
         if _splits:
             _splits[-1][part] += elapsed - block[1]
-            _cpu_splits[-1][part] += cpu - block[2]
         if _open:
             _open[-1][1] += elapsed
-            _open[-1][2] += cpu
 
 
 def timed_as(part: str):
@@ -57,45 +52,29 @@ def timed_as(part: str):
 
 
 @contextlib.contextmanager
-def measuring(cpu: dict | None = None):
-    """Collect the `timed` parts of the block -> a dict of seconds, "other" the rest of its time;
-    `cpu`, where given, receives the same split of the process's CPU seconds."""
+def measuring():
+    """Collect the `timed` parts of the block -> a dict of seconds, "other" the rest of its time."""
     split: dict = defaultdict(float)
-    cpu_split: dict = defaultdict(float)
     saved = list(_open)
     _open.clear()
     _splits.append(split)
-    _cpu_splits.append(cpu_split)
     out: dict = {}
-    start, cpu_start = time.perf_counter(), time.process_time()
+    start = time.perf_counter()
     try:
         yield out
     finally:
         _splits.pop()
-        _cpu_splits.pop()
         _open[:] = saved
-        for into, parts, total in ((out, split, time.perf_counter() - start),
-                                   (cpu, cpu_split, time.process_time() - cpu_start)):
-            if into is not None:
-                into.update({part: round(seconds, 3) for part, seconds in sorted(parts.items())})
-                into["other"] = round(max(0.0, total - sum(parts.values())), 3)
-
-
-def _live(splits: list[dict]) -> dict[str, float]:
-    for _ in range(5):
-        try:
-            return dict(splits[-1]) if splits else {}
-        except (RuntimeError, IndexError):  # the dict grew, or the block closed, while it was copied
-            continue
-    return {}
+        out.update({part: round(seconds, 3) for part, seconds in sorted(split.items())})
+        out["other"] = round(max(0.0, time.perf_counter() - start - sum(split.values())), 3)
 
 
 def live_split() -> dict[str, float]:
     """The innermost `measuring` block's parts so far (a copy; empty outside one). Safe to call from
     another thread: a part being added meanwhile is retried."""
-    return _live(_splits)
-
-
-def live_cpu_split() -> dict[str, float]:
-    """`live_split`'s CPU seconds."""
-    return _live(_cpu_splits)
+    for _ in range(5):
+        try:
+            return dict(_splits[-1]) if _splits else {}
+        except (RuntimeError, IndexError):  # the dict grew, or the block closed, while it was copied
+            continue
+    return {}

@@ -30,7 +30,7 @@ from .data.collection import Corpus, Split
 from .encode import encode_passages, encode_queries
 from .errors import RqaError
 from .losses import distillation_kl, listwise_ce_loss
-from .mining import Calibrator, denoise
+from .mining import Calibrator, DenoiseRule, denoise
 from .objectives import JointDistillation, ListExample, ListwiseReranker
 from .runs import ranked
 from .search import BM25Index, dense_search
@@ -293,8 +293,8 @@ def denoising_table(split: Split, candidates: dict[str, list[str]], ce_scores: d
     `rqakit.mining.denoise` (negative, dropped as a likely false negative, pseudo-positive)."""
     if qid not in split.queries:
         raise RqaError(f"query {qid!r} is not in the split; choose one of {', '.join(sorted(split.queries)[:5])}, ...")
-    decision = denoise(split, {qid: candidates[qid]}, ce_scores, calibrator=calibrator, neg_threshold=neg_threshold,
-                       pos_threshold=pos_threshold, score_depth=score_depth)[qid]
+    rule = DenoiseRule(neg_threshold=neg_threshold, pos_threshold=pos_threshold, score_depth=score_depth)
+    decision = denoise(split, {qid: candidates[qid]}, ce_scores, calibrator=calibrator, rule=rule)[qid]
     fate = {**{d: "negative" for d in decision["negatives"]}, **{d: "dropped" for d in decision["dropped"]},
             **{d: "pseudo-positive" for d in decision["pseudo"]}}
     labelled, hid = set(split.positives(qid)), (hidden or {}).get(qid)

@@ -49,48 +49,7 @@ def test_an_interrupted_attempt_is_recorded_on_the_way_out(tmp_path):
         raise KeyboardInterrupt
     recorded = json.loads(path.read_text())
     assert len(recorded) == 1 and recorded[0]["elapsed_s"] >= 0.2
-    assert recorded[0]["load_mean"] >= 0.0       # sampled as the attempt starts
-
-
-def test_the_mean_load_is_weighted_by_each_attempts_time(tmp_path):
-    path = tmp_path / "attempts.json"
-    path.write_text(json.dumps([{"elapsed_s": 30.0, "split_s": {}, "load_mean": 4.0},
-                                {"elapsed_s": 10.0, "split_s": {}}]))      # an attempt without samples
-    clock = Attempts(path)
-    clock.loads = [2.0]
-    assert clock.totals({}, 10.0)["load_mean"] == pytest.approx((30 * 4.0 + 10 * 2.0) / 40)
-
-
-def test_the_cpu_share_is_taken_attempt_by_attempt(tmp_path):
-    """An attempt run by older code recorded only its load; the next its CPU seconds: each counts
-    by what it recorded, weighted by its time (a whole-stage rule would drop the CPU seconds)."""
-    path = tmp_path / "attempts.json"
-    path.write_text(json.dumps([{"elapsed_s": 30.0, "split_s": {}, "load_mean": 4.0},          # 2 of 4: 0.5
-                                {"elapsed_s": 20.0, "split_s": {}, "cpu_s": 36.0},             # 36 / 40: 0.9
-                                {"elapsed_s": 10.0, "split_s": {}, "load_mean": 1.5}]))        # alone: 1
-    spent = Attempts(path).totals({}, 0.0, threads=2)
-    assert spent["cpu_share"] == pytest.approx((30 * 0.5 + 20 * 0.9 + 10 * 1.0) / 60, abs=1e-3)
-    assert spent["cpu_s"] is None                             # not every attempt recorded its CPU seconds
-    assert Attempts(path).totals({}, 0.0)["cpu_share"] is None   # no thread count, no share
-
-
-def test_the_cpu_seconds_per_part_are_summed_only_where_every_attempt_recorded_them(tmp_path):
-    path = tmp_path / "attempts.json"
-    clock = Attempts(path, every_s=60)
-    with clock.running(lambda: {"CE scoring": 1.0}, lambda: {"CE scoring": 0.0}):
-        pass
-    clock.record(lambda: {"CE scoring": 1.0})                           # killed: its heartbeat's record
-    first = json.loads(path.read_text())[0]
-    assert first["cpu_split_s"]["CE scoring"] == 0.0 and "other" in first["cpu_split_s"]
-    spent = Attempts(path).totals({"CE scoring": 2.0}, 2.0, 2, cpu_split={"CE scoring": 3.0, "other": 0.1})
-    assert spent["time_split_cpu_s"]["CE scoring"] == pytest.approx(3.0)
-    # an attempt of older code that kept only its total CPU seconds shares them by wall seconds
-    path.write_text(json.dumps([{"elapsed_s": 5.0, "split_s": {"CE scoring": 4.0, "other": 1.0}, "cpu_s": 5.0}]))
-    cpu = Attempts(path).totals({}, 1.0, 2, cpu_split={"CE scoring": 1.0})["time_split_cpu_s"]
-    assert cpu == pytest.approx({"CE scoring": 5.0, "other": 1.0})
-    path.write_text(json.dumps([{"elapsed_s": 5.0, "split_s": {"CE scoring": 5.0}}]))   # no CPU seconds at all
-    assert Attempts(path).totals({}, 1.0, 2, cpu_split={"CE scoring": 1.0})["time_split_cpu_s"] is None
-    assert Attempts(path).totals({}, 1.0, 2)["time_split_cpu_s"] is None
+    assert 0.0 <= recorded[0]["cpu_s"] < 0.2      # asleep: next to no CPU
 
 
 def test_a_resumed_stage_manifest_sums_its_attempts_and_their_time_split(tmp_path):
@@ -114,14 +73,13 @@ def test_a_resumed_stage_manifest_sums_its_attempts_and_their_time_split(tmp_pat
     manifest = read_manifest(folder)
     assert manifest["attempts"] == 2 and not work_dir(folder).exists()
     assert manifest["wall_time_s"] >= 0.6 and manifest["time_split_s"]["training steps"] >= 0.6
-    assert manifest["wall_time_s"] == pytest.approx(sum(manifest["time_split_s"].values()), abs=0.01)
+    assert manifest["wall_time_s"] == pytest.approx(sum(manifest["time_split_s"].values()), abs=0.05)
     assert manifest["git_commit"] == KIT_COMMIT and manifest["git_commits"] == [KIT_COMMIT]
     # the sleeps used no CPU: the process's CPU seconds say the stage had the cores a fraction of its time
     assert manifest["cpu_s"] is not None and manifest["cpu_s"] < 0.5 * manifest["wall_time_s"]
     assert manifest["threads"] >= 1
     assert manifest["compute_dtype"] == runtime.compute_dtype_name() and "bf16" in manifest["machine"]
-    assert manifest["cpu_share"] == pytest.approx(min(1.0, manifest["cpu_s"] / (manifest["threads"] * manifest["wall_time_s"])),
-                                                  abs=0.01)
+    assert manifest["cpu_share"] == pytest.approx(manifest["cpu_s"] / (manifest["threads"] * manifest["wall_time_s"]), abs=0.01)
 
 
 def test_each_attempt_keeps_the_commit_it_ran_and_the_totals_list_them_in_order(tmp_path):

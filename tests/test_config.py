@@ -83,9 +83,9 @@ def test_the_library_checks_are_the_config_checks():
     import torch
 
     from rqakit.losses import joint_loss
-    from rqakit.mining import Calibrator, build_lists
+    from rqakit.mining import Calibrator, DenoiseRule, build_lists
 
     with pytest.raises(RqaError, match="joint.kl_direction = 'both'; choose one of: code, paper"):
         joint_loss(torch.zeros(1, 2), torch.zeros(1, 2), kl_direction="both")
     with pytest.raises(RqaError, match="neg_threshold .0.9. must be below pos_threshold .0.1."):
-        build_lists(None, {}, {}, list_size=4, calibrator=Calibrator("sigmoid"), neg_threshold=0.9, pos_threshold=0.1)
+        build_lists(None, {}, {}, list_size=4, calibrator=Calibrator("sigmoid"), rule=DenoiseRule(0.9, 0.1))

@@ -11,15 +11,16 @@ LAYERS = (
     ("rqakit", "errors", "env", "types", "atomic", "timing", "progress", "stats", "nbstrip"),  # plain helpers
     ("config", "attempts"),                                          # the config tree; time over attempts
     ("runtime", "data", "runs", "evaluation"),                       # processes and precision; data; runs; metrics
+    ("stage_folder",),                                               # what a finished stage folder holds, read
     ("models", "losses", "fusion", "artifacts"),                     # towers; the paper's losses; stage folders
     ("encode", "objectives", "training", "mining"),                  # inference; what stages optimise; the loop; lists
     ("rerank", "search"),                                            # re-ranking and retrieval
     ("stages", "ask"),                                               # baselines -> warmup -> augment -> joint; one question
-    ("audit", "explore", "cost", "study"),                           # what reads stages: audit, explorer, plan, study
+    ("audit", "explore", "study"),                                   # what reads stages: audit, explorer, study
     ("walkthrough",),                                                # the walkthrough's steps (the audit's rule among them)
     ("report",),                                                     # tables, figures, report.md
     ("check",),                                                      # a fresh run against the committed report
-    ("pipeline", "commands"),                                        # reproduce over the notebooks; command bodies
+    ("pipeline", "commands", "plan"),                                # reproduce over the notebooks; command bodies; plan
     ("cli",),                                                        # parses arguments, calls the above
 )
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}

@@ -9,6 +9,7 @@ from rqakit.data.collection import Split
 from rqakit.errors import RqaError
 from rqakit.mining import (
     Calibrator,
+    DenoiseRule,
     answer_bearing,
     build_lists,
     calibration_settings,
@@ -49,7 +50,9 @@ def _hand_case():
 
 
 def _build(split, candidates, ce_scores, **kwargs):
-    settings = dict(list_size=4, calibrator=SIGMOID, score_depth=SCORE_DEPTH, seed=0)
+    """build_lists with the case's settings; the denoising ones (DenoiseRule's fields) go into its rule."""
+    rule = {"score_depth": SCORE_DEPTH, **{k: kwargs.pop(k) for k in list(kwargs) if k in DenoiseRule.__dataclass_fields__}}
+    settings = dict(list_size=4, calibrator=SIGMOID, seed=0, rule=DenoiseRule(**rule))
     settings.update(kwargs)
     return build_lists(split, candidates, ce_scores, **settings)
 
@@ -123,7 +126,7 @@ def test_labelled_positives_are_never_negatives_in_either_kind():
         candidates[qid] = docs
         ce_scores[qid] = {d: float(rng.normal(0, 3)) for d in docs[:20]}
     lists, _ = build_lists(_split(qrels), candidates, ce_scores, list_size=8, calibrator=SIGMOID,
-                           score_depth=20, seed=5)
+                           rule=DenoiseRule(score_depth=20), seed=5)
     assert len(lists) == 40
     for row in lists.itertuples():
         assert not set(row.doc_ids[1:]) & set(qrels[row.query_id])
@@ -393,7 +396,7 @@ def test_platt_at_a_fixed_prior_keeps_the_thresholds_where_the_pairs_own_rate_mo
 
 def test_calibration_settings_count_what_each_setting_makes_of_the_same_scores():
     split, candidates, ce_scores = _hand_case()
-    settings = calibration_settings(split, candidates, ce_scores, score_depth=SCORE_DEPTH, rank_keep_from=5)
+    settings = calibration_settings(split, candidates, ce_scores, rule=DenoiseRule(score_depth=SCORE_DEPTH, rank_keep_from=5))
     # sigmoid reads PROBS: d1 pseudo (d5 is confident too but only one is taken), d3 and d5 dropped
     assert {k: settings["sigmoid"][k] for k in ("pseudo_positives", "denoised_negatives", "dropped_as_false_negative")} \
         == {"pseudo_positives": 1, "denoised_negatives": 4, "dropped_as_false_negative": 2}

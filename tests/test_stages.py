@@ -9,7 +9,8 @@ from safetensors.torch import load_file
 from rqakit.artifacts import is_complete, read_manifest, work_dir
 from rqakit.config import load_config
 from rqakit.mining import read_lists
-from rqakit.stages import Workspace, ablations, augment, joint
+from rqakit.stages import Workspace, ablations, augment, joint, teacher
+from rqakit.stages.common import load_run, split_scorer
 from rqakit.training import TrainingStopped
 
 
@@ -228,3 +229,26 @@ def test_the_warm_reranker_head_follows_the_stage_seed_not_the_callers_rng(tmp_p
     assert torch.equal(torch.rand(1), after)                 # the caller's RNG stream is left as it was
     assert torch.equal(a, b)
     assert not torch.equal(a, build_cross_encoder(ws, 2).score_head.weight)
+
+
+def test_the_teacher_check_sets_the_warm_reranker_against_each_retriever_on_validation(ws):
+    logged = []
+    augment.run(ws, log=logged.append)                      # runs the check before its scores are used
+    result = teacher.check(ws, log=logged.append)
+    measure, score = result["measure"], split_scorer(ws, ws.val)
+    assert [r["candidates"].split()[0] for r in result["rows"]] == ["bm25", "warmup_de"]
+    for row, (stage, run_name) in zip(result["rows"], [("baselines", "bm25.val"), ("warmup_de", "warmup_de.val")]):
+        assert row["retriever"] == pytest.approx(score(load_run(ws.folder(stage), run_name), [measure])[measure])
+    assert result["leads"] == all(r["teacher"] > r["retriever"] for r in result["rows"])
+    assert any("does not lead" in str(m) for m in logged) == (not result["leads"])
+
+
+def test_the_teacher_line_gives_the_numbers_and_where_it_lags_the_remedy():
+    rows = [{"candidates": "bm25 top 30", "retriever": 0.362, "teacher": 0.163},
+            {"candidates": "warmup_de top 30", "retriever": 0.339, "teacher": 0.401}]
+    lags = teacher.verdict_line({"measure": "nDCG@10", "split": "validation", "queries": 40, "rows": rows, "leads": False})
+    assert "does not lead" in lags and "0.163 on bm25 top 30 against the retriever's 0.362" in lags
+    assert "warmup_ce.epochs" in lags
+    rows[0]["teacher"] = 0.5
+    leads = teacher.verdict_line({"measure": "nDCG@10", "split": "validation", "queries": 40, "rows": rows, "leads": True})
+    assert leads.startswith("the warm re-ranker leads") and "warmup_ce.epochs" not in leads

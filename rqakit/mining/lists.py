@@ -38,6 +38,33 @@ from .files import LIST_COLUMNS, LIST_KINDS
 _DEEPER = "retrieve deeper: augment.retrieve_depth, or lower the list size"
 
 
+@dataclass(frozen=True)
+class DenoiseRule:
+    """How the warm re-ranker's scores judge the unlabelled candidates of a query (RocketQA's
+    denoising, `augment.*`): of the first `score_depth` retrieved, a calibrated probability below
+    `neg_threshold` makes a negative and above `pos_threshold` a pseudo-positive (at most
+    `max_pseudo_positives`; the rest in between are dropped as likely false negatives); without
+    probabilities (`rank` calibration) the CE's ranks from `rank_keep_from` on are negatives."""
+
+    neg_threshold: float = 0.1
+    pos_threshold: float = 0.9
+    rank_keep_from: int = 10
+    max_pseudo_positives: int = 1
+    score_depth: int = 50
+
+    @classmethod
+    def of(cls, augment) -> "DenoiseRule":
+        """The rule an `AugmentConfig` sets."""
+        return cls(augment.neg_threshold, augment.pos_threshold, augment.rank_keep_from, augment.max_pseudo_positives,
+                   augment.score_depth)
+
+    def check(self) -> None:
+        check_thresholds(self.neg_threshold, self.pos_threshold, prefix="")
+        if self.score_depth < 1 or self.rank_keep_from < 0 or self.max_pseudo_positives < 0:
+            raise RqaError(f"score_depth ({self.score_depth}) must be >= 1, rank_keep_from ({self.rank_keep_from}) and "
+                           f"max_pseudo_positives ({self.max_pseudo_positives}) >= 0")
+
+
 # ---------------------------------------------------------------------------------------------
 # Per-query rules
 # ---------------------------------------------------------------------------------------------
@@ -202,13 +229,9 @@ def answer_bearing(candidates: dict[str, list[str]], answers: dict[str, list[str
 # build_lists
 # ---------------------------------------------------------------------------------------------
 
-def _check_settings(list_size: int, neg_threshold: float, pos_threshold: float, calibrator: Calibrator,
-                    rank_keep_from: int, max_pseudo_positives: int, score_depth: int) -> None:
-    check_thresholds(neg_threshold, pos_threshold, prefix="")
+def _check_settings(list_size: int, rule: DenoiseRule, calibrator: Calibrator) -> None:
+    rule.check()
     check_list_size("list_size", list_size)
-    if score_depth < 1 or rank_keep_from < 0 or max_pseudo_positives < 0:
-        raise RqaError(f"score_depth ({score_depth}) must be >= 1, rank_keep_from ({rank_keep_from}) and "
-                       f"max_pseudo_positives ({max_pseudo_positives}) >= 0")
     if not isinstance(calibrator, Calibrator):
         raise RqaError(f"calibrator must be a Calibrator, got {type(calibrator).__name__}")
     if not calibrator.is_fitted:
@@ -249,14 +272,13 @@ def _check_inputs(views: list[_QueryView], list_size: int, score_depth: int) -> 
                        f"fewer than {list_size - 1} usable candidates ({_DEEPER})")
 
 
-def _denoise(view: _QueryView, calibrator: Calibrator, neg_threshold: float, pos_threshold: float,
-             rank_keep_from: int, max_pseudo: int) -> _Denoising:
+def _denoise(view: _QueryView, calibrator: Calibrator, rule: DenoiseRule) -> _Denoising:
     if not calibrator.gives_probabilities:
-        denoising = _denoise_by_rank(view, rank_keep_from, max_pseudo)
+        denoising = _denoise_by_rank(view, rule.rank_keep_from, rule.max_pseudo_positives)
     else:
         scored_logits = np.array([view.logits[d] for d in view.scored], dtype=np.float64)   # (n_scored,)
         probs = dict(zip(view.scored, calibrator(scored_logits).tolist()))
-        denoising = _denoise_by_probability(view, probs, neg_threshold, pos_threshold, max_pseudo)
+        denoising = _denoise_by_probability(view, probs, rule.neg_threshold, rule.pos_threshold, rule.max_pseudo_positives)
     if view.answer_bearing:  # never negatives; neither counted as dropped false negatives
         denoising.negatives = [d for d in denoising.negatives if d not in view.answer_bearing]
         denoising.dropped = [d for d in denoising.dropped if d not in view.answer_bearing]
@@ -264,16 +286,15 @@ def _denoise(view: _QueryView, calibrator: Calibrator, neg_threshold: float, pos
 
 
 def build_lists(split: Split, candidates: dict[str, list[str]], ce_scores: dict[str, dict[str, float]], *,
-                list_size: int, calibrator: Calibrator, neg_threshold: float = 0.1, pos_threshold: float = 0.9,
-                rank_keep_from: int = 10, max_pseudo_positives: int = 1, score_depth: int = 50,
-                seed: int = 0, answer_bearing: dict[str, set[str]] | None = None) -> tuple[pd.DataFrame, dict]:
+                list_size: int, calibrator: Calibrator, rule: DenoiseRule = DenoiseRule(), seed: int = 0,
+                answer_bearing: dict[str, set[str]] | None = None) -> tuple[pd.DataFrame, dict]:
     """Undenoised + denoised training lists of m passages, positive at index 0.
 
     candidates: qid -> top-n doc ids in retrieval order; ce_scores: qid -> {doc id: CE logit} for
-    (at least) candidates[qid][:score_depth]. The queries of `candidates` are used, in split order;
-    those without a labelled positive are skipped (never turned into all-negative lists).
-    max_pseudo_positives: 0 disables pseudo-positives, 1 is v1 (the single most confident); k > 1
-    builds up to k denoised lists, one per pseudo-positive. answer_bearing: qid -> candidates that
+    (at least) candidates[qid][:rule.score_depth]. The queries of `candidates` are used, in split
+    order; those without a labelled positive are skipped (never turned into all-negative lists).
+    rule.max_pseudo_positives: 0 disables pseudo-positives, 1 is v1 (the single most confident);
+    k > 1 builds up to k denoised lists, one per pseudo-positive. answer_bearing: qid -> candidates that
     contain a gold answer (`answer_bearing()`); they are never negatives (NQ).
 
     Returns (lists, summary): lists has LIST_COLUMNS, one row per list, undenoised lists first then
@@ -282,14 +303,13 @@ def build_lists(split: Split, candidates: dict[str, list[str]], ce_scores: dict[
     fallback_lists, and `dropped` / `pseudo` (qid -> doc ids) for `denoising_quality`; with
     answer_bearing also `answer_bearing_candidates` (unlabelled top-n passages kept out as such).
     """
-    _check_settings(list_size, neg_threshold, pos_threshold, calibrator, rank_keep_from,
-                    max_pseudo_positives, score_depth)
-    views, without_positive = _query_views(split, candidates, ce_scores, score_depth, answer_bearing)
-    _check_inputs(views, list_size, score_depth)
+    _check_settings(list_size, rule, calibrator)
+    views, without_positive = _query_views(split, candidates, ce_scores, rule.score_depth, answer_bearing)
+    _check_inputs(views, list_size, rule.score_depth)
     undenoised, denoised, dropped, pseudo, too_short = [], [], {}, {}, []
     for view in views:
         undenoised.append(_undenoised_list(view, list_size, seed))
-        denoising = _denoise(view, calibrator, neg_threshold, pos_threshold, rank_keep_from, max_pseudo_positives)
+        denoising = _denoise(view, calibrator, rule)
         rows = _denoised_lists(view, denoising, list_size, seed)
         if rows is None:
             too_short.append(view.qid)
@@ -307,32 +327,30 @@ def build_lists(split: Split, candidates: dict[str, list[str]], ce_scores: dict[
 
 
 def denoise(split: Split, candidates: dict[str, list[str]], ce_scores: dict[str, dict[str, float]], *,
-            calibrator: Calibrator, neg_threshold: float = 0.1, pos_threshold: float = 0.9, rank_keep_from: int = 10,
-            max_pseudo_positives: int = 1, score_depth: int = 50,
+            calibrator: Calibrator, rule: DenoiseRule = DenoiseRule(),
             answer_bearing: dict[str, set[str]] | None = None) -> dict[str, dict[str, list[str]]]:
     """The denoising decision `build_lists` takes for every query, without building lists.
 
-    Same inputs and rule as `build_lists` (the scored window candidates[qid][:score_depth], labelled
+    Same inputs and rule as `build_lists` (the scored window candidates[qid][:rule.score_depth], labelled
     positives never judged). Returns qid -> {"negatives", "pseudo", "dropped"}: doc ids the CE calls
     negative, the pseudo-positives chosen, and the likely false negatives dropped. Queries without a
     labelled positive are left out, as `build_lists` leaves them out.
     """
-    _check_settings(2, neg_threshold, pos_threshold, calibrator, rank_keep_from, max_pseudo_positives, score_depth)
-    views, _ = _query_views(split, candidates, ce_scores, score_depth, answer_bearing)
+    _check_settings(2, rule, calibrator)
+    views, _ = _query_views(split, candidates, ce_scores, rule.score_depth, answer_bearing)
     unscored = [v.qid for v in views if any(d not in v.logits for d in v.scored)]
     if unscored:
         raise RqaError(f"{len(unscored)} queries (e.g. {unscored[0]!r}) lack CE scores for some of their first "
-                       f"{score_depth} candidates; score the same window (augment.score_depth)")
+                       f"{rule.score_depth} candidates; score the same window (augment.score_depth)")
     out = {}
     for view in views:
-        d = _denoise(view, calibrator, neg_threshold, pos_threshold, rank_keep_from, max_pseudo_positives)
+        d = _denoise(view, calibrator, rule)
         out[view.qid] = {"negatives": d.negatives, "pseudo": d.pseudo, "dropped": d.dropped}
     return out
 
 
 def calibration_settings(split: Split, candidates: dict[str, list[str]], ce_scores: dict[str, dict[str, float]], *,
-                         neg_threshold: float = 0.1, pos_threshold: float = 0.9, rank_keep_from: int = 10,
-                         max_pseudo_positives: int = 1, score_depth: int = 50, prior: float | None = 0.2,
+                         rule: DenoiseRule = DenoiseRule(), prior: float | None = 0.2,
                          answer_bearing: dict[str, set[str]] | None = None) -> dict[str, dict]:
     """What each calibration makes of the same CE scores: pseudo-positives, denoised negatives and
     dropped candidates (totals over queries), and for probabilities the logits where 0.1 / 0.9 fall.
@@ -341,7 +359,7 @@ def calibration_settings(split: Split, candidates: dict[str, list[str]], ce_scor
     (the fit that moves with the window), sigmoid (the CE's own two-class probability) and rank.
     A setting that cannot be fitted reports its error.
     """
-    views, _ = _query_views(split, candidates, ce_scores, score_depth, answer_bearing)
+    views, _ = _query_views(split, candidates, ce_scores, rule.score_depth, answer_bearing)
     pairs = labelled_pairs(split, ce_scores)
     settings = {f"platt, prior {p}": Calibrator("platt", prior=p) for p in dict.fromkeys([prior, 0.5]) if p is not None}
     settings.update({"platt, pairs' own rate": Calibrator("platt"), "sigmoid": Calibrator("sigmoid"),
@@ -355,13 +373,13 @@ def calibration_settings(split: Split, candidates: dict[str, list[str]], ce_scor
             continue
         counts = {"pseudo_positives": 0, "denoised_negatives": 0, "dropped_as_false_negative": 0}
         for view in views:
-            denoising = _denoise(view, calibrator, neg_threshold, pos_threshold, rank_keep_from, max_pseudo_positives)
+            denoising = _denoise(view, calibrator, rule)
             counts["pseudo_positives"] += len(denoising.pseudo)
             counts["denoised_negatives"] += len(denoising.negatives)
             counts["dropped_as_false_negative"] += len(denoising.dropped)
         if calibrator.gives_probabilities:
-            counts[f"logit_at_{neg_threshold}"] = calibrator.logit_at(neg_threshold)
-            counts[f"logit_at_{pos_threshold}"] = calibrator.logit_at(pos_threshold)
+            counts[f"logit_at_{rule.neg_threshold}"] = calibrator.logit_at(rule.neg_threshold)
+            counts[f"logit_at_{rule.pos_threshold}"] = calibrator.logit_at(rule.pos_threshold)
         out[name] = counts
     return out
 

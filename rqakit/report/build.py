@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -27,8 +26,11 @@ from ..artifacts import KIT_COMMIT, machine, read_manifest
 from ..atomic import write_json as write_json_atomic
 from ..config import report_hash
 from ..runtime import compute_dtype_name
+from ..stage_folder import StageFolder
+from ..stages import teacher
 from . import figures, paper, published, results, tables
 from .chapter import read_chapter, read_chapter_times
+from .study import study_summary
 
 WALL_START, WALL_END = "<!-- wall-time:start -->", "<!-- wall-time:end -->"
 
@@ -91,9 +93,10 @@ def collect(ws, out_dir: str | Path) -> dict:
             + results.extra_rerank_rows(ws, runs) + hybrid)
     frame = pd.DataFrame(rows)
     systems_runs = results.test_runs(ws, runs, fused)
-    test = results.dynamic_vs_static(ws, runs, frame, systems_runs)
-    claims = [results.compare(ws, frame, systems_runs, a, b) for a, b, *_ in CLAIMS + RERANKED
-              if results.seeds_of(frame, *a, "nDCG@10") and results.seeds_of(frame, *b, "nDCG@10")]
+    measure = results.headline_measure(ws.cfg)
+    test = results.dynamic_vs_static(ws, runs, frame, systems_runs, measure)
+    claims = [results.compare(ws, frame, systems_runs, a, b, measure) for a, b, *_ in CLAIMS + RERANKED
+              if results.seeds_of(frame, *a, measure) and results.seeds_of(frame, *b, measure)]
     rows += results.paired_rows(test) + results.stage_rows(ws, runs) + chapter_rows(out_dir)
     results.check_rows(rows)
     return {"rows": rows, "choices": choices, "paired": test, "claims": claims, "runs": runs,
@@ -132,6 +135,7 @@ def write_tables(ws, frame: pd.DataFrame, data: dict, folder: Path) -> dict[str,
     from ..stages.ablations import ablation_list_size
 
     cfg, measures = ws.cfg, list(ws.cfg.evaluate.measures)
+    measure = results.headline_measure(cfg)
     written = {
         "table2": tables.write_table(tables.table2(frame, measures), folder, "table2_retrieval",
                                      "Table 2 analogue: first-stage retrieval, test queries (mean ± sd over seeds)."),
@@ -139,10 +143,10 @@ def write_tables(ws, frame: pd.DataFrame, data: dict, folder: Path) -> dict[str,
                                      f"Table 3 analogue: re-ranking the top-{cfg.evaluate.rerank_depth}, test queries."),
         "table4": tables.write_table(tables.table4(frame, measures, ablation_list_size(cfg)), folder, "table4_ablation",
                                      "Table 4 analogue: the retriever under each ablation, test queries (mean ± sd)."),
-        "list_size": tables.write_table(tables.list_size_table(frame), folder, "list_size",
-                                        "Figure 4 analogue: instances per query vs test nDCG@10 (dynamic)."),
+        "list_size": tables.write_table(tables.list_size_table(frame, measure), folder, "list_size",
+                                        f"Figure 4 analogue: instances per query vs test {measure} (dynamic)."),
         "paired": tables.write_table(tables.paired_table(data["paired"]), folder, "paired_test",
-                                     "Dynamic minus static distillation, test nDCG@10: run-level test over seeds "
+                                     f"Dynamic minus static distillation, test {measure}: run-level test over seeds "
                                      "(paired by seed), its 95 % interval and detectable difference; query-level "
                                      "paired t-test, Wilcoxon signed-rank test and bootstrap interval beside it."),
         "hybrid": tables.write_table(tables.hybrid_table(data["choices"], measures), folder, "hybrid",
@@ -198,7 +202,9 @@ def calibration_table(settings: dict) -> pd.DataFrame:
 
 
 def write_figures(ws, frame: pd.DataFrame, data: dict, folder: Path) -> dict[str, Path]:
-    out = {"list_size": figures.save(figures.list_size_figure(tables.list_size_summary(frame)), folder / "list_size.png")}
+    measure = results.headline_measure(ws.cfg)
+    out = {"list_size": figures.save(figures.list_size_figure(tables.list_size_summary(frame, measure), measure),
+                                     folder / "list_size.png")}
     first = results.first_dynamic(ws, data["runs"])
     static = [r for r in results.main_runs(ws, data["runs"], "static") if r.seed == first.seed]
     out["curves"] = figures.save(figures.curves_figure(_curves(first.folder), _curves(static[0].folder) if static else None),
@@ -208,16 +214,15 @@ def write_figures(ws, frame: pd.DataFrame, data: dict, folder: Path) -> dict[str
         a = ws.cfg.augment
         out["denoising"] = figures.save(figures.denoising_figure(pd.read_parquet(candidates), a.neg_threshold, a.pos_threshold),
                                         folder / "denoising.png")
-    histories = {name: json.loads((ws.folder(name) / "history.json").read_text())
-                 for name in ("warmup_de", "warmup_ce") if (ws.folder(name) / "history.json").exists()}
+    histories = {name: StageFolder(ws.folder(name)).history for name in ("warmup_de", "warmup_ce")}
+    histories = {name: history for name, history in histories.items() if history is not None}
     if histories:
         out["warmup_loss"] = figures.save(figures.training_figure(histories), folder / "warmup_loss.png")
     return out
 
 
 def _curves(folder: Path) -> list[dict]:
-    path = Path(folder) / "curves.json"
-    return json.loads(path.read_text()) if path.exists() else []
+    return StageFolder(folder).curves or []
 
 
 # ------------------------------------------------------------------------------ report.md
@@ -293,11 +298,9 @@ def wall_time_section(ws, out_dir: str | Path, runs: list) -> str:
     if times["chapters"]:
         built = chapter_stage_seconds(out_dir, sorted(times["chapters"]))
         frame = pd.DataFrame([{"chapter": name, "wall time (s)": _num(r.get("wall_time_s")),
-                               "attempts": r.get("attempts", 1), "mean load": _num(r.get("load_mean"), 2),
-                               "overhead: kernel + imports (s)": _num(r.get("overhead_s")),
+                               "attempts": r.get("attempts", 1),
                                "build time of its stages (s)": _num(built[name]),
-                               "kit commit": chapter_commit(out_dir, name),
-                               "last status": r.get("status", "")} for name, r in times["chapters"].items()])
+                               "kit commit": chapter_commit(out_dir, name)} for name, r in times["chapters"].items()])
         lines += [tables.markdown_table(frame), ""]
         if times.get("reproduce_wall_time_s") is not None:
             lines += [f"Whole reproduction (sum of the chapters, each as last run, its attempts summed): "
@@ -308,22 +311,20 @@ def wall_time_section(ws, out_dir: str | Path, runs: list) -> str:
         lines += ["No chapter times yet (the notebooks were not run through `rqakit reproduce`).", ""]
     stage = []
     for system, seed, folder in results.stage_folders(ws, runs):
-        manifest = json.loads((folder / "manifest.json").read_text())
+        manifest = StageFolder(folder).manifest
         step = results.mean_step_s(folder) if manifest.get("steps") else None
         stage.append({"stage": manifest.get("stage") or (system if seed is None else f"{system}-s{seed}"),
                       "folder": folder.name, "wall time (s)": _num(manifest.get("wall_time_s")),
                       "attempts": manifest.get("attempts", 1), "CPU share": _num(manifest.get("cpu_share"), 2),
                       "precision": manifest.get("compute_dtype", ""),
-                      "mean load": _num(manifest.get("load_mean"), 2),
-                      "steps": manifest.get("steps", ""),
                       "mean step (s)": _num(step, 3),
                       "kit commit": ", ".join(manifest.get("git_commits") or [manifest.get("git_commit", "")])})
     if stage:
         lines += ["Stages (from their manifests; a stage reused from the cache keeps the time of the run that "
                   "built it, summed over its attempts when it was killed and resumed; CPU share is the CPU time it "
                   "got over its threads x its wall time, where recorded: below 1, other jobs shared the CPU and "
-                  f"the stage reads slow; mean load is the 1-minute load average while it ran, on {os.cpu_count()} "
-                  "cores here; precision: the dtype it computed in; kit commit: the code each recorded attempt ran):", "",
+                  "the stage reads slow; precision: the dtype it computed in; kit commit: the code each recorded "
+                  "attempt ran):", "",
                   tables.markdown_table(pd.DataFrame(stage)), ""]
     return "\n".join(lines + [WALL_END])
 
@@ -391,7 +392,10 @@ def render_report(ws, out_dir: Path, head: list[str], data: dict, written: dict,
               "dynamic run with the same seed. A re-ranked list holds only the candidates it re-orders, so its recall "
               f"is R@{cfg.evaluate.rerank_depth}, below a retriever's R@{cfg.evaluate.retrieve_depth}. The pointwise "
               "and no-denoise runs enter Table 4 through their retrievers only.", "",
+              *([f"Teacher check, before the warm re-ranker's scores were used (`rqakit.stages.teacher`): "
+                 f"{checked['line']}.", ""] if (checked := teacher.read(ws)) else []),
               "## Ablations (Table 4 analogue)", "", md("table4"), "", md("paired"), "",
+              *([study, ""] if (study := study_summary(out_dir.parent / f"{cfg.profile}-study")) else []),
               "The run-level test decides the claim: each run is one number, dynamic and static runs pair by seed "
               "(same data order and initial random state), and the detectable difference is the smallest true "
               "difference that test finds at 80 % power with these seeds. The query-level tests average each "
@@ -441,7 +445,7 @@ def build_report(ws, out_dir: str | Path) -> dict:
     figs = write_figures(ws, frame, data, out_dir / "figures")
     stamp_ = stamp(ws)
     report = out_dir / "report.md"
-    head = headline(data["claims"], depth=ws.cfg.evaluate.rerank_depth)
+    head = headline(data["claims"], results.headline_measure(ws.cfg), depth=ws.cfg.evaluate.rerank_depth)
     report.write_text(render_report(ws, out_dir, head, data, written, figs, stamp_))
     return {"results": str(results_path), "report": str(report), "tables": {k: str(v) for k, v in written.items()},
             "figures": {k: str(v) for k, v in figs.items()}, "headline": head,

@@ -18,7 +18,6 @@ Every number is one row {"table", "system", "seed", "metric", "value"}:
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,16 +28,21 @@ import pandas as pd
 from ..errors import RqaError
 from ..evaluation import evaluate_run, paired_test, per_query
 from ..fusion import interpolate, reciprocal_rank_fusion
-from ..runs import read_trec_run
+from ..stage_folder import StageFolder
+from ..stages import STAGES
 from ..stages.common import split_scorer
+from .systems import BASELINE_SYSTEMS, HYBRIDS
 
 TABLES = ("retrieval", "rerank", "ablation", "listsize", "paired", "run")
-VARIANTS = ("dynamic", "static", "pointwise", "no-denoise")
-BASELINE_SYSTEMS = ("bm25", "zeroshot-mean", "zeroshot-cls")
-SELECT_MEASURE = "nDCG@10"          # the measure the hybrid's fusion is chosen on (validation runs)
+SELECT_MEASURE = "nDCG@10"          # the default headline measure
+
+
+def headline_measure(cfg) -> str:
+    """The measure the report's claims, list-size study and fusion choice use: the profile's first
+    (`evaluate.measures[0]`: nDCG@10 by default, RR@10 for MS MARCO, Success@5 for NQ)."""
+    return cfg.evaluate.measures[0]
 FUSION_METHODS = ("rrf", "minmax")  # reciprocal rank fusion (k = 60) | min-max score interpolation
 FUSION_WEIGHTS = tuple(round(0.1 * i, 1) for i in range(11))   # BM25's weight; 0 = dense only
-STAGES = ("baselines", "st_mnrl", "warmup_de", "warmup_ce", "augment")
 
 
 @dataclass(frozen=True)
@@ -64,13 +68,6 @@ def metric_rows(table: str, system: str, seed: int | None, metrics: dict) -> lis
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
 
 
-def read_json(path: Path, what: str):
-    path = Path(path)
-    if not path.exists():
-        raise RqaError(f"{what} is missing ({path}); run its chapter (or stage) first")
-    return json.loads(path.read_text())
-
-
 # ------------------------------------------------------------------------------ joint runs
 def planned_joint_runs(ws) -> list[JointRun]:
     """The Table 4 / Figure 4 runs of `ablations.planned_runs`, each with its folder; RqaError
@@ -80,7 +77,7 @@ def planned_joint_runs(ws) -> list[JointRun]:
     runs = []
     for spec in ablations.planned_runs(ws):
         folder = ws.folder(joint.folder_name(spec["variant"], spec["list_size"], spec["seed"]))
-        if not (folder / "metrics.json").exists():
+        if not (StageFolder(folder) / "metrics.json").exists():
             raise RqaError(f"joint run {folder.name} has no results under {folder.parent}; "
                            "run chapter 06_ablations (rqakit reproduce) first")
         runs.append(JointRun(spec["variant"], int(spec["list_size"]), int(spec["seed"]), folder))
@@ -103,13 +100,12 @@ def first_dynamic(ws, runs: list[JointRun]) -> JointRun:
 # ------------------------------------------------------------------------------ systems
 def baseline_rows(ws) -> list[dict]:
     """bm25, zero-shot, warm retriever and (when present) the sentence-transformers peer."""
-    metrics = read_json(ws.folder("baselines") / "metrics.json", "baselines/metrics.json")
+    metrics = StageFolder(ws.folder("baselines")).metrics
     rows = [r for name in BASELINE_SYSTEMS if name in metrics for r in metric_rows("retrieval", name, None, metrics[name])]
-    warm = read_json(ws.folder("warmup_de") / "metrics.json", "warmup_de/metrics.json")
-    rows += metric_rows("retrieval", "warmup_de", None, warm["warmup_de"])
-    peer = ws.folder("st_mnrl") / "metrics.json"
-    if peer.exists():
-        rows += metric_rows("retrieval", "st-mnrl", None, json.loads(peer.read_text())["st-mnrl"])
+    rows += metric_rows("retrieval", "warmup_de", None, StageFolder(ws.folder("warmup_de")).metrics["warmup_de"])
+    peer = StageFolder(ws.folder("st_mnrl")).json("metrics", required=False)
+    if peer is not None:
+        rows += metric_rows("retrieval", "st-mnrl", None, peer["st-mnrl"])
     return rows
 
 
@@ -126,7 +122,7 @@ def rerank_metrics(metrics: dict, depth: int) -> dict:
 
 
 def warm_rerank_rows(ws) -> list[dict]:
-    metrics = read_json(ws.folder("warmup_ce") / "metrics.json", "warmup_ce/metrics.json")
+    metrics = StageFolder(ws.folder("warmup_ce")).metrics
     depth = ws.cfg.evaluate.rerank_depth
     return [r for name in ("warmup_ce@bm25", "warmup_ce@warmup_de") if name in metrics
             for r in metric_rows("rerank", name, None, rerank_metrics(metrics[name], depth))]
@@ -141,7 +137,7 @@ def extra_rerank_rows(ws, runs: list[JointRun]) -> list[dict]:
     rows = []
     for system, seed, retriever, reranker in ablations.rerank_plan(ws, done):
         folder = rerank.run(ws, retriever=retriever, reranker=reranker, name=f"{system}-s{seed}", log=lambda *a: None)
-        metrics = json.loads((folder / "metrics.json").read_text())
+        metrics = StageFolder(folder).metrics
         rows += metric_rows("rerank", system, seed, rerank_metrics(metrics, ws.cfg.evaluate.rerank_depth))
     return rows
 
@@ -169,11 +165,11 @@ def joint_rows(ws, runs: list[JointRun]) -> list[dict]:
 
 
 def _metrics(r: JointRun) -> dict:
-    return json.loads((r.folder / "metrics.json").read_text())
+    return StageFolder(r.folder).metrics
 
 
 def _run(folder: Path, name: str):
-    return read_trec_run(Path(folder) / "runs" / f"{name}.trec")
+    return StageFolder(folder).run(name)
 
 
 # ------------------------------------------------------------------------------ hybrid
@@ -200,7 +196,6 @@ def choose_fusion(bm25_val, dense_val, val_qrels, measure: str = SELECT_MEASURE,
     return best
 
 
-HYBRIDS = {"dynamic": "hybrid", "static": "hybrid-static"}   # joint variant -> its fused system
 
 
 def hybrid_rows(ws, runs: list[JointRun]) -> tuple[list[dict], list[dict], dict]:
@@ -215,10 +210,11 @@ def hybrid_rows(ws, runs: list[JointRun]) -> tuple[list[dict], list[dict], dict]
     rows, choices, fused_runs = [], [], {}
     pairs = [(system, r.seed, r.folder, "retriever") for variant, system in HYBRIDS.items()
              for r in main_runs(ws, runs, variant)]
-    if (base / "runs" / "zeroshot-mean.val.trec").exists():
+    if StageFolder(base).has_run("zeroshot-mean.val"):
         pairs.append(("fusion-zeroshot-tuned", None, base, "zeroshot-mean"))
     for system, seed, folder, name in pairs:
-        choice = choose_fusion(bm25_val, _run(folder, f"{name}.val"), ws.val.qrels, score=split_scorer(ws, ws.val))
+        choice = choose_fusion(bm25_val, _run(folder, f"{name}.val"), ws.val.qrels, headline_measure(ws.cfg),
+                               score=split_scorer(ws, ws.val))
         fused = fuse(choice["method"], bm25_test, _run(folder, f"{name}.test"), choice["bm25_weight"])
         test_metrics = test_score(fused, measures)
         fused_runs.setdefault(system, {})[seed] = fused
@@ -226,9 +222,8 @@ def hybrid_rows(ws, runs: list[JointRun]) -> tuple[list[dict], list[dict], dict]
         rows.append(row("run", f"{system}-{choice['method']}", seed, "bm25_weight", choice["bm25_weight"]))
         rows.append(row("run", f"{system}-{choice['method']}", seed, f"val_{choice['measure']}", choice["val_value"]))
         choices.append({"system": system, "seed": seed, **choice, "test": test_metrics})
-    zero_shot = base / "runs" / "zeroshot-mean.test.trec"
-    if zero_shot.exists():
-        fused = reciprocal_rank_fusion([bm25_test, read_trec_run(zero_shot)], k=60)
+    if StageFolder(base).has_run("zeroshot-mean.test"):
+        fused = reciprocal_rank_fusion([bm25_test, _run(base, "zeroshot-mean.test")], k=60)
         fused_runs["fusion-zeroshot"] = {None: fused}
         rows += metric_rows("retrieval", "fusion-zeroshot", None, test_score(fused, measures))
     return rows, choices, fused_runs
@@ -239,25 +234,25 @@ def test_runs(ws, runs: list[JointRun], fused: dict) -> dict[str, dict]:
     {system: {seed: run}}; systems whose run file is missing are left out."""
     from ..stages import ablations, rerank
 
-    base, depth = ws.folder("baselines"), ws.cfg.joint.list_size
-    found = {"bm25": {None: base / "runs" / "bm25.test.trec"},
-             "zeroshot-mean": {None: base / "runs" / "zeroshot-mean.test.trec"},
-             "warmup_de": {None: ws.folder("warmup_de") / "runs" / "warmup_de.test.trec"},
-             "st-mnrl": {None: ws.folder("st_mnrl") / "runs" / "st-mnrl.test.trec"},
-             "warmup_ce@bm25": {None: ws.folder("warmup_ce") / "runs" / "warmup_ce.bm25.test.trec"},
-             "warmup_ce@warmup_de": {None: ws.folder("warmup_ce") / "runs" / "warmup_ce.warmup_de.test.trec"}}
+    depth = ws.cfg.joint.list_size
+    base, warm_de, warm_ce = (StageFolder(ws.folder(name)) for name in ("baselines", "warmup_de", "warmup_ce"))
+    found = {"bm25": {None: (base, "bm25.test")}, "zeroshot-mean": {None: (base, "zeroshot-mean.test")},
+             "warmup_de": {None: (warm_de, "warmup_de.test")},
+             "st-mnrl": {None: (StageFolder(ws.folder("st_mnrl")), "st-mnrl.test")},
+             "warmup_ce@bm25": {None: (warm_ce, "warmup_ce.bm25.test")},
+             "warmup_ce@warmup_de": {None: (warm_ce, "warmup_ce.warmup_de.test")}}
     for variant in ("dynamic", "static"):
-        found[variant] = {r.seed: r.folder / "runs" / "retriever.test.trec" for r in main_runs(ws, runs, variant)}
+        found[variant] = {r.seed: (StageFolder(r.folder), "retriever.test") for r in main_runs(ws, runs, variant)}
     dynamic = main_runs(ws, runs, "dynamic")
-    found["joint_ce@dynamic"] = {r.seed: r.folder / "runs" / "reranker.test.trec" for r in dynamic}
-    found["joint_ce@bm25"] = {r.seed: r.folder / "runs" / "reranker.bm25.test.trec" for r in dynamic}
+    found["joint_ce@dynamic"] = {r.seed: (StageFolder(r.folder), "reranker.test") for r in dynamic}
+    found["joint_ce@bm25"] = {r.seed: (StageFolder(r.folder), "reranker.bm25.test") for r in dynamic}
     done = [({"variant": r.variant, "list_size": r.list_size, "seed": r.seed}, r.folder) for r in runs
             if r.list_size == depth]
     for system, seed, retriever, reranker in ablations.rerank_plan(ws, done):
         folder = ws.root / "rerank" / rerank.stage_hash(ws, retriever=retriever, reranker=reranker)
-        found.setdefault(system, {})[seed] = folder / "runs" / "reranked.test.trec"
-    out = {system: {seed: read_trec_run(path) for seed, path in paths.items()}
-           for system, paths in found.items() if paths and all(p.exists() for p in paths.values())}
+        found.setdefault(system, {})[seed] = (StageFolder(folder), "reranked.test")
+    out = {system: {seed: folder.run(name) for seed, (folder, name) in paths.items()}
+           for system, paths in found.items() if paths and all(f.has_run(n) for f, n in paths.values())}
     return {**out, **fused}
 
 
@@ -322,20 +317,20 @@ def paired_rows(test: dict) -> list[dict]:
 # ------------------------------------------------------------------------------ run figures
 def mean_step_s(folder: Path) -> float | None:
     """Mean seconds per optimizer step of a training stage (manifest, else history.json)."""
-    manifest = json.loads((folder / "manifest.json").read_text())
+    folder = StageFolder(folder)
+    manifest = folder.manifest or {}
     if manifest.get("mean_step_s") is not None:
         return float(manifest["mean_step_s"])
-    history = folder / "history.json"
-    if history.exists():
-        seconds = [h["seconds"] for h in json.loads(history.read_text()) if "seconds" in h]
+    if folder.history is not None:
+        seconds = [h["seconds"] for h in folder.history if "seconds" in h]
         return float(np.mean(seconds)) if seconds else None
     return None
 
 
 def stage_folders(ws, runs: list[JointRun]) -> list[tuple[str, int | None, Path]]:
     """(system, seed, folder) of every stage folder of this report that has a manifest."""
-    out = [(name, None, ws.folder(name)) for name in STAGES if (ws.folder(name) / "manifest.json").exists()]
-    out += [(f"joint-{r.variant}-m{r.list_size}", r.seed, r.folder) for r in runs if (r.folder / "manifest.json").exists()]
+    out = [(name, None, ws.folder(name)) for name in STAGES if name != "joint" and StageFolder(ws.folder(name)).done]
+    out += [(f"joint-{r.variant}-m{r.list_size}", r.seed, r.folder) for r in runs if StageFolder(r.folder).done]
     return out
 
 
@@ -343,7 +338,7 @@ def stage_rows(ws, runs: list[JointRun]) -> list[dict]:
     """Wall time of every stage, steps and mean step time of the training stages, augment's figures."""
     rows = []
     for system, seed, folder in stage_folders(ws, runs):
-        manifest = json.loads((folder / "manifest.json").read_text())
+        manifest = StageFolder(folder).manifest
         figures = {"wall_time_s": manifest.get("wall_time_s"), "steps": manifest.get("steps"),
                    "mean_step_s": mean_step_s(folder) if manifest.get("steps") else None}
         rows += metric_rows("run", system, seed, {k: v for k, v in figures.items() if v is not None})
@@ -352,10 +347,9 @@ def stage_rows(ws, runs: list[JointRun]) -> list[dict]:
 
 
 def augment_rows(ws) -> list[dict]:
-    path = ws.folder("augment") / "summary.json"
-    if not path.exists():
+    summary = StageFolder(ws.folder("augment")).json("summary", required=False)
+    if summary is None:
         return []
-    summary = json.loads(path.read_text())
     figures = {f"lists_{kind}": n for kind, n in summary.get("lists", {}).items()}
     for key in ("pseudo_positives", "dropped_as_false_negative", "fallback_lists"):
         if key in summary:
@@ -384,9 +378,8 @@ def threshold_reach(ws) -> dict | None:
     out = {"pos_threshold": threshold, "max_prob": float(unlabelled["prob"].max()) if len(unlabelled) else math.nan,
            "max_logit": float(candidates["ce_score"].max()),
            "pseudo_positives": int((candidates["fate"] == "pseudo-positive").sum()), "logit_at_threshold": None}
-    calibration = folder / "calibration.json"
-    fit = json.loads(calibration.read_text()) if calibration.exists() else {}
-    if {"a", "b"} <= set(fit) and fit["a"] > 0:        # p = sigmoid(a * logit + b)
+    fit = StageFolder(folder).json("calibration", required=False) or {}
+    if fit.get("a") is not None and fit.get("b") is not None and fit["a"] > 0:   # p = sigmoid(a * logit + b)
         out["logit_at_threshold"] = (math.log(threshold / (1 - threshold)) - fit["b"]) / fit["a"]
     elif fit.get("method") == "sigmoid":
         out["logit_at_threshold"] = math.log(threshold / (1 - threshold))

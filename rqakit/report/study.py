@@ -9,6 +9,7 @@ most seeds in both arms; runs of another precision are named, never mixed in).
 """
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -292,6 +293,25 @@ LIMITS = (
     "Runs of another precision are kept apart, never pooled; a condition with runs in two precisions reports "
     "the one with more complete seed pairs.",
 )
+
+
+def study_summary(folder: str | Path) -> str | None:
+    """The study's verdict on dynamic vs static at the profile's setting, in one paragraph for the
+    main report's Table 4 section; None where the study has no complete power comparison."""
+    path = Path(folder) / "results.json"
+    if not path.exists():
+        return None
+    power = next((c for c in json.loads(path.read_text())["comparisons"]
+                  if c["condition"] == "power" and c["complete"] and c["ci"] is not None), None)
+    if power is None:
+        return None
+    return (f"The distillation study ([{Path(folder).name}/report.md](../{Path(folder).name}/report.md)) reruns "
+            f"this comparison over {len(power['seeds_dynamic'])} seeds per arm ({power['precision']}): dynamic "
+            f"{power['dynamic']:.3f} ± {power['dynamic_sd']:.3f}, static {power['static']:.3f} ± {power['static_sd']:.3f} "
+            f"{MEASURE}; dynamic - static {power['diff']:+.3f} (95 % CI {_interval(power['ci'])}, {power['test']}, "
+            f"p = {power['p']:.3g}); verdict: {power['verdict']}, against a detectable difference of "
+            f"{power['detectable']:.3f}. Its other conditions (teacher noise, the re-ranker's optimiser, a pointwise "
+            "warm re-ranker, soft targets, two epochs) are in its report.")
 
 
 def write_study(records: list[dict], out: str | Path, profile: str = "scifact") -> dict:

@@ -12,34 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-RETRIEVAL_ORDER = ("bm25", "zeroshot-mean", "zeroshot-cls", "fusion-zeroshot", "fusion-zeroshot-tuned", "warmup_de",
-                   "st-mnrl", "static", "dynamic", "hybrid-static", "hybrid")
-RETRIEVAL_LABELS = {
-    "bm25": "BM25 (bm25s)",
-    "zeroshot-mean": "backbone zero-shot, mean pooling",
-    "zeroshot-cls": "backbone zero-shot, [CLS]",
-    "fusion-zeroshot": "BM25 + backbone zero-shot (mean), RRF k = 60: nothing trained or chosen",
-    "fusion-zeroshot-tuned": "BM25 + backbone zero-shot (mean), fusion chosen on validation as the hybrids'",
-    "warmup_de": "warm retriever (RocketQA step 1)",
-    "st-mnrl": "sentence-transformers MNRL fine-tune (peer)",
-    "static": "joint, static distillation",
-    "dynamic": "joint, dynamic distillation (RocketQAv2)",
-    "hybrid-static": "BM25 + static, fused (kit's own row)",
-    "hybrid": "BM25 + dynamic, fused (kit's own row)",
-}
-RERANK_ORDER = (("warmup_ce@bm25", "warm CE (RocketQA step 2)", "bm25"),
-                ("warmup_ce@warmup_de", "warm CE (RocketQA step 2)", "warmup_de"),
-                ("warmup_ce@static", "warm CE (RocketQA step 2)", "static"),
-                ("warmup_ce@dynamic", "warm CE (RocketQA step 2)", "dynamic"),
-                ("joint_ce@bm25", "joint CE (RocketQAv2), dynamic runs", "bm25"),
-                ("joint_ce@static", "joint CE of the same seed", "static"),
-                ("joint_ce@dynamic", "joint CE (RocketQAv2), its own run", "dynamic"))
-ABLATION_LABELS = {
-    "dynamic": "RocketQAv2 (dynamic listwise distillation)",
-    "static": "w/ static distillation",
-    "pointwise": "w/ pointwise re-ranker",
-    "no-denoise": "w/o denoised lists",
-}
+from .systems import ABLATION_LABELS, RERANK_ORDER, RETRIEVAL_LABELS, RETRIEVAL_ORDER
+
 DIGITS = 3
 
 
@@ -84,7 +58,7 @@ def table2(frame: pd.DataFrame, measures) -> pd.DataFrame:
 
 
 def table3(frame: pd.DataFrame, measures, rerank_depth: int) -> pd.DataFrame:
-    """Table 3 analogue: re-ranking the top-N of a retriever, with the candidates' own nDCG@10 and
+    """Table 3 analogue: re-ranking the top-N of a retriever, with the candidates' own first measure and
     the re-ranked lists' recall named at the depth they hold (R@N)."""
     from .results import rerank_metrics
 

@@ -6,22 +6,19 @@ nothing here trains or writes.
 from __future__ import annotations
 
 import itertools
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ..stage_folder import StageFolder
+
 CORPUS_SAMPLE = 10_000   # passages read for the length statistics (the corpus is streamed)
-
-
-def read_json(path: str | Path):
-    return json.loads(Path(path).read_text())
 
 
 def read_metrics(folder: str | Path) -> dict:
     """A stage folder's metrics.json: {system: {measure: value}}."""
-    return read_json(Path(folder) / "metrics.json")
+    return StageFolder(folder).metrics
 
 
 def metrics_table(metrics: dict, measures=None, digits: int = 3) -> pd.DataFrame:
@@ -73,7 +70,7 @@ def example_query(ws, qid: str | None = None) -> pd.DataFrame:
 
 def history_summary(folder: str | Path) -> dict:
     """Steps, first and last loss, mean step seconds of a training stage's history.json."""
-    history = read_json(Path(folder) / "history.json")
+    history = StageFolder(folder).history
     if not history:
         return {"steps": 0}
     return {"steps": len(history), "first_loss": history[0]["loss"], "last_loss": history[-1]["loss"],

@@ -24,8 +24,9 @@ import pandas as pd
 
 from ..artifacts import run_stage
 from ..encode import Throughput, score_pairs
-from ..mining import Calibrator, build_lists, calibration_settings, denoising_quality, labelled_pairs, write_lists
+from ..mining import Calibrator, DenoiseRule, build_lists, calibration_settings, denoising_quality, labelled_pairs, write_lists
 from ..models import CrossEncoder
+from . import teacher
 from .common import answer_bearing, ranked_ids, warm_retriever_run, write_json
 from .workspace import SPLITS, Workspace
 
@@ -82,10 +83,10 @@ def score_candidates(ws: Workspace, wde: Path, wce: Path, stats: Throughput | No
 
 def run(ws: Workspace, force: bool = False, log=print) -> Path:
     ws.apply()  # this config's threads, dropout masks and precision, before anything computes
-    from . import warmup_ce, warmup_de
 
     a = ws.cfg.augment
-    wde, wce = warmup_de.run(ws, log=log), warmup_ce.run(ws, log=log)
+    wde, wce = ws.upstream("augment", log).values()
+    teacher.check(ws, log=log)   # says so, with the numbers, where the re-ranker that denoises does not lead
 
     def build(tmp: Path) -> dict:
         stats = Throughput()
@@ -93,15 +94,12 @@ def run(ws: Workspace, force: bool = False, log=print) -> Path:
         calibrator = Calibrator(a.calibration, prior=a.calibration_prior)
         calibrator.fit(*labelled_pairs(ws.train, ce_scores))
         bearing = answer_bearing(ws, candidates)  # NQ: passages with an answer are no negatives
+        rule = DenoiseRule.of(a)
         lists, summary = build_lists(ws.train, candidates, ce_scores, list_size=a.list_size, calibrator=calibrator,
-                                     neg_threshold=a.neg_threshold, pos_threshold=a.pos_threshold,
-                                     rank_keep_from=a.rank_keep_from, max_pseudo_positives=a.max_pseudo_positives,
-                                     score_depth=a.score_depth, seed=a.seed, answer_bearing=bearing)
+                                     rule=rule, seed=a.seed, answer_bearing=bearing)
         write_lists(lists, tmp / "lists.parquet")
         summary["calibration_settings"] = calibration_settings(
-            ws.train, candidates, ce_scores, neg_threshold=a.neg_threshold, pos_threshold=a.pos_threshold,
-            rank_keep_from=a.rank_keep_from, max_pseudo_positives=a.max_pseudo_positives, score_depth=a.score_depth,
-            prior=a.calibration_prior, answer_bearing=bearing)
+            ws.train, candidates, ce_scores, rule=rule, prior=a.calibration_prior, answer_bearing=bearing)
         dropped, pseudo = summary.pop("dropped"), summary.pop("pseudo")
         cand = pd.DataFrame([(q, d, s) for q, ds in ce_scores.items() for d, s in ds.items()],
                             columns=["query_id", "doc_id", "ce_score"])

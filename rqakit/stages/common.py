@@ -8,19 +8,21 @@ from typing import Callable, Sequence
 from ..artifacts import work_dir
 from ..atomic import write_json  # noqa: F401  (the stages' one JSON writer)
 from ..evaluation import evaluate_split, passage_texts, per_query_split, relevance_mode
-from ..runs import Run, ranked, read_trec_run, write_trec_run
+from ..runs import Run, ranked, write_trec_run
 from ..runtime import pick_device
+from ..stage_folder import StageFolder
 from ..training import OptimSettings, TrainResult, make_plan, train
 
 
 def save_run(folder: Path, name: str, run: Run) -> Path:
-    path = Path(folder) / "runs" / f"{name}.trec"
+    """Write `runs/<name>.trec` of a stage folder being built (read back by `StageFolder.run`)."""
+    path = StageFolder(folder).run_path(name)
     write_trec_run(run, path)
     return path
 
 
 def load_run(folder: Path, name: str) -> Run:
-    return read_trec_run(Path(folder) / "runs" / f"{name}.trec")
+    return StageFolder(folder).run(name)
 
 
 def answer_bearing(ws, candidates: dict[str, list[str]]) -> dict[str, set[str]] | None:

@@ -160,12 +160,10 @@ def run(ws: Workspace, variant: str = "dynamic", *, list_size: int | None = None
     `evaluates` ({"curves", "rerank", "rerank_bm25"}) replaces `report_reads` for a run that
     something other than the report reads; it enters the run's hash the same way."""
     ws.apply()  # this config's threads, dropout masks and precision, before anything computes
-    from . import augment, baselines, warmup_ce, warmup_de
 
     cfg = ws.cfg
     j = variant_config(ws, variant, list_size, seed)
-    base, wde, wce, aug = (baselines.run(ws, log=log), warmup_de.run(ws, log=log),
-                           warmup_ce.run(ws, log=log), augment.run(ws, log=log))
+    base, wde, wce, aug = ws.upstream("joint", log).values()
     name = folder_name(variant, j.list_size, j.seed)
     cfg_hash = stage_hash(ws, name, evaluates)
     folder = ws.folder(name, cfg_hash)

@@ -135,10 +135,9 @@ def fine_tune(ws: Workspace, examples: list[ListExample], recipe: dict, folder: 
 
 def run(ws: Workspace, force: bool = False, log=print) -> Path:
     ws.apply()  # this config's threads, dropout masks and precision, before anything computes
-    from . import baselines
 
     cfg, recipe = ws.cfg, settings(ws.cfg)
-    base = baselines.run(ws, log=log)
+    base = ws.upstream("st_mnrl", log)["baselines"]
     folder = ws.folder("st_mnrl")
 
     def build(tmp: Path) -> dict:

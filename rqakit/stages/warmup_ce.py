@@ -83,10 +83,9 @@ def build_cross_encoder(ws: Workspace, seed: int) -> CrossEncoder:
 
 def run(ws: Workspace, force: bool = False, log=print) -> Path:
     ws.apply()  # this config's threads, dropout masks and precision, before anything computes
-    from . import baselines, warmup_de
 
     cfg, c = ws.cfg, ws.cfg.warmup_ce
-    base, wde = baselines.run(ws, log=log), warmup_de.run(ws, log=log)
+    base, wde = ws.upstream("warmup_ce", log).values()
     folder = ws.folder("warmup_ce")
 
     def build(tmp: Path) -> dict:

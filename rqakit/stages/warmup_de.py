@@ -65,10 +65,9 @@ def build_dual_encoder(ws: Workspace) -> DualEncoder:
 
 def run(ws: Workspace, force: bool = False, log=print) -> Path:
     ws.apply()  # this config's threads, dropout masks and precision, before anything computes
-    from . import baselines
 
     cfg, c = ws.cfg, ws.cfg.warmup_de
-    base = baselines.run(ws, log=log)
+    base = ws.upstream("warmup_de", log)["baselines"]
     folder = ws.folder("warmup_de")
 
     def build(tmp: Path) -> dict:

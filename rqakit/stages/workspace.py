@@ -8,10 +8,11 @@
 
 What a stage's hash covers is declared beside the stage: `READS`, the config fields (or whole
 sections) its code reads, and `NEEDS`, the stages whose outputs it reads; their hashes enter its
-own. `tests/test_stage_hashes.py` runs every stage under a config that records each field read
-and fails when a read field is not covered. Fields no output depends on (`NEUTRAL`: batch sizes
-of inference, checkpoint intervals, the runtime section) stay out; the dtype the stages compute in
-(`runtime.precision` and the hardware: bfloat16 or float32 on a CPU) goes in.
+own, and `upstream` runs them before it. `tests/test_stage_hashes.py` runs every stage under a
+config that records each field read and fails when a read field is not covered. Fields no output
+depends on (`NEUTRAL`: batch sizes of inference, checkpoint intervals, the runtime section) stay
+out; the dtype the stages compute in (`runtime.precision` and the hardware: bfloat16 or float32 on
+a CPU) goes in.
 """
 from __future__ import annotations
 
@@ -87,6 +88,11 @@ class Workspace:
         if self.kernels == "portable":
             body["kernels"] = "portable"
         return config_hash(body, extra=extra)
+
+    def upstream(self, stage: str, log=print) -> dict[str, Path]:
+        """{name: folder} of the stages `stage` NEEDS, in their declared order, each run first unless
+        cached: the NEEDS that enter the hash are also what runs."""
+        return {name: stage_module(name).run(self, log=log) for name in stage_module(stage).NEEDS}
 
     def folder(self, stage: str, cfg_hash: str | None = None) -> Path:
         """`<root>/<stage>/<hash>`: the stage's result for this config (or for `cfg_hash`).

@@ -13,14 +13,8 @@ their time split (the manifests' `time_split_s`, rqakit.timing), the rate of eac
 steps", "corpus encoding", "CE scoring" ...) is the one measured there, and the seconds no part
 accounts for (setup, search, checkpoints, I/O) are added in the measured proportion; otherwise
 the matmul peak times the share of it each kind of work reaches (`EFFICIENCY`). A stage that ran
-while other jobs shared the CPU, or was paused, had only part of it: its seconds are scaled by
-that share, so the rates and the estimates are those of a machine the run has to itself. The
-share of a part is its own CPU seconds over threads x its wall time where every attempt recorded
-CPU seconds (`time_split_cpu_s`; an attempt of older code that kept only its total shares it among
-its parts by wall time), else the stage's (`cpu_share`: the same ratio over the whole stage, or
-where CPU seconds were not recorded threads / its mean load average); a part's rate comes from
-the stages that recorded its share where there are any. `check` holds, for each finished stage,
-its estimate from the other stages' rates beside its measured time so scaled.
+while other jobs shared the CPU had only part of it (the manifest's `cpu_share`): its seconds are
+scaled by that share, so the rates and estimates are those of a machine the run has to itself.
 """
 from __future__ import annotations
 
@@ -30,8 +24,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-
-from .attempts import attempt_share
 
 SAMPLE = 500   # passages and queries tokenised to measure mean lengths
 
@@ -228,57 +220,30 @@ def part_flops(parts: list[Work], backbone) -> dict[str, float]:
     return out
 
 
-def measured_rates(measured: dict[str, tuple[dict, dict, set]]) -> tuple[dict[str, float], float | None]:
-    """{stage: (part FLOPs, time split in seconds alone, parts whose share was recorded)} of
-    finished stages -> (GFLOP/s per part, seconds outside the modelled parts per modelled second).
-    Parts without FLOPs or seconds are left out; a part some stage recorded its share of is rated
-    from those stages alone (a share inferred from a whole stage's load is a coarse guess)."""
-    recorded = {part for parts, split, exact in measured.values() for part in exact
-                if parts.get(part, 0) > 0 and split.get(part, 0) > 0}
+def measured_rates(measured: dict[str, tuple[dict, dict]]) -> tuple[dict[str, float], float | None]:
+    """{stage: (part FLOPs, time split in seconds alone)} of finished stages -> (GFLOP/s per part,
+    seconds outside the modelled parts per modelled second). Parts without FLOPs or seconds count
+    as outside."""
     flops: dict[str, float] = {}
     seconds: dict[str, float] = {}
-    rest = modelled = 0.0
-    for parts, split, exact in measured.values():
+    rest = 0.0
+    for parts, split in measured.values():
         for part, value in split.items():
-            if not (part in parts and parts[part] > 0 and value > 0):
+            if parts.get(part, 0) > 0 and value > 0:
+                flops[part] = flops.get(part, 0.0) + parts[part]
+                seconds[part] = seconds.get(part, 0.0) + value
+            else:
                 rest += value
-                continue
-            modelled += value
-            if part in recorded and part not in exact:
-                continue
-            flops[part] = flops.get(part, 0.0) + parts[part]
-            seconds[part] = seconds.get(part, 0.0) + value
+    modelled = sum(seconds.values())
     rates = {part: flops[part] / seconds[part] / 1e9 for part in flops}
     return rates, (rest / modelled if modelled else None)
 
 
-def cpu_share(manifest: dict, threads: int) -> float:
-    """The share of its cores a finished stage had: the manifest's `cpu_share` where recorded
-    (summed attempt by attempt, `attempts.attempt_share`), else the same rule over the whole
-    stage: its CPU seconds over threads x wall time (a pause, or a competitor of lower priority,
-    counts as it really was), else threads / its mean load average. `threads`: the manifest's,
-    else the caller's."""
-    if manifest.get("cpu_share"):
-        return float(manifest["cpu_share"])
-    whole = {"elapsed_s": manifest.get("wall_time_s"), "cpu_s": manifest.get("cpu_s"),
-             "load_mean": manifest.get("load_mean")}
-    return attempt_share(whole, manifest.get("threads") or threads)
-
-
-def alone_split(manifest: dict, threads: int) -> tuple[dict[str, float], set[str]]:
-    """A finished stage's time split as seconds on a machine it has alone, and the parts whose share
-    was recorded: a part's CPU seconds over threads x its wall seconds (`time_split_cpu_s`) where
-    the manifest has them, else the whole stage's `cpu_share`."""
-    wall, cpu = manifest["time_split_s"], manifest.get("time_split_cpu_s") or {}
-    n, stage = manifest.get("threads") or threads, cpu_share(manifest, threads)
-    split, exact = {}, set()
-    for part, seconds in wall.items():
-        if cpu.get(part) is not None and seconds > 0:
-            split[part] = seconds * min(1.0, cpu[part] / (n * seconds))
-            exact.add(part)
-        else:
-            split[part] = seconds * stage
-    return split, exact
+def alone_split(manifest: dict) -> dict[str, float]:
+    """A finished stage's time split as seconds on a machine it has alone: each part's wall seconds
+    times the share of its cores the stage had (`cpu_share`, 1 where not recorded)."""
+    share = manifest.get("cpu_share") or 1.0
+    return {part: seconds * share for part, seconds in manifest["time_split_s"].items()}
 
 
 def estimate_seconds(parts: dict[str, float], rates: dict[str, float], overhead: float | None,
@@ -316,9 +281,7 @@ def plan(cfg, *, peak_gflops: float | None = None) -> dict:
     flops = {stage: part_flops(parts, backbone) for stage, parts in work.items()}
     manifests = {stage: m for stage in work if (m := read_manifest(ws.folder(stage))) is not None}
     threads = torch.get_num_threads()
-    share = {stage: cpu_share(m, threads) for stage, m in manifests.items()}
-    measured = {stage: (flops[stage], *alone_split(m, threads)) for stage, m in manifests.items()
-                if m.get("time_split_s")}
+    measured = {stage: (flops[stage], alone_split(m)) for stage, m in manifests.items() if m.get("time_split_s")}
     rates, overhead = measured_rates(measured)
     kinds = {w.where: w.kind for parts in work.values() for w in parts}
     fallback = {part: peak * EFFICIENCY[kind] for part, kind in kinds.items()}
@@ -331,19 +294,8 @@ def plan(cfg, *, peak_gflops: float | None = None) -> dict:
                "estimate_s": round(estimate_seconds(flops[stage], rates, overhead, fallback))}
         if stage in manifests and "wall_time_s" in manifests[stage]:
             row["measured_s"] = round(manifests[stage]["wall_time_s"])
-            row["load_mean"] = manifests[stage].get("load_mean")   # measured while other jobs ran: slow
-            row["cpu_share"] = round(share[stage], 2)
+            row["cpu_share"] = manifests[stage].get("cpu_share")   # below 1: measured while other jobs ran
         rows.append(row)
-    check = []   # each finished stage estimated from the others' rates only
-    for stage in measured:
-        others = {k: v for k, v in measured.items() if k != stage}
-        o_rates, o_overhead = measured_rates(others)
-        estimate = estimate_seconds(flops[stage], o_rates, o_overhead, fallback)
-        wall = manifests[stage].get("wall_time_s")
-        if wall:
-            alone = wall * share[stage]
-            check.append({"stage": stage, "estimate_s": round(estimate), "measured_s": round(wall),
-                          "cpu_share": round(share[stage], 2), "ratio": round(estimate / alone, 2)})
     todo = [r for r in rows if not r["done"]]
     return {"profile": cfg.profile, "device": str(device), "compute_dtype": dtype_name(compute_dtype(device)),
             "peak_gflops": round(peak, 1), "peak_from": "given" if peak_gflops else "timed",
@@ -355,4 +307,4 @@ def plan(cfg, *, peak_gflops: float | None = None) -> dict:
             "todo_floor_s": sum(r["floor_s"] for r in todo),
             "rates_gflops": {part: round(v, 1) for part, v in sorted(rates.items())},
             "rates_from": sorted(measured), "overhead": None if overhead is None else round(overhead, 3),
-            "efficiency": EFFICIENCY, "check": check}
+            "efficiency": EFFICIENCY}
