@@ -106,6 +106,8 @@ class WarmupCEConfig:
     negatives_from: str = _f("bm25+de", "where negatives are sampled: bm25 | de | bm25+de")
     depth: int = _f(30, "negatives are sampled from this retrieval depth")
     seed: int = _f(1, "seed of the negatives, the batch order and the initial RNG state")
+    lead_epochs: int = _f(0, "up to this many more epochs of warm-up, one at a time, while the re-ranker does not "
+                             "lead BM25 and the warm retriever on validation (rqakit.stages.teacher); 0: off")
     checkpoint_every: int = _f(50, "write a resumable checkpoint every N optimizer steps")
 
 
@@ -578,7 +580,7 @@ NEUTRAL = ("evaluate.batch_size", "warmup_de.checkpoint_every", "warmup_ce.check
 # Fields added after stage folders were committed: at these values they stay out of every stage
 # and report hash, so a folder built before the field existed keeps its name.
 HASHED_WHEN_SET = {"joint.ce_lr": None, "joint.ce_warmup_ratio": 0.0, "joint.teacher_dropout": False,
-                   "joint.teacher_temperature": 1.0}
+                   "joint.teacher_temperature": 1.0, "warmup_ce.lead_epochs": 0}
 
 
 def at_default(key: str, value) -> bool:

@@ -247,10 +247,18 @@ def run_queue(profile: str, *, conditions=None, seeds=None, out=None, base_overr
 
 
 def export_teacher(ws, out: Path, name: str) -> None:
+    """The warm re-ranker's static targets (`teacher_record`) and whether it leads on validation
+    (`stages.teacher`), once per teacher."""
+    from .stages import teacher
+
     path = out / "teachers" / f"{name}.json"
-    if not path.exists():
-        write_json(path, {"teacher": name, "augment": ws.folder("augment").name,
-                          **teacher_record(ws.folder("augment") / "lists.parquet")})
+    record = json.loads(path.read_text()) if path.exists() else {
+        "teacher": name, "augment": ws.folder("augment").name, **teacher_record(ws.folder("augment") / "lists.parquet")}
+    if "leads" not in record and (checked := teacher.read(ws)) is not None:
+        record["leads"] = {k: checked[k] for k in ("measure", "split", "queries", "rows", "leads")}
+        write_json(path, record)
+    elif not path.exists():
+        write_json(path, record)
 
 
 def read_runs(out: str | Path) -> list[dict]:

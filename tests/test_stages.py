@@ -248,7 +248,25 @@ def test_the_teacher_line_gives_the_numbers_and_where_it_lags_the_remedy():
             {"candidates": "warmup_de top 30", "retriever": 0.339, "teacher": 0.401}]
     lags = teacher.verdict_line({"measure": "nDCG@10", "split": "validation", "queries": 40, "rows": rows, "leads": False})
     assert "does not lead" in lags and "0.163 on bm25 top 30 against the retriever's 0.362" in lags
-    assert "warmup_ce.epochs" in lags
+    assert "warmup_ce.lead_epochs=N" in lags
     rows[0]["teacher"] = 0.5
     leads = teacher.verdict_line({"measure": "nDCG@10", "split": "validation", "queries": 40, "rows": rows, "leads": True})
-    assert leads.startswith("the warm re-ranker leads") and "warmup_ce.epochs" not in leads
+    assert leads.startswith("the warm re-ranker leads") and "lead_epochs" not in leads
+
+
+def test_a_reranker_that_does_not_lead_trains_more_epochs_up_to_the_budget(toy_ws, tmp_path):
+    """warmup_ce.lead_epochs: with a learning rate too small to move it, the re-ranker never comes to
+    lead, so every allowed epoch is trained and every check is recorded; the switch enters the hash."""
+    from rqakit.stages import warmup_ce
+
+    overrides = {**SMALL, "runtime.workdir": str(tmp_path), "warmup_ce.lr": 1e-12, "warmup_ce.epochs": 0.25}
+    plain = Workspace(load_config("toy", overrides))
+    ws = Workspace(load_config("toy", {**overrides, "warmup_ce.lead_epochs": 2}))
+    assert ws.hash("warmup_ce") != plain.hash("warmup_ce") and ws.hash("warmup_de") == plain.hash("warmup_de")
+    manifest = read_manifest(warmup_ce.run(ws, log=lambda *_: None))
+    checks = manifest["lead_checks"]
+    assert [c["leads"] for c in checks] == [False, False, False] and manifest["lead_epochs_used"] == 2
+    per_epoch = -(-len(ws.train.queries) // ws.cfg.warmup_ce.batch_queries)        # one epoch's steps
+    first = -(-round(0.25 * len(ws.train.queries)) // ws.cfg.warmup_ce.batch_queries)
+    assert manifest["steps"] == pytest.approx(first + 2 * per_epoch, abs=2)
+    assert checks[0]["rows"][0]["retriever"] == checks[-1]["rows"][0]["retriever"]   # the students stay as they were

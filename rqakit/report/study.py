@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 
 from ..atomic import write_json
 from ..evaluation import paired_test
+from ..stages.teacher import verdict_line
 from ..stats import bootstrap_queries, compare_seeds, verdict
 from ..study import CONDITIONS, MEASURE, Condition, chosen_point
 from .figures import save
@@ -206,6 +207,12 @@ def teacher_table(out: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def teacher_checks(out: Path) -> list[dict]:
+    """The exported teachers that carry their validation check (`stages.teacher`)."""
+    found = [json.loads(p.read_text()) for p in sorted((Path(out) / "teachers").glob("*.json"))]
+    return [t for t in found if "leads" in t]
+
+
 def arm_text(arm) -> str:
     """What an arm trains with, in words: the runs it reuses, its overrides, or the profile."""
     if arm.reuse:
@@ -374,6 +381,8 @@ def render(records, comparisons, extra, figs, out: Path, profile: str) -> str:
     if not extra["teachers"].empty:
         lines += ["Static targets: the warm re-ranker's softmax over each training list (the same lists both arms "
                   "train on), by temperature.", "", _md(extra["teachers"]), ""]
+    for checked in teacher_checks(out):
+        lines += [f"Teacher check, {checked['teacher']}: {verdict_line(checked['leads'])}.", ""]
     if not extra["clipping"].empty:
         lines += ["Gradient clipping (global norm 1.0 over both towers): share of steps clipped and each tower's "
                   "median gradient norm before the clip.", "", _md(extra["clipping"]), ""]

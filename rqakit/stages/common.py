@@ -80,12 +80,13 @@ def warm_retriever_run(warmup_de_folder: Path, queries: dict[str, str], depth: i
 
 
 def fit(objective, examples: Sequence, plan: list[list[list[int]]], *, optim: OptimSettings, section, ws,
-        folder: Path, desc: str, log: Callable = print, **options) -> TrainResult:
+        folder: Path, desc: str, log: Callable = print, checkpoints: str = "ckpt", **options) -> TrainResult:
     """Train `objective` on `plan` (example indices per micro-batch per step), checkpointing in the
-    stage's work folder every `section.checkpoint_every` steps and seeding from `section.seed`."""
+    stage's work folder (`checkpoints` under it) every `section.checkpoint_every` steps and seeding
+    from `section.seed`."""
     batches = [[[examples[i] for i in micro] for micro in step] for step in plan]
     return train(objective, batches, objective.collate, optim=optim, device=pick_device(ws.config.runtime.device),
-                 checkpoint_dir=work_dir(folder) / "ckpt", checkpoint_every=section.checkpoint_every,
+                 checkpoint_dir=work_dir(folder) / checkpoints, checkpoint_every=section.checkpoint_every,
                  desc=desc, seed=section.seed, log=log, **options)
 
 

@@ -45,27 +45,31 @@ def read(ws: Workspace) -> dict | None:
     return None if result is None else {**result, "line": verdict_line(result)}
 
 
+def measure_lead(ws: Workspace, ce: CrossEncoder, cache: ScoreCache | None = None) -> dict:
+    """The re-ranker `ce` against BM25 and the warm retriever on their validation top
+    `evaluate.rerank_depth` (the saved runs of `baselines` and `warmup_de`)."""
+    e = ws.cfg.evaluate
+    measure, score, rows = e.measures[0], split_scorer(ws, ws.val), []
+    for name, stage, run_name in RETRIEVERS:
+        run = load_run(ws.folder(stage), run_name)
+        reranked = rerank(ce, run, ws.val.queries, ws.corpus, top_n=e.rerank_depth, batch_size=e.batch_size,
+                          cache=cache, progress=False)
+        rows.append({"candidates": f"{name} top {e.rerank_depth}", "retriever": score(run, [measure])[measure],
+                     "teacher": score(reranked, [measure])[measure]})
+    return {"measure": measure, "split": "validation", "queries": len(ws.val.queries), "rows": rows,
+            "leads": all(r["teacher"] > r["retriever"] for r in rows)}
+
+
 def check(ws: Workspace, force: bool = False, log=print) -> dict:
     """The warm re-ranker against BM25 and the warm retriever on their validation candidates (the
     stages it reads must be built)."""
     ws.apply()
-    folder, e = ws.folder("teacher"), ws.cfg.evaluate
-    measure = e.measures[0]
+    folder = ws.folder("teacher")
 
     def build(tmp: Path) -> dict:
-        ce = CrossEncoder.from_pretrained(ws.folder("warmup_ce") / "model")
         cache = ScoreCache(ws.root / "rerank" / SCORES)
-        score = split_scorer(ws, ws.val)
-        rows = []
-        for name, stage, run_name in RETRIEVERS:
-            run = load_run(ws.folder(stage), run_name)
-            reranked = rerank(ce, run, ws.val.queries, ws.corpus, top_n=e.rerank_depth, batch_size=e.batch_size,
-                              cache=cache, progress=False)
-            rows.append({"candidates": f"{name} top {e.rerank_depth}", "retriever": score(run, [measure])[measure],
-                         "teacher": score(reranked, [measure])[measure]})
+        result = measure_lead(ws, CrossEncoder.from_pretrained(ws.folder("warmup_ce") / "model"), cache)
         cache.save()
-        result = {"measure": measure, "split": "validation", "queries": len(ws.val.queries), "rows": rows,
-                  "leads": all(r["teacher"] > r["retriever"] for r in rows)}
         write_json(tmp / "teacher.json", result)
         return {}
 
@@ -83,6 +87,6 @@ def verdict_line(result: dict) -> str:
     if result["leads"]:
         return f"the warm re-ranker leads on {result['split']} ({result['queries']} queries, {result['measure']}: {pairs})"
     return (f"the warm re-ranker does not lead on {result['split']} ({result['queries']} queries, {result['measure']}: "
-            f"{pairs}): denoising and "
-            "distilling from it can make the retriever worse; train it longer (warmup_ce.epochs) or on more data "
-            "until it leads, and read the joint results with that in mind")
+            f"{pairs}): denoising and distilling from it can make the retriever worse; --set "
+            "warmup_ce.lead_epochs=N trains it up to N more epochs until it leads, and read the joint results with "
+            "that in mind")

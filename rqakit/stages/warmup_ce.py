@@ -22,6 +22,7 @@ from ..objectives import ListExample, ListwiseReranker, PointwiseReranker
 from ..rerank import ScoreCache, rerank
 from ..runtime import per_process
 from ..training import OptimSettings
+from . import teacher
 from .common import (
     answer_bearing,
     bm25_run,
@@ -55,10 +56,12 @@ def negative_pools(ws: Workspace, runs: list, depth: int) -> dict[str, list[str]
     return pools
 
 
-def listwise_examples(ws: Workspace, pools: dict[str, list[str]], *, m: int, epochs: int, seed: int) -> list[list[ListExample]]:
-    """One list per query and epoch: a labelled positive + m-1 negatives sampled from its pool."""
+def listwise_examples(ws: Workspace, pools: dict[str, list[str]], *, m: int, epochs: int, seed: int,
+                      first: int = 0) -> list[list[ListExample]]:
+    """One list per query and epoch (`first` to `epochs` - 1): a labelled positive + m-1 negatives
+    sampled from its pool, drawn from (seed, epoch, query index)."""
     per_epoch = []
-    for epoch in range(epochs):
+    for epoch in range(first, epochs):
         lists = []
         for i, qid in enumerate(sorted(pools)):
             positives, pool = ws.train.positives(qid), pools[qid]
@@ -79,6 +82,27 @@ def build_cross_encoder(ws: Workspace, seed: int) -> CrossEncoder:
         torch.manual_seed(seed)
         return CrossEncoder.from_backbone(m.backbone, pooling=m.ce_pooling, max_length=m.ce_max_len,
                                           query_max_length=m.ce_query_max_len)
+
+
+def until_it_leads(ws: Workspace, objective, pools: dict[str, list[str]], done_epochs: int, optim: OptimSettings,
+                   folder: Path, log=print) -> dict:
+    """`warmup_ce.lead_epochs`: while the re-ranker does not lead on validation (`teacher.measure_lead`),
+    one more epoch of warm-up on freshly drawn lists, with a schedule of its own over that epoch, at
+    most `lead_epochs` of them. Returns {"checks": every check in order, "results": the extra epochs'
+    TrainResults}."""
+    c, checks, results = ws.cfg.warmup_ce, [], []
+    for k in range(c.lead_epochs + 1):
+        checks.append(teacher.measure_lead(ws, objective.ce))
+        log(f"[warmup_ce] after {done_epochs + k} epochs: {teacher.verdict_line(checks[-1])}")
+        if checks[-1]["leads"] or k == c.lead_epochs:
+            break
+        epoch = done_epochs + k
+        lists = listwise_examples(ws, pools, m=c.list_size, epochs=epoch + 1, seed=c.seed, first=epoch)[0]
+        plan = make_plan(len(lists), batch_size=c.batch_queries, micro_batch_size=per_process(c.batch_queries),
+                         epochs=1.0, seed=c.seed + epoch)
+        results.append(fit(objective, lists, plan, ws=ws, section=c, folder=folder, desc=f"warmup_ce +{k + 1}",
+                           log=log, optim=optim, checkpoints=f"ckpt-lead-{k + 1}"))
+    return {"checks": checks, "results": results}
 
 
 def run(ws: Workspace, force: bool = False, log=print) -> Path:
@@ -107,9 +131,10 @@ def run(ws: Workspace, force: bool = False, log=print) -> Path:
                                            epochs=min(1.0, c.epochs - e), seed=c.seed + e)]
         ce = build_cross_encoder(ws, c.seed)
         objective = (PointwiseReranker if c.loss == "pointwise" else ListwiseReranker)(ce)
-        result = fit(objective, examples, plan, ws=ws, section=c, folder=folder, desc="warmup_ce", log=log,
-                     optim=OptimSettings(lr=c.lr, weight_decay=c.weight_decay, warmup_ratio=c.warmup_ratio,
-                                         schedule=c.schedule, clip=1.0))
+        optim = OptimSettings(lr=c.lr, weight_decay=c.weight_decay, warmup_ratio=c.warmup_ratio, schedule=c.schedule,
+                              clip=1.0)
+        result = fit(objective, examples, plan, ws=ws, section=c, folder=folder, desc="warmup_ce", log=log, optim=optim)
+        lead = until_it_leads(ws, objective, pools, n_epochs, optim, folder, log) if c.lead_epochs else None
         ce.save_pretrained(tmp / "model")
         metrics, shared = {}, ScoreCache()  # the two runs share many (query, doc) pairs: score each once
         for name, source in (("warmup_de", load_run(wde, "warmup_de.test")), ("bm25", load_run(base, "bm25.test"))):
@@ -119,9 +144,10 @@ def run(ws: Workspace, force: bool = False, log=print) -> Path:
             metrics[f"warmup_ce@{name}"] = metrics_of(reranked, ws.test, cfg.evaluate.measures, ws.corpus,
                                                         cfg.evaluate.relevance)
         write_json(tmp / "metrics.json", metrics)
-        write_json(tmp / "history.json", result.history)
+        write_json(tmp / "history.json", result.history + [h for r in (lead or {}).get("results", []) for h in r.history])
         log(f"[warmup_ce] {result.steps} steps, test {metrics}")
-        return {"metrics": metrics, "steps": result.steps, "train_wall_time_s": result.wall_time_s,
-                "steps_s": round(result.steps_seconds, 3)}
+        extra = {"lead_checks": lead["checks"], "lead_epochs_used": len(lead["results"])} if lead else {}
+        return {"metrics": metrics, "steps": result.steps + sum(r.steps for r in (lead or {}).get("results", [])),
+                "train_wall_time_s": result.wall_time_s, "steps_s": round(result.steps_seconds, 3), **extra}
 
     return run_stage(folder, ws.hash("warmup_ce"), build, config=ws.config_dict(), force=force, log=log)
