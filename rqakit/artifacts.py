@@ -29,12 +29,17 @@ from .timing import live_split, measuring
 ATTEMPTS = "attempts.json"   # in the work folder: every attempt's time (rqakit.attempts)
 
 
+CODE_PATHS = (":/rqakit", ":/notebooks")   # what a run executes: "-dirty" when these differ from the commit
+
+
 def git_commit(cwd: Path | None = None) -> str:
+    """The short commit of the kit's code, "-dirty" when the package or the notebooks differ from it
+    (a report being written into reports/ is no change of code); "unknown" outside a checkout."""
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=cwd or Path(__file__).parent,
                              capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd or Path(__file__).parent,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS],
+                               cwd=cwd or Path(__file__).parent, capture_output=True, text=True, timeout=5).stdout.strip()
         return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"

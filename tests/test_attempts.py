@@ -93,3 +93,24 @@ def test_each_attempt_keeps_the_commit_it_ran_and_the_totals_list_them_in_order(
         clock.record()                                   # what a heartbeat writes
     assert json.loads(path.read_text())[-1]["git_commit"] == "aaa1111"
     assert clock.totals({}, 1.0)["git_commits"] == ["aaa1111", "bbb2222"]
+
+
+def test_the_commit_is_dirty_only_when_the_code_differs(tmp_path):
+    from rqakit.artifacts import git_commit
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    (tmp_path / "rqakit").mkdir()
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "rqakit" / "a.py").write_text("x = 1\n")
+    (tmp_path / "reports" / "r.md").write_text("old\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=k", "-c", "user.email=k@k", "commit", "-q", "-m", "c")
+    clean = git_commit(tmp_path / "rqakit")
+    assert clean and not clean.endswith("-dirty")
+    (tmp_path / "reports" / "r.md").write_text("new\n")          # a report being rewritten
+    assert git_commit(tmp_path / "rqakit") == clean
+    (tmp_path / "rqakit" / "a.py").write_text("x = 2\n")         # the code changed
+    assert git_commit(tmp_path / "rqakit") == clean + "-dirty"
