@@ -113,30 +113,16 @@ def unwritable_reason(folder: Path) -> str | None:
     return None
 
 
-# Stage folders handed out since the last chapter record (folder -> config hash): a chapter's
-# record lists them, and the chapter counts as done only while they are all complete.
-_STAGES_READ: dict[str, str] = {}
 _SAID_CACHED: set[str] = set()   # "[stage] cached" is logged once per folder and process
 
 
-def _shown(folder: Path) -> str:
+def shown(folder: Path) -> str:
     """The folder relative to the working directory when below it (reports stay portable)."""
     folder = Path(folder).absolute()
     try:
         return str(folder.relative_to(Path.cwd()))
     except ValueError:
         return str(folder)
-
-
-def note_stage_read(folder: Path, cfg_hash: str) -> None:
-    _STAGES_READ[_shown(folder)] = cfg_hash
-
-
-def take_stages_read() -> dict[str, str]:
-    """The stage folders read since the last call (and forget them)."""
-    read = dict(_STAGES_READ)
-    _STAGES_READ.clear()
-    return read
 
 
 def missing_stages(stages: dict[str, str]) -> list[str]:
@@ -160,7 +146,6 @@ def run_stage(folder: Path, cfg_hash: str, build: Callable[[Path], dict | None],
         if str(folder.absolute()) not in _SAID_CACHED:
             log(f"[{stage_label(folder)}] cached ({cfg_hash})")
             _SAID_CACHED.add(str(folder.absolute()))
-        note_stage_read(folder, cfg_hash)
         link_latest(folder)
         return folder
     work = work_dir(folder)
@@ -184,7 +169,6 @@ def run_stage(folder: Path, cfg_hash: str, build: Callable[[Path], dict | None],
         wall = time.time() - start
         log(f"[{stage_label(folder)}] done in {wall:.1f} s")
         emit("stage", name=stage_label(folder), folder=str(folder.absolute()), state="done", wall_time_s=round(wall, 3))
-    note_stage_read(folder, cfg_hash)
     barrier()
     return folder
 

@@ -41,8 +41,14 @@ def detectable_difference(se: float, df: float, alpha: float = ALPHA, power: flo
     given the standard error `se` of the estimated difference and its degrees of freedom."""
     if not (se > 0 and df >= 1):
         return None
-    hi = se * (stats.t.ppf(1 - alpha / 2, df) + 10)   # power is ~1 there
-    return float(optimize.brentq(lambda d: _t_power(d, se, df, alpha) - power, 1e-12, hi))
+    hi = se * (stats.t.ppf(1 - alpha / 2, df) + 10)   # power is ~1 there, and ~alpha at hi * 1e-9
+    return float(optimize.brentq(lambda d: _t_power(d, se, df, alpha) - power, hi * 1e-9, hi))
+
+
+def _no_spread(diff: float) -> float:
+    """p where every seed gives the same difference: 0 when it is not zero (it holds in every run),
+    1 when it is."""
+    return 1.0 if diff == 0 else 0.0
 
 
 def compare_seeds(a: dict, b: dict, alpha: float = ALPHA) -> dict:
@@ -63,19 +69,19 @@ def compare_seeds(a: dict, b: dict, alpha: float = ALPHA) -> dict:
     if fixed:
         se, df = vb.std(ddof=1) / math.sqrt(len(vb)), len(vb) - 1
         out["test"] = "one-sample t over seeds"
-        out["p"] = float(stats.ttest_1samp(vb, va[0]).pvalue) if se > 0 else 1.0
+        out["p"] = float(stats.ttest_1samp(vb, va[0]).pvalue) if se > 0 else _no_spread(out["diff"])
     elif len(shared) == len(a) == len(b) and len(shared) >= 2:
         d = np.array([b[s] - a[s] for s in shared], float)
         se, df = d.std(ddof=1) / math.sqrt(len(d)), len(d) - 1
         out["test"] = "paired t over seeds"
-        out["p"] = float(stats.ttest_1samp(d, 0.0).pvalue) if se > 0 else 1.0
+        out["p"] = float(stats.ttest_1samp(d, 0.0).pvalue) if se > 0 else _no_spread(out["diff"])
     elif len(va) >= 2 and len(vb) >= 2:
         var_a, var_b = va.var(ddof=1) / len(va), vb.var(ddof=1) / len(vb)
         se = math.sqrt(var_a + var_b)
         df = ((var_a + var_b) ** 2 / (var_a ** 2 / (len(va) - 1) + var_b ** 2 / (len(vb) - 1))
               if se > 0 else len(va) + len(vb) - 2)
         out["test"] = "Welch t"
-        out["p"] = float(stats.ttest_ind(vb, va, equal_var=False).pvalue) if se > 0 else 1.0
+        out["p"] = float(stats.ttest_ind(vb, va, equal_var=False).pvalue) if se > 0 else _no_spread(out["diff"])
     else:
         return out
     half = stats.t.ppf(1 - alpha / 2, df) * se

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import os
 import random
 import shutil
 import time
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .atomic import atomic_path
+from .atomic import atomic_path, remove_stale, temporary_sibling
 from .errors import RqaError
 from .progress import Bar, emit  # tqdm that `rqakit reproduce` also sees from outside the kernel
 from .runtime import autocast, barrier, loss_scaler, pick_device, world
@@ -190,8 +191,11 @@ def save_checkpoint(folder: Path, *, model: nn.Module, optimizer, scheduler, ste
     with atomic_path(final) as tmp:  # replaces a damaged copy of this step, left by a fallback
         tmp.mkdir()
         torch.save(state, tmp / "state.pt")
-    for old in checkpoints(folder)[:-KEEP_CHECKPOINTS]:
-        shutil.rmtree(old, ignore_errors=True)
+    for old in checkpoints(folder)[:-KEEP_CHECKPOINTS]:   # renamed first: a kill mid-removal leaves a temporary
+        doomed = temporary_sibling(old)
+        os.replace(old, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+    remove_stale(folder)
     emit("checkpoint", folder=str(folder), step=step)
 
 

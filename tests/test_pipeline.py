@@ -15,6 +15,7 @@ from rqakit.config import load_config, report_hash
 from rqakit.errors import RqaError
 from rqakit.pipeline import CHAPTERS, failure_message, notebooks_dir, parse_overrides, reproduce, select_chapters
 from rqakit.report.chapter import is_current, write_chapter
+from rqakit.stages import Workspace
 
 TABLES = ("table2_retrieval", "table3_rerank", "table4_ablation", "list_size", "paired_test", "hybrid",
           "paper_table2", "paper_table3", "paper_table4", "paper_figure4")
@@ -47,7 +48,7 @@ def test_overrides_and_chapter_names():
 
 def test_chapter_record_is_current_only_for_its_config_and_version(tmp_path):
     cfg = load_config("toy")
-    write_chapter(tmp_path, "02_baselines", cfg, {"bm25": {"nDCG@10": float("nan")}})
+    write_chapter(tmp_path, "02_baselines", Workspace(cfg), {"bm25": {"nDCG@10": float("nan")}})
     record = json.loads((tmp_path / "02_baselines.json").read_text())
     assert record["results"] == {"bm25": {"nDCG@10": None}} and record["kit_version"] == __version__
     assert is_current(tmp_path, "02_baselines", report_hash(cfg))
@@ -84,7 +85,7 @@ def fake_chapters(monkeypatch, stamp_overrides=None) -> list:
     def run_chapter(chapter, parameters, out, kernels="native"):
         ran.append(chapter)
         overrides = {**parameters["overrides"], **(stamp_overrides or {})}
-        write_chapter(out, chapter, load_config(parameters["profile"], overrides), {})
+        write_chapter(out, chapter, Workspace(load_config(parameters["profile"], overrides)), {})
         return {"wall_time_s": 2.0, "overhead_s": 1.0, "status": "ran"}
 
     monkeypatch.setattr(pipeline, "run_chapter", run_chapter)
@@ -115,16 +116,15 @@ def test_a_chapter_stamped_with_another_config_stops_the_run(tmp_path, monkeypat
 
 def fake_stage_chapters(monkeypatch, workdir) -> list:
     """Like `fake_chapters`, but each chapter after 01_data reads one stage folder of its own,
-    built through `run_stage` under `workdir`, as the notebooks do."""
-    from rqakit.artifacts import run_stage
-
+    built through the chapter's Workspace under `workdir`, as the notebooks do."""
     ran = []
 
     def run_chapter(chapter, parameters, out, kernels="native"):
         ran.append(chapter)
+        ws = Workspace(load_config(parameters["profile"], parameters["overrides"]))
         if chapter != "01_data":
-            run_stage(workdir / chapter, "h-" + chapter, lambda tmp: {}, log=lambda m: None)
-        write_chapter(out, chapter, load_config(parameters["profile"], parameters["overrides"]), {})
+            ws.build(workdir / chapter, "h-" + chapter, lambda tmp: {}, log=lambda m: None)
+        write_chapter(out, chapter, ws, {})
         return {"wall_time_s": 2.0, "overhead_s": 1.0, "status": "ran"}
 
     monkeypatch.setattr(pipeline, "run_chapter", run_chapter)
@@ -184,7 +184,7 @@ def test_the_terminal_shows_chapter_stage_and_each_loop_with_total_and_time_left
             return {}
 
         run_stage(tmp_path / "runs" / "warmup_de" / "h", "h", build, log=lambda m: None)
-        write_chapter(out, chapter, load_config(parameters["profile"], parameters["overrides"]), {})
+        write_chapter(out, chapter, Workspace(load_config(parameters["profile"], parameters["overrides"])), {})
         return {"wall_time_s": 2.0, "overhead_s": 1.0, "status": "ran"}
 
     monkeypatch.setattr(pipeline, "run_chapter", run_chapter)
@@ -209,7 +209,7 @@ def test_ctrl_c_names_the_chapter_and_stage_where_the_run_stopped(tmp_path, monk
             progress.emit("stage", name="joint-dynamic-m4-s1", state="running")
             progress.emit("bar", desc="joint-dynamic-m4-s1", n=7, total=21, start=0, elapsed=3.0)
             raise KeyboardInterrupt
-        write_chapter(out, chapter, load_config(parameters["profile"], parameters["overrides"]), {})
+        write_chapter(out, chapter, Workspace(load_config(parameters["profile"], parameters["overrides"])), {})
         return {"wall_time_s": 2.0, "overhead_s": 1.0, "status": "ran"}
 
     monkeypatch.setattr(pipeline, "run_chapter", run_chapter)

@@ -53,6 +53,11 @@ class Workspace:
     def apply(self):
         return self
 
+    def build(self, folder, cfg_hash, build, *, force=False, log=print):
+        from rqakit.artifacts import run_stage
+
+        return run_stage(folder, cfg_hash, build, config=self.config_dict(), force=force, log=log)
+
 
 def ranked_run(ranks: list[int]) -> dict:
     """t<i>: relevant r<i> at ranks[i-1] among fillers f<i>_<j>, 6 documents, scores 6..1."""

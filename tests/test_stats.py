@@ -76,3 +76,18 @@ def test_numbers_show_the_digits_that_tell_them_apart():
     assert apart(0.6, 0.5) == ("0.600", "0.500")
     assert apart(0.68626, 0.68630) == ("0.68626", "0.68630")    # equal to 3 and to 4 decimals
     assert apart(0.7, 0.7) == ("0.70000", "0.70000")
+
+
+def test_a_difference_known_to_rounding_error_still_gets_its_detectable_difference():
+    """Seeds that agree but for float noise (a saturated measure on a tiny collection): se ~ 1e-17."""
+    a = {1: 0.7, 2: 0.7, 3: 0.7}
+    b = {1: 0.7 + 1e-16, 2: 0.7, 3: 0.7 + 2e-16}
+    c = compare_seeds(a, b)
+    assert c["detectable"] is not None and 0 < c["detectable"] < 1e-14
+
+
+def test_a_difference_every_seed_repeats_exactly_is_no_tie():
+    """All seeds at 0.13 against BM25's 0.69: no spread, but no doubt either."""
+    lower = compare_seeds({None: 0.69}, {1: 0.13, 2: 0.13, 3: 0.13})
+    assert lower["p"] == 0.0 and verdict(lower, "bm25", "dynamic") == "bm25 better"
+    assert compare_seeds({1: 0.5, 2: 0.5}, {1: 0.5, 2: 0.5})["p"] == 1.0

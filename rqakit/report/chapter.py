@@ -1,6 +1,6 @@
 """A chapter's record: `<out_dir>/<chapter>.json`, written by the last cell of its notebook.
 
-    write_chapter("reports/toy", "02_baselines", cfg, {"bm25": {...}})
+    write_chapter("reports/toy", "02_baselines", ws, {"bm25": {...}})
     is_current("reports/toy", "02_baselines", report_hash(cfg))   # True: `rqakit reproduce` skips it
 
 The record carries the config hash of the resolved config, the kit version and the stage folders
@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..artifacts import KIT_COMMIT, missing_stages, take_stages_read
+from ..artifacts import KIT_COMMIT, missing_stages
 from ..atomic import write_json as write_json_atomic
-from ..config import RunConfig, report_hash
+from ..config import report_hash
 
 
 def jsonable(obj):
@@ -42,8 +42,10 @@ def chapter_path(out_dir: str | Path, chapter: str) -> Path:
     return Path(out_dir) / f"{chapter}.json"
 
 
-def write_chapter(out_dir: str | Path, chapter: str, cfg: RunConfig, results: dict) -> Path:
-    """Write the chapter's results with the stamp that `is_current` checks."""
+def write_chapter(out_dir: str | Path, chapter: str, ws, results: dict) -> Path:
+    """Write the chapter's results with the stamp that `is_current` checks: the config of `ws`
+    (the Workspace the notebook holds) and the stage folders its stages handed out."""
+    cfg = ws.config
     path = chapter_path(out_dir, chapter)
     path.parent.mkdir(parents=True, exist_ok=True)
     record = {
@@ -53,7 +55,7 @@ def write_chapter(out_dir: str | Path, chapter: str, cfg: RunConfig, results: di
         "kit_version": __version__,
         "git_commit": KIT_COMMIT,
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "stages": take_stages_read(),
+        "stages": dict(ws.stages_read),
         "results": jsonable(results),
     }
     write_json_atomic(path, record)

@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..artifacts import run_stage
 from ..encode import Throughput, score_pairs
 from ..mining import Calibrator, DenoiseRule, build_lists, calibration_settings, denoising_quality, labelled_pairs, write_lists
 from ..models import CrossEncoder
@@ -127,4 +126,4 @@ def run(ws: Workspace, force: bool = False, log=print) -> Path:
             f"{summary.get('dropped_as_false_negative')} dropped; CE {summary['scoring'].get('tokens_per_s', 0):.0f} tokens/s")
         return {"summary": summary}
 
-    return run_stage(ws.folder("augment"), ws.hash("augment"), build, config=ws.config_dict(), force=force, log=log)
+    return ws.build(ws.folder("augment"), ws.hash("augment"), build, force=force, log=log)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..artifacts import run_stage
 from ..search import BM25Index, zero_shot_runs
 from .common import metrics_of, save_run, write_json
 from .workspace import SPLITS, Workspace
@@ -43,4 +42,4 @@ def run(ws: Workspace, force: bool = False, log=print) -> Path:
         write_json(tmp / "metrics.json", metrics)
         return {"metrics": metrics}
 
-    return run_stage(ws.folder("baselines"), ws.hash("baselines"), build, config=ws.config_dict(), force=force, log=log)
+    return ws.build(ws.folder("baselines"), ws.hash("baselines"), build, force=force, log=log)

@@ -29,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..artifacts import run_stage
 from ..config import plain
 from ..encode import encode_passages, encode_queries, score_pairs
 from ..errors import RqaError
@@ -233,4 +232,4 @@ def run(ws: Workspace, variant: str = "dynamic", *, list_size: int | None = None
                 "mean_step_s": float(np.mean(step_s)) if step_s else None,
                 "train_wall_time_s": result.wall_time_s, "steps_s": round(result.steps_seconds, 3)}
 
-    return run_stage(folder, cfg_hash, build, config=ws.config_dict(), force=force, log=log)
+    return ws.build(folder, cfg_hash, build, force=force, log=log)

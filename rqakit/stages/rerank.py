@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..artifacts import run_stage
 from ..config import config_hash
 from ..errors import RqaError
 from ..models import CrossEncoder
@@ -71,4 +70,4 @@ def run(ws: Workspace, *, retriever: Path, reranker: Path, name: str, run_name: 
         log(f"[rerank {name}] {metrics}")
         return {"name": name, "retriever": str(retriever), "reranker": str(reranker), "metrics": metrics}
 
-    return run_stage(folder, cfg_hash, build, config=ws.config_dict(), force=force, log=log)
+    return ws.build(folder, cfg_hash, build, force=force, log=log)

@@ -25,7 +25,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..artifacts import run_stage
 from ..config import plain
 from ..models import resolve_backbone
 from ..objectives import ListExample
@@ -156,4 +155,4 @@ def run(ws: Workspace, force: bool = False, log=print) -> Path:
         return {"metrics": metrics, "settings": recipe, "train_examples": len(examples), "steps": result.steps,
                 "train_wall_time_s": result.wall_time_s, "steps_s": round(result.steps_seconds, 3)}
 
-    return run_stage(folder, ws.hash("st_mnrl"), build, config=ws.config_dict(), force=force, log=log)
+    return ws.build(folder, ws.hash("st_mnrl"), build, force=force, log=log)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..artifacts import run_stage
 from ..config import config_hash
 from ..models import CrossEncoder
 from ..rerank import ScoreCache, rerank
@@ -73,7 +72,7 @@ def check(ws: Workspace, force: bool = False, log=print) -> dict:
         write_json(tmp / "teacher.json", result)
         return {}
 
-    run_stage(folder, folder.name, build, config=ws.config_dict(), force=force, log=lambda *a: None)
+    ws.build(folder, folder.name, build, force=force, log=lambda *a: None)
     result = read(ws)
     if not result["leads"]:
         log(f"rqakit: warning: {result['line']}")

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..artifacts import run_stage
 from ..models import CrossEncoder
 from ..objectives import ListExample, ListwiseReranker, PointwiseReranker
 from ..rerank import ScoreCache, rerank
@@ -150,4 +149,4 @@ def run(ws: Workspace, force: bool = False, log=print) -> Path:
         return {"metrics": metrics, "steps": result.steps + sum(r.steps for r in (lead or {}).get("results", [])),
                 "train_wall_time_s": result.wall_time_s, "steps_s": round(result.steps_seconds, 3), **extra}
 
-    return run_stage(folder, ws.hash("warmup_ce"), build, config=ws.config_dict(), force=force, log=log)
+    return ws.build(folder, ws.hash("warmup_ce"), build, force=force, log=log)

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..artifacts import run_stage
 from ..models import DualEncoder
 from ..objectives import InBatchRetriever, ListExample
 from ..runtime import per_process
@@ -93,4 +92,4 @@ def run(ws: Workspace, force: bool = False, log=print) -> Path:
         return {"metrics": metrics, "train_examples": len(examples), "steps": result.steps,
                 "train_wall_time_s": result.wall_time_s, "steps_s": round(result.steps_seconds, 3)}
 
-    return run_stage(folder, ws.hash("warmup_de"), build, config=ws.config_dict(), force=force, log=log)
+    return ws.build(folder, ws.hash("warmup_de"), build, force=force, log=log)

@@ -59,6 +59,9 @@ class Workspace:
         from ..env import portable_kernels_active
 
         self.kernels = kernels or ("portable" if portable_kernels_active() else "native")
+        # The stage folders this workspace's stages handed out (folder -> config hash): a chapter's
+        # record lists them (`report.chapter.write_chapter`), and it counts as done while they last.
+        self.stages_read: dict[str, str] = {}
 
     def apply(self) -> "Workspace":
         """The one call that sets this config's process-wide settings: torch threads, the CPU
@@ -88,6 +91,14 @@ class Workspace:
         if self.kernels == "portable":
             body["kernels"] = "portable"
         return config_hash(body, extra=extra)
+
+    def build(self, folder: Path, cfg_hash: str, build, *, force: bool = False, log=print) -> Path:
+        """`artifacts.run_stage` with this config in the manifest; the folder is noted in `stages_read`."""
+        from ..artifacts import run_stage, shown
+
+        folder = run_stage(folder, cfg_hash, build, config=self.config_dict(), force=force, log=log)
+        self.stages_read[shown(folder)] = cfg_hash
+        return folder
 
     def upstream(self, stage: str, log=print) -> dict[str, Path]:
         """{name: folder} of the stages `stage` NEEDS, in their declared order, each run first unless
