@@ -134,6 +134,7 @@ def run(ws: Workspace, force: bool = False, log=print) -> Path:
                               clip=1.0)
         result = fit(objective, examples, plan, ws=ws, section=c, folder=folder, desc="warmup_ce", log=log, optim=optim)
         lead = until_it_leads(ws, objective, pools, n_epochs, optim, folder, log) if c.lead_epochs else None
+        extra_runs = lead["results"] if lead else []
         ce.save_pretrained(tmp / "model")
         metrics, shared = {}, ScoreCache()  # the two runs share many (query, doc) pairs: score each once
         for name, source in (("warmup_de", load_run(wde, "warmup_de.test")), ("bm25", load_run(base, "bm25.test"))):
@@ -143,10 +144,10 @@ def run(ws: Workspace, force: bool = False, log=print) -> Path:
             metrics[f"warmup_ce@{name}"] = metrics_of(reranked, ws.test, cfg.evaluate.measures, ws.corpus,
                                                         cfg.evaluate.relevance)
         write_json(tmp / "metrics.json", metrics)
-        write_json(tmp / "history.json", result.history + [h for r in (lead or {}).get("results", []) for h in r.history])
+        write_json(tmp / "history.json", result.history + [h for r in extra_runs for h in r.history])
         log(f"[warmup_ce] {result.steps} steps, test {metrics}")
         extra = {"lead_checks": lead["checks"], "lead_epochs_used": len(lead["results"])} if lead else {}
-        return {"metrics": metrics, "steps": result.steps + sum(r.steps for r in (lead or {}).get("results", [])),
+        return {"metrics": metrics, "steps": result.steps + sum(r.steps for r in extra_runs),
                 "train_wall_time_s": result.wall_time_s, "steps_s": round(result.steps_seconds, 3), **extra}
 
     return ws.build(folder, ws.hash("warmup_ce"), build, force=force, log=log)
