@@ -160,15 +160,6 @@ def write_tables(ws, frame: pd.DataFrame, data: dict, folder: Path) -> dict[str,
     if quality.exists():
         written["denoising"] = tables.write_table(denoising_table(json.loads(quality.read_text())), folder, "denoising",
                                                   "Denoising against the known unlabelled positives (rqakit/toy).")
-    summary = ws.folder("augment") / "summary.json"
-    settings = json.loads(summary.read_text()).get("calibration_settings") if summary.exists() else None
-    if settings:
-        a = cfg.augment
-        used = f"platt, prior {a.calibration_prior}" if a.calibration == "platt" else a.calibration
-        written["calibration"] = tables.write_table(
-            calibration_table(settings), folder, "calibration",
-            f"Denoising under each calibration of the same warm CE scores (thresholds {a.neg_threshold} / "
-            f"{a.pos_threshold}; rank rule from rank {a.rank_keep_from}). The lists use: {used}.")
     for name, frame_ in paper.paper_tables().items():
         written[f"paper_{name}"] = tables.write_table(frame_, folder, f"paper_{name}",
                                                       f"{paper.CAPTIONS[name]} Source: {paper.SOURCE}.",
@@ -186,19 +177,6 @@ def denoising_table(quality: dict) -> pd.DataFrame:
         out.append({"flagged by the CE": label, "flagged": pr.get("flagged"), "truly unlabelled positives": pr.get("true"),
                     "precision": fmt(pr.get("precision")), "recall": fmt(pr.get("recall"))})
     return pd.DataFrame(out)
-
-
-def calibration_table(settings: dict) -> pd.DataFrame:
-    """Pseudo-positives, denoised negatives and dropped candidates under each calibration of the
-    same warm CE scores (augment's `calibration_settings`), with the logits where 0.1 / 0.9 fall."""
-    out = []
-    for name, counts in settings.items():
-        logits = {k.replace("logit_at_", "logit at p = "): f"{v:.2f}" for k, v in counts.items() if k.startswith("logit_at_")}
-        out.append({"calibration": name, "pseudo-positives": counts.get("pseudo_positives", ""),
-                    "denoised negatives": counts.get("denoised_negatives", ""),
-                    "dropped as false negatives": counts.get("dropped_as_false_negative", ""), **logits,
-                    "note": counts.get("error", "")})
-    return pd.DataFrame(out).fillna("")
 
 
 def write_figures(ws, frame: pd.DataFrame, data: dict, folder: Path) -> dict[str, Path]:
@@ -415,8 +393,6 @@ def render_report(ws, out_dir: Path, head: list[str], data: dict, written: dict,
         parts += ["## Denoising", "", f"![denoising]({rel(figs['denoising'])})", ""]
         if "denoising" in written:
             parts += [md("denoising"), ""]
-    if "calibration" in written:
-        parts += ["## Calibration", "", md("calibration"), ""]
     if "warmup_loss" in figs:
         parts += ["## Warm-up training loss", "", f"![warm-up loss]({rel(figs['warmup_loss'])})", ""]
     if "published" in written:

@@ -357,8 +357,6 @@ def augment_rows(ws) -> list[dict]:
     for key in ("tokens_per_s",):
         if key in summary.get("scoring", {}):
             figures[key] = summary["scoring"][key]
-    for name, counts in summary.get("calibration_settings", {}).items():
-        figures.update({f"{key} [{name}]": v for key, v in counts.items() if key in ("pseudo_positives", "denoised_negatives")})
     for group, pr in summary.get("denoising_quality", {}).items():
         if isinstance(pr, dict):
             figures.update({f"{group}_{k}": v for k, v in pr.items() if v is not None})

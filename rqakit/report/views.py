@@ -85,10 +85,6 @@ def augment_table(summary: dict) -> pd.DataFrame:
              "pseudo-positives (denoised lists led by a CE-confident unlabelled passage)": summary.get("pseudo_positives"),
              "candidates dropped as likely false negatives": summary.get("dropped_as_false_negative"),
              "denoised lists filled from beyond the scored window": summary.get("fallback_lists"),
-             **{f"with {name}: pseudo-positives / denoised negatives / dropped":
-                "error" if "error" in c
-                else f"{c['pseudo_positives']} / {c['denoised_negatives']} / {c['dropped_as_false_negative']}"
-                for name, c in summary.get("calibration_settings", {}).items()},
              "CE scoring, tokens/s": round(scoring.get("tokens_per_s", float("nan")), 1)}
     return pd.Series(items, dtype=object).to_frame("value")
 
