@@ -11,7 +11,9 @@ imports. The steps are the stages' calls:
     dense        rqakit.search.dense_search over those shards (faiss IndexFlatIP per shard, merged)
     dense_768    the same over random float16 shards of 768 dimensions (bert-base's), as memmaps
     bm25_build   rqakit.search.BM25Index.build (bm25s) on the stream, then .save
-    bm25_search  BM25Index.load, then .search
+    bm25_search  BM25Index.load, then .search (on `--threads`)
+    lists        N / 100 training lists of `--list-size` ids written as augment writes them, then read
+                 as the joint stage reads them (training_lists, ListExamples, one step)
 
 At the smallest N, `dense` and `bm25_search` run again with `--query-sweep` queries: their memory
 grows with queries x k (the run returned), not with N. Everything runs on `--threads` threads
@@ -36,7 +38,7 @@ from pathlib import Path
 import benchutil  # first: points IR_DATASETS_HOME at a writable cache copy
 import numpy as np
 
-STEPS = ("encode", "dense", "dense_768", "bm25_build", "bm25_search")
+STEPS = ("encode", "dense", "dense_768", "bm25_build", "bm25_search", "lists")
 BLOCK = 10_000   # passages generated per seeded block
 SEARCH_DIM = 768
 
@@ -216,6 +218,38 @@ def step_bm25_search(args, work: Path, words) -> dict:
     return {"load_s": round(load_s, 1), **timed_search(lambda: index.search(qs, args.k), len(qs))}
 
 
+def step_lists(args, work: Path, words) -> dict:
+    import gc
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from rqakit.mining import training_lists, write_lists
+    from rqakit.stages.common import PlannedSteps
+    from rqakit.stages.joint import ListExamples
+
+    n, m = max(1, args.worker_docs // 100), args.list_size
+    distinct = max(m, n * m // 15)   # msmarco: 128.5M list entries over 8.8M passages
+    rng = np.random.default_rng(0)
+    write_lists(pd.DataFrame({
+        "query_id": [f"q{i}" for i in range(n)], "kind": "denoised",
+        "doc_ids": [[str(x) for x in rng.integers(0, distinct, m)] for _ in range(n)],
+        "labels": [[1] + [0] * (m - 1)] * n, "ce_scores": [rng.normal(size=m).tolist() for _ in range(n)],
+        "positive_source": "labelled", "fallback": False}), work / "lists.parquet")
+    gc.collect()
+    Path("/proc/self/clear_refs").write_text("5")   # the peak (VmHWM) from here on: reading, not writing
+    rss_before = benchutil.current_rss_mb()
+    started = time.perf_counter()
+    lists = training_lists(work / "lists.parquet", list_size=m)
+    docs = SimpleNamespace(get_many=lambda ids: list(passages(len(ids), words)))   # any m passages
+    ws = SimpleNamespace(train=SimpleNamespace(queries={q: q for q in lists.query_ids}), corpus=docs)
+    step = PlannedSteps(ListExamples(ws, lists, lists.ce_scores), [[[0, 1, 2]]])[0]
+    return {"lists": n, "list_size": m, "distinct_passages": len(lists.doc_ids),
+            "seconds": round(time.perf_counter() - started, 1), "rss_before_read_mb": round(rss_before, 1),
+            "rss_after_read_mb": round(benchutil.current_rss_mb(), 1), "docs_in_one_step": sum(len(e.docs) for e in step[0]),
+            "disk_mb": round((work / "lists.parquet").stat().st_size / 2**20, 1)}
+
+
 def worker(args) -> dict:
     import faiss
     import torch
@@ -237,7 +271,7 @@ def run_step(step: str, n: int, work: Path, args, n_queries: int) -> dict:
     command = [sys.executable, __file__, "--step", step, "--worker-docs", str(n), "--work", str(work),
                "--backbone", args.backbone, "--shard-size", str(args.shard_size), "--max-length", str(args.max_length),
                "--batch-size", str(args.batch_size), "--threads", str(args.threads), "--queries", str(n_queries),
-               "--k", str(args.k)]
+               "--k", str(args.k), "--list-size", str(args.list_size)]
     env = {**os.environ, **{name: str(args.threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}}
     done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
     if done.returncode != 0:
@@ -258,6 +292,7 @@ def main() -> None:
     parser.add_argument("--query-sweep", type=int, default=4000, help="queries of the extra searches at the smallest N "
                         "(0: none)")
     parser.add_argument("--k", type=int, default=1000, help="search depth (msmarco's retrieve_depth)")
+    parser.add_argument("--list-size", type=int, default=128, help="ids per training list (msmarco's m)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--note", default="", help="recorded as is, e.g. what else ran on the machine")
     parser.add_argument("--step", choices=STEPS, help=argparse.SUPPRESS)

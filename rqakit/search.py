@@ -21,6 +21,7 @@ import bm25s
 import faiss
 import numpy as np
 import Stemmer
+import torch
 
 from rqakit.errors import RqaError
 from rqakit.runs import Run, check_k
@@ -142,6 +143,7 @@ def dense_search(query_emb: np.ndarray, shards: Iterable[Shard], k: int, *,
 # ---------------------------------------------------------------- BM25 (bm25s)
 
 SETTINGS_FILE = "rqakit_bm25.json"
+PARALLEL_FROM = 256   # queries: fewer are searched on one thread
 DOC_IDS_FILE = "doc_ids.json"
 
 
@@ -195,8 +197,10 @@ class BM25Index:
         return cls(retriever, doc_ids, settings)
 
     @timed_as("search")
-    def search(self, queries: Mapping[str, str], k: int) -> Run:
-        """Top-k BM25 documents for each query text: {qid: {doc id: score}}, in rank order."""
+    def search(self, queries: Mapping[str, str], k: int, threads: int | None = None) -> Run:
+        """Top-k BM25 documents for each query text: {qid: {doc id: score}}, in rank order. The
+        queries are scored on `threads` threads (default: torch's, the runtime's `threads`) where
+        there are `PARALLEL_FROM` or more; each query's top k is the same on any number."""
         k = check_k(k)
         if k > len(self):
             _warn_k_clamped(k, len(self))
@@ -206,7 +210,9 @@ class BM25Index:
             return {}
         tokens = bm25s.tokenize([queries[q] for q in qids], stopwords=self.settings["stopwords"],
                                 stemmer=self._stemmer, return_ids=False, show_progress=False)
-        positions, scores = self.retriever.retrieve(tokens, k=k, show_progress=False)   # (nq, k) each
+        threads = torch.get_num_threads() if threads is None else threads
+        positions, scores = self.retriever.retrieve(tokens, k=k, show_progress=False,   # (nq, k) each
+                                                    n_threads=threads if len(qids) >= PARALLEL_FROM else 0)
         return {qid: {doc_id: score for doc_id, score in zip(self.doc_ids[positions[row]].tolist(),
                                                              scores[row].tolist()) if score != 0.0}
                 for row, qid in enumerate(qids)}

@@ -16,7 +16,7 @@ from rqakit.mining import (
     denoising_quality,
     labelled_pairs,
     read_lists,
-    select_lists,
+    training_lists,
     write_lists,
 )
 
@@ -289,19 +289,29 @@ def test_denoising_quality_hand_case():
     assert math.isnan(empty["dropped"]["precision"]) and math.isnan(empty["dropped"]["recall"])
 
 
-def test_select_lists_union_undenoised_only_and_truncation():
+def test_training_lists_union_undenoised_only_and_truncation(tmp_path):
     split, candidates, ce_scores = _many_queries()
     lists, _ = _build(split, candidates, ce_scores, list_size=6, score_depth=20)
-    assert len(select_lists(lists)) == 12
-    undenoised = select_lists(lists, use_denoised=False)
-    assert len(undenoised) == 6 and set(undenoised.kind) == {"undenoised"}
-    short = select_lists(lists, list_size=3)
-    for full, cut in zip(lists.itertuples(), short.itertuples()):
-        assert cut.doc_ids == full.doc_ids[:3] and cut.labels == [1, 0, 0]
-        assert cut.ce_scores == full.ce_scores[:3]
-    assert len(lists.doc_ids.iloc[0]) == 6  # the input table is left as it was
+    lists.loc[1, "ce_scores"] = [lists.ce_scores[1][0], math.nan, *lists.ce_scores[1][2:]]   # an unscored fallback
+    path = write_lists(lists, tmp_path / "lists.parquet")
+    both = training_lists(path)
+    assert len(both) == 12 and both.doc_index.shape == (12, 6) and both.doc_index.dtype == np.int32
+    for i, row in enumerate(lists.itertuples()):   # file order, every id and logit as written
+        assert both.query_ids[i] == row.query_id and both.docs(i) == row.doc_ids
+        np.testing.assert_array_equal(both.ce_scores[i], row.ce_scores)
+    assert math.isnan(both.ce_scores[1, 1])
+    assert len(set(both.doc_ids)) == len(both.doc_ids)   # each passage id once
+    undenoised = training_lists(path, use_denoised=False)
+    kept = lists[lists.kind == "undenoised"].reset_index(drop=True)
+    assert len(undenoised) == 6 and [undenoised.docs(i) for i in range(6)] == list(kept.doc_ids)
+    short = training_lists(path, list_size=3)
+    for i, full in enumerate(lists.itertuples()):
+        assert short.docs(i) == full.doc_ids[:3] and short.ce_scores[i].tolist() == pytest.approx(full.ce_scores[:3],
+                                                                                                  nan_ok=True)
     with pytest.raises(RqaError, match="list_size 7"):
-        select_lists(lists, list_size=7)
+        training_lists(path, list_size=7)
+    with pytest.raises(RqaError, match="no lists file"):
+        training_lists(tmp_path / "none.parquet")
 
 
 def test_lists_round_trip_through_parquet(tmp_path):

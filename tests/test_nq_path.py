@@ -12,7 +12,7 @@ from rqakit.commands import evaluate as evaluate_command
 from rqakit.config import load_config
 from rqakit.data import register_local
 from rqakit.stages import Workspace, baselines, warmup_ce
-from rqakit.stages.common import bm25_run, load_run, ranked_ids
+from rqakit.stages.common import bm25_ranking, load_run, ranked_ids
 
 DOCS = """\
 d1\tParis\tParis is the capital and largest city of France.
@@ -94,13 +94,13 @@ def test_rqakit_evaluate_scores_the_same_split_by_answers_and_qrels_only_when_as
 
 
 def test_negatives_never_contain_an_answer_on_the_nq_path(ws):
-    runs = [bm25_run(baselines.run(ws, log=lambda *_: None), ws.train.queries, 12)]
-    pools = warmup_ce.negative_pools(ws, runs, depth=12)
+    rankings = [bm25_ranking(baselines.run(ws, log=lambda *_: None), ws.train.queries, 12)]
+    pools = warmup_ce.negative_pools(ws, rankings, depth=12)
     # q1 "capital of france": d7 (Paris Hilton) contains "Paris" and must never be its negative
-    assert "d7" in ranked_ids(runs[0], "q1", 12) and "d7" not in pools["q1"] and "d1" not in pools["q1"]
+    assert "d7" in rankings[0]["q1"] and "d7" not in pools["q1"] and "d1" not in pools["q1"]
     assert "d6" in pools["q1"]                                    # the Seine page has no answer: a negative
     off = Workspace(load_config("nq", {**{k: v for k, v in _overrides(ws).items()}, "data.answer_free_negatives": False}))
-    assert "d7" in warmup_ce.negative_pools(off, runs, depth=12)["q1"]
+    assert "d7" in warmup_ce.negative_pools(off, rankings, depth=12)["q1"]
 
 
 def _overrides(ws):

@@ -1,13 +1,16 @@
 """The paper profiles (msmarco, nq) rehearsed at small scale, with the profile's own settings except
-size (rqakit/data/shaped.py): every training stage and Table 4 variant here, in-process on a slice
-of the shaped collection. Every chapter and the report run with `rqakit reproduce --profile msmarco
---set $(python -m rqakit.data.shaped msmarco DIR)` (about 10 minutes per profile on 2 cores)."""
+size (rqakit/data/shaped.py): every training stage and Table 4 variant in-process on a slice of the
+shaped collection, and every chapter to a written report through `rqakit reproduce` with the quick
+rehearsal's overrides (`--set $(python -m rqakit.data.shaped PROFILE DIR --quick)`)."""
 import json
 
+import pandas as pd
 import pytest
+from test_own_collection import run_cli
+from test_pipeline import assert_complete_report
 
 from rqakit.config import load_config
-from rqakit.data.shaped import rehearsal_overrides
+from rqakit.data.shaped import QUICK, as_set_args, rehearsal_overrides
 
 
 @pytest.mark.parametrize("profile", ["msmarco", "nq"])
@@ -30,15 +33,11 @@ def test_the_scaling_rule_keeps_the_ratios_the_code_depends_on(profile, tmp_path
         assert all(len(line.split("\t")) == 2 for line in (tmp_path / "docs.tsv").read_text().splitlines())
 
 
-# A slice: 48 training queries, one seed of each Table 4 variant.
-SLICE = {"ablations.seeds": [1], "ablations.list_sizes": [4]}
-
-
 @pytest.mark.parametrize("profile", ["msmarco", "nq"])
 def test_every_stage_and_variant_of_the_paper_profile_trains_on_its_shaped_collection(profile, tmp_path, tiny_cache):
     from rqakit.stages import Workspace, ablations, baselines
 
-    ws = Workspace(load_config(profile, {**rehearsal_overrides(profile, tmp_path / "data", tmp_path / "runs", 48), **SLICE}))
+    ws = Workspace(load_config(profile, {**rehearsal_overrides(profile, tmp_path / "data", tmp_path / "runs", quick=True)}))
     quiet = lambda *_: None  # noqa: E731
     baselines.run(ws, log=quiet)
     done = ablations.run_all(ws, log=quiet)
@@ -48,3 +47,21 @@ def test_every_stage_and_variant_of_the_paper_profile_trains_on_its_shaped_colle
     for _, folder in done:
         metrics = json.loads((folder / "metrics.json").read_text())
         assert measures[0] in json.dumps(metrics), folder
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("profile", ["msmarco", "nq"])
+def test_the_paper_profile_reproduces_every_chapter_to_its_report(profile, tmp_path, tiny_cache, capsys):
+    """`rqakit reproduce --profile P --set $(python -m rqakit.data.shaped P DIR --quick)`: every
+    chapter runs without an error and the report reads the profile's own measures."""
+    overrides = as_set_args(rehearsal_overrides(profile, tmp_path / "data", tmp_path / "runs", quick=True))
+    out = tmp_path / "report"
+    code, summary, err = run_cli(capsys, "reproduce", "--profile", profile, "--out", str(out), "--set", *overrides)
+    assert code == 0, err
+    assert_complete_report(out, summary)
+    rows = pd.DataFrame(json.loads((out / "results.json").read_text()))
+    measures = load_config(profile).evaluate.measures
+    assert set(measures) <= set(rows[rows.table == "retrieval"].metric), measures
+    report = (out / "report.md").read_text()
+    assert f"profile `{profile}`" in report and f"On test {measures[0]}" in report
+    assert set(QUICK) <= {o.split("=")[0] for o in overrides}

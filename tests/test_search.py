@@ -118,6 +118,16 @@ def test_bm25_save_load_round_trip_gives_identical_runs(tmp_path):
     assert loaded.settings == index.settings
 
 
+def test_bm25_on_several_threads_gives_the_one_thread_run():
+    words = ["running", "shoes", "trail", "bread", "butter", "marathon", "socks", "recipe", "guide", "plans"]
+    rng = np.random.default_rng(0)
+    docs = [Doc(f"d{i}", "", " ".join(rng.choice(words, size=8))) for i in range(300)]
+    queries = {f"q{i}": " ".join(rng.choice(words, size=3)) for i in range(300)}   # >= PARALLEL_FROM
+    index = BM25Index.build(docs)
+    one = index.search(queries, 20, threads=0)
+    assert index.search(queries, 20, threads=2) == one and all(one.values())
+
+
 def test_bm25_clamps_k_with_one_warning():
     index = BM25Index.build(TOY_DOCS)
     with warnings.catch_warnings(record=True) as caught:

@@ -6,6 +6,9 @@
 
     rqakit reproduce --profile msmarco --out /tmp/r/report --set $(python -m rqakit.data.shaped msmarco /tmp/r)
 
+(about 10 minutes per profile on 2 cores; `--quick` after the folder: 48 training queries and one
+seed of each variant, about 2 minutes, as CI runs it).
+
 Shapes (chosen by the prefix of the profile's `data.train`):
 - `msmarco-passage`: passages without titles (`doc_id<TAB>text`), TSV queries, one judged positive
   per query (relevance 1), a train split and a dev-like split (`data.eval: dev`).
@@ -37,6 +40,8 @@ from rqakit.config import load_config
 from rqakit.data.toy import ASPECT_BY_NAME, _facts, generate
 
 LIST_SIZE = 8            # the rehearsal's augment.list_size
+QUICK_QUERIES = 48       # --quick: training queries, and one seed of every Table 4 variant
+QUICK = {"ablations.seeds": [1], "ablations.list_sizes": [4]}
 MIN_VAL_QUERIES = 8
 RERANK_AT_LEAST = 10     # re-ranked top N no shallower than the measures' @10
 SHAPES = {"msmarco-passage": "msmarco", "dpr-w100": "nq"}
@@ -121,9 +126,12 @@ def scaling(cfg, n_docs: int, n_train: int) -> dict:
 
 
 def rehearsal_overrides(profile: str, folder: str | Path, workdir: str | Path | None = None,
-                        max_train_queries: int | None = None) -> dict:
+                        max_train_queries: int | None = None, quick: bool = False) -> dict:
     """Write the profile's shaped collection into `folder`; -> every override of its rehearsal
-    (on the first `max_train_queries` training queries where given)."""
+    (on the first `max_train_queries` training queries where given). `quick`: 48 training queries
+    and one seed of each variant, every chapter in about 2 minutes on 2 cores (the CI rehearsal)."""
+    if quick:
+        max_train_queries = max_train_queries or QUICK_QUERIES
     cfg = load_config(profile)
     shape = shape_of(cfg)
     toy = generate()
@@ -135,7 +143,7 @@ def rehearsal_overrides(profile: str, folder: str | Path, workdir: str | Path | 
     out.update(scaling(cfg, len(toy.docs), n_train))
     out.update({"model.backbone": "tiny", "runtime.threads": 1, "runtime.precision": "fp32",
                 "runtime.workdir": str(workdir or Path(folder) / "runs")})
-    return out
+    return {**out, **(QUICK if quick else {})}
 
 
 def as_set_args(overrides: dict) -> list[str]:
@@ -143,5 +151,5 @@ def as_set_args(overrides: dict) -> list[str]:
     return [f"{k}={json.dumps(v, separators=(',', ':')) if isinstance(v, list) else v}" for k, v in overrides.items()]
 
 
-if __name__ == "__main__":   # python -m rqakit.data.shaped PROFILE FOLDER: the --set arguments, one line
-    print(" ".join(as_set_args(rehearsal_overrides(sys.argv[1], sys.argv[2]))))
+if __name__ == "__main__":   # python -m rqakit.data.shaped PROFILE FOLDER [--quick]: the --set arguments, one line
+    print(" ".join(as_set_args(rehearsal_overrides(sys.argv[1], sys.argv[2], quick="--quick" in sys.argv[3:]))))

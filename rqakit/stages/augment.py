@@ -7,8 +7,7 @@ warm re-ranker.
 3. logits become probabilities (`augment.calibration`: Platt scaling fitted on the labelled pairs,
    weighted to the positive rate `augment.calibration_prior`, since a listwise-trained CE's logits
    are no probabilities and v1's 0.1 / 0.9 were set on a classifier trained at 1:4; `sigmoid` for a
-   pointwise CE, `rank` for thresholds by CE rank). `summary.json` also counts what every
-   calibration would have made of the same scores (`calibration_settings`);
+   pointwise CE, `rank` for thresholds by CE rank; the walkthrough compares them on one slice);
 4. `rqakit.mining.build_lists` writes undenoised and denoised lists of m (positive at index 0).
 
 Writes `lists.parquet`, `candidates.parquet` (every scored pair with its fate), `summary.json`,
@@ -23,25 +22,33 @@ import numpy as np
 import pandas as pd
 
 from ..encode import Throughput, score_pairs
-from ..mining import Calibrator, DenoiseRule, build_lists, calibration_settings, denoising_quality, labelled_pairs, write_lists
+from ..mining import Calibrator, DenoiseRule, build_lists, denoising_quality, labelled_pairs, write_lists
 from ..models import CrossEncoder
 from . import teacher
-from .common import answer_bearing, ranked_ids, warm_retriever_run, write_json
+from .common import answer_bearing, warm_retriever_ranking, write_json
 from .workspace import SPLITS, Workspace
 
 NEEDS = ("warmup_de", "warmup_ce")
 READS = (*SPLITS, "data.answer_free_negatives", "augment")
 
 
+SCORE_CHUNK = 200_000   # pairs whose passages are fetched, length-sorted and scored together
+
+
 def score_window(cross_encoder, split, candidates: dict[str, list[str]], corpus, *, score_depth: int,
                  batch_size: int, stats: Throughput | None = None, progress: bool = True) -> dict[str, dict[str, float]]:
     """The cross-encoder's logits on each query's first `score_depth` candidates and on its labelled
-    positives, all pairs in one length-sorted pass: qid -> {doc id: logit}."""
+    positives, in length-sorted passes of `SCORE_CHUNK` pairs (only their passages are held: MS
+    MARCO's window is 25.5M pairs): qid -> {doc id: logit}."""
     pairs = []
     for qid in sorted(candidates):
         pairs += [(qid, d) for d in dict.fromkeys(candidates[qid][:score_depth] + split.positives(qid))]
-    logits = score_pairs(cross_encoder, [split.queries[q] for q, _ in pairs], corpus.get_many([d for _, d in pairs]),
-                         batch_size=batch_size, stats=stats, progress=progress)
+    logits = np.zeros(len(pairs), dtype=np.float32)
+    for start in range(0, len(pairs), SCORE_CHUNK):
+        chunk = pairs[start:start + SCORE_CHUNK]
+        logits[start:start + len(chunk)] = score_pairs(
+            cross_encoder, [split.queries[q] for q, _ in chunk], corpus.get_many([d for _, d in chunk]),
+            batch_size=batch_size, stats=stats, progress=progress)
     return by_query([q for q, _ in pairs], [d for _, d in pairs], logits)
 
 
@@ -56,8 +63,8 @@ def by_query(qids, docs, logits) -> dict[str, dict[str, float]]:
 def retrieve_candidates(ws: Workspace, wde: Path) -> dict[str, list[str]]:
     """Step 1: the warm retriever's top `retrieve_depth` per training query: qid -> doc ids, rank order."""
     a = ws.cfg.augment
-    de_run = warm_retriever_run(wde, ws.train.queries, a.retrieve_depth, ws.cfg.evaluate.batch_size)
-    return {q: ranked_ids(de_run, q, a.retrieve_depth) for q in sorted(ws.train.queries)}
+    ranking = warm_retriever_ranking(wde, ws.train.queries, a.retrieve_depth, ws.cfg.evaluate.batch_size)
+    return {q: ranking[q] for q in sorted(ws.train.queries)}
 
 
 def stored_scores(folder: Path) -> dict[str, dict[str, float]]:
@@ -97,8 +104,6 @@ def run(ws: Workspace, force: bool = False, log=print) -> Path:
         lists, summary = build_lists(ws.train, candidates, ce_scores, list_size=a.list_size, calibrator=calibrator,
                                      rule=rule, seed=a.seed, answer_bearing=bearing)
         write_lists(lists, tmp / "lists.parquet")
-        summary["calibration_settings"] = calibration_settings(
-            ws.train, candidates, ce_scores, rule=rule, prior=a.calibration_prior, answer_bearing=bearing)
         dropped, pseudo = summary.pop("dropped"), summary.pop("pseudo")
         cand = pd.DataFrame([(q, d, s) for q, ds in ce_scores.items() for d, s in ds.items()],
                             columns=["query_id", "doc_id", "ce_score"])

@@ -2,8 +2,8 @@
 searched at the depth a later stage needs, and one call that trains a stage's objective."""
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from ..artifacts import work_dir
 from ..atomic import write_json  # noqa: F401  (the stages' one JSON writer)
@@ -58,25 +58,59 @@ def ranked_ids(run: Run, qid: str, k: int | None = None) -> list[str]:
     return [d for d, _ in ranked(run.get(qid, {}))[:k]]
 
 
-def bm25_run(baselines_folder: Path, queries: dict[str, str], depth: int) -> Run:
-    """BM25's top `depth` for `queries`, from the index the `baselines` stage saved."""
+SEARCH_CHUNK = 20_000   # queries searched at a time where only their ranked ids are kept
+
+
+def top_ids(search: Callable[[dict[str, str]], Run], queries: dict[str, str], depth: int) -> dict[str, list[str]]:
+    """Each query's top `depth` doc ids (`ranked_ids` order) from `search(queries) -> Run`, called on
+    `SEARCH_CHUNK` queries at a time: only the ids are kept, never the run of a whole split (MS
+    MARCO's 500k training queries at depth 1,000 are 5 x 10^8 scores, about 45 GB as dicts)."""
+    qids, out = list(queries), {}
+    for start in range(0, len(qids), SEARCH_CHUNK):
+        chunk = {q: queries[q] for q in qids[start:start + SEARCH_CHUNK]}
+        run = search(chunk)
+        out.update({q: ranked_ids(run, q, depth) for q in chunk})
+    return out
+
+
+def bm25_ranking(baselines_folder: Path, queries: dict[str, str], depth: int) -> dict[str, list[str]]:
+    """BM25's top `depth` doc ids per query, from the index the `baselines` stage saved."""
     from ..search import BM25Index
 
-    return BM25Index.load(Path(baselines_folder) / "bm25_index").search(queries, depth)
+    index = BM25Index.load(Path(baselines_folder) / "bm25_index")
+    return top_ids(lambda chunk: index.search(chunk, depth), queries, depth)
 
 
-def warm_retriever_run(warmup_de_folder: Path, queries: dict[str, str], depth: int, batch_size: int = 64) -> Run:
-    """The warm retriever's top `depth` for `queries`, against the corpus embeddings `warmup_de`
+def warm_retriever_ranking(warmup_de_folder: Path, queries: dict[str, str], depth: int,
+                           batch_size: int = 64) -> dict[str, list[str]]:
+    """The warm retriever's top `depth` doc ids per query, against the corpus embeddings `warmup_de`
     saved (only the queries are encoded)."""
     from ..encode import EmbeddingShards, encode_queries
     from ..models import DualEncoder
     from ..search import dense_search
 
     folder = Path(warmup_de_folder)
-    de = DualEncoder.from_pretrained(folder / "model")
-    qids = list(queries)
-    q_emb = encode_queries(de, [queries[q] for q in qids], batch_size=batch_size, progress=False)
-    return dense_search(q_emb, EmbeddingShards(folder / "corpus_emb"), depth, query_ids=qids)
+    de, shards = DualEncoder.from_pretrained(folder / "model"), EmbeddingShards(folder / "corpus_emb")
+
+    def search(chunk: dict[str, str]) -> Run:
+        q_emb = encode_queries(de, list(chunk.values()), batch_size=batch_size, progress=False)
+        return dense_search(q_emb, shards, depth, query_ids=list(chunk))
+
+    return top_ids(search, queries, depth)
+
+
+class PlannedSteps(Sequence):
+    """`plan` (example indices per micro-batch per step) as the examples themselves, looked up when
+    training reads a step: a lazy `examples` sequence is then read one step at a time."""
+
+    def __init__(self, examples: Sequence, plan: list[list[list[int]]]):
+        self.examples, self.plan = examples, plan
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def __getitem__(self, step: int) -> list[list]:
+        return [[self.examples[i] for i in micro] for micro in self.plan[step]]
 
 
 def fit(objective, examples: Sequence, plan: list[list[list[int]]], *, optim: OptimSettings, section, ws,
@@ -84,12 +118,11 @@ def fit(objective, examples: Sequence, plan: list[list[list[int]]], *, optim: Op
     """Train `objective` on `plan` (example indices per micro-batch per step), checkpointing in the
     stage's work folder (`checkpoints` under it) every `section.checkpoint_every` steps and seeding
     from `section.seed`."""
-    batches = [[[examples[i] for i in micro] for micro in step] for step in plan]
-    return train(objective, batches, objective.collate, optim=optim, device=pick_device(ws.config.runtime.device),
-                 checkpoint_dir=work_dir(folder) / checkpoints, checkpoint_every=section.checkpoint_every,
+    return train(objective, PlannedSteps(examples, plan), objective.collate, optim=optim,
+                 device=pick_device(ws.config.runtime.device), checkpoint_dir=work_dir(folder) / checkpoints,
+                 checkpoint_every=section.checkpoint_every,
                  desc=desc, seed=section.seed, log=log, **options)
 
 
-__all__ = ["bm25_run", "fit", "load_run", "make_plan", "metrics_of", "ranked_ids", "save_run", "split_scorer",
-           "warm_retriever_run",
-           "write_json"]
+__all__ = ["bm25_ranking", "fit", "load_run", "make_plan", "metrics_of", "ranked_ids", "save_run", "split_scorer",
+           "top_ids", "warm_retriever_ranking", "write_json"]

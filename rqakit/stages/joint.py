@@ -25,14 +25,16 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 
 from ..config import plain
 from ..encode import encode_passages, encode_queries, score_pairs
 from ..errors import RqaError
-from ..mining import read_lists, select_lists
+from ..mining import TrainingLists, training_lists
 from ..models import CrossEncoder, DualEncoder
 from ..objectives import JointDistillation, ListExample
 from ..rerank import ScoreCache, rerank
@@ -108,17 +110,31 @@ def stage_hash(ws: Workspace, name: str, evaluates: dict[str, bool] | None = Non
     return ws.hash("joint", extra=extra, sections={"joint": variant_config(ws, variant, list_size, seed)})
 
 
-def teacher_scores(lists, ws: Workspace, ce: CrossEncoder, batch_size: int) -> list[list[float]]:
-    """Static teacher: the warm CE's logits for every list row, reusing augment's scores and scoring
-    only the rows it left unscored (fallback negatives)."""
-    rows = [list(map(float, s)) for s in lists.ce_scores]
-    missing = [(i, j) for i, s in enumerate(rows) for j, v in enumerate(s) if np.isnan(v)]
-    if missing:
-        qids, docs = list(lists.query_id), list(lists.doc_ids)
-        values = score_pairs(ce, [ws.train.queries[qids[i]] for i, _ in missing],
-                             ws.corpus.get_many([docs[i][j] for i, j in missing]), batch_size=batch_size)
-        for (i, j), v in zip(missing, values):
-            rows[i][j] = float(v)
+class ListExamples(Sequence):
+    """The training lists as `ListExample`s, each list's passages fetched when a step reads it:
+    MS MARCO's 1.0M lists of 128 would hold 128.5M `Doc`s at once (41 to 82 GB per process)."""
+
+    def __init__(self, ws: Workspace, lists: TrainingLists, teacher: np.ndarray | None):
+        self.queries, self.corpus, self.lists, self.teacher = ws.train.queries, ws.corpus, lists, teacher
+
+    def __len__(self) -> int:
+        return len(self.lists)
+
+    def __getitem__(self, i: int) -> ListExample:
+        return ListExample(self.queries[self.lists.query_ids[i]], self.corpus.get_many(self.lists.docs(i)),
+                           None if self.teacher is None else self.teacher[i].tolist())
+
+
+def teacher_scores(lists: TrainingLists, ws: Workspace, ce: CrossEncoder, batch_size: int) -> np.ndarray:
+    """Static teacher: the warm CE's logits for every list row, (n, m), reusing augment's scores and
+    scoring only the rows it left unscored (fallback negatives)."""
+    rows = lists.ce_scores.copy()
+    missing = np.argwhere(np.isnan(rows))
+    if len(missing):
+        values = score_pairs(ce, [ws.train.queries[lists.query_ids[i]] for i, _ in missing],
+                             ws.corpus.get_many([lists.doc_ids[lists.doc_index[i, j]] for i, j in missing]),
+                             batch_size=batch_size)
+        rows[missing[:, 0], missing[:, 1]] = values
     return rows
 
 
@@ -170,18 +186,16 @@ def run(ws: Workspace, variant: str = "dynamic", *, list_size: int | None = None
     reads = evaluates or report_reads(ws.config, variant, j.list_size, j.seed)
 
     def build(tmp: Path) -> dict:
-        all_lists = read_lists(aug / "lists.parquet")
-        lists = select_lists(all_lists, use_denoised=j.use_denoised, list_size=j.list_size)
+        lists = training_lists(aug / "lists.parquet", use_denoised=j.use_denoised, list_size=j.list_size)
         epochs = j.epochs
         if budget == "steps":  # w/o denoised: the steps of the run on all lists, not half of them
-            epochs = matched_epochs(len(all_lists), len(lists), j.batch_queries, j.epochs)
+            n_all = pq.ParquetFile(aug / "lists.parquet").metadata.num_rows
+            epochs = matched_epochs(n_all, len(lists), j.batch_queries, j.epochs)
         de = DualEncoder.from_pretrained(wde / "model").train()
         ce = CrossEncoder.from_pretrained(wce / "model")
         batch_size = cfg.evaluate.batch_size
         fixed_teacher = j.mode == "static" and not j.teacher_dropout
-        teacher = teacher_scores(lists, ws, ce, batch_size) if fixed_teacher else [None] * len(lists)
-        examples = [ListExample(ws.train.queries[q], ws.corpus.get_many(list(docs)), t)
-                    for q, docs, t in zip(lists.query_id, lists.doc_ids, teacher)]
+        examples = ListExamples(ws, lists, teacher_scores(lists, ws, ce, batch_size) if fixed_teacher else None)
         if j.mode != "static":
             ce.train()
         objective = JointDistillation(de, ce, static=j.mode == "static", ce_loss=j.ce_loss, kl_direction=j.kl_direction,

@@ -24,14 +24,13 @@ from ..training import OptimSettings
 from . import teacher
 from .common import (
     answer_bearing,
-    bm25_run,
+    bm25_ranking,
     fit,
     load_run,
     make_plan,
     metrics_of,
-    ranked_ids,
     save_run,
-    warm_retriever_run,
+    warm_retriever_ranking,
     write_json,
 )
 from .workspace import SPLITS, Workspace
@@ -41,13 +40,14 @@ READS = (*SPLITS, "data.answer_free_negatives", "model.backbone", "model.ce_pool
          "model.ce_query_max_len", "warmup_ce", "evaluate.rerank_depth", "evaluate.measures", "evaluate.relevance")
 
 
-def negative_pools(ws: Workspace, runs: list, depth: int) -> dict[str, list[str]]:
-    """Per training query: the union of the runs' top `depth`, labelled positives removed (and, on
-    a split with answers, passages that contain one: `data.answer_free_negatives`)."""
+def negative_pools(ws: Workspace, rankings: list[dict[str, list[str]]], depth: int) -> dict[str, list[str]]:
+    """Per training query: the union of the rankings' top `depth` (qid -> doc ids, rank order),
+    labelled positives removed (and, on a split with answers, passages that contain one:
+    `data.answer_free_negatives`)."""
     pools = {}
     for qid in sorted(ws.train.queries):
         labelled = set(ws.train.positives(qid))
-        seen = dict.fromkeys(d for r in runs for d in ranked_ids(r, qid, depth) if d not in labelled)
+        seen = dict.fromkeys(d for r in rankings for d in r.get(qid, [])[:depth] if d not in labelled)
         pools[qid] = list(seen)
     bearing = answer_bearing(ws, pools)
     if bearing:
@@ -112,12 +112,12 @@ def run(ws: Workspace, force: bool = False, log=print) -> Path:
     folder = ws.folder("warmup_ce")
 
     def build(tmp: Path) -> dict:
-        runs = []
+        rankings = []
         if c.negatives_from in ("bm25", "bm25+de"):
-            runs.append(bm25_run(base, ws.train.queries, c.depth))
+            rankings.append(bm25_ranking(base, ws.train.queries, c.depth))
         if c.negatives_from in ("de", "bm25+de"):
-            runs.append(warm_retriever_run(wde, ws.train.queries, c.depth, cfg.evaluate.batch_size))
-        pools = negative_pools(ws, runs, c.depth)
+            rankings.append(warm_retriever_ranking(wde, ws.train.queries, c.depth, cfg.evaluate.batch_size))
+        pools = negative_pools(ws, rankings, c.depth)
         n_epochs = max(1, int(np.ceil(c.epochs)))
         per_epoch = listwise_examples(ws, pools, m=c.list_size, epochs=n_epochs, seed=c.seed)
         examples, plan = [], []  # negatives are drawn afresh each epoch: one list set per epoch

@@ -17,7 +17,7 @@ from ..objectives import InBatchRetriever, ListExample
 from ..runtime import per_process
 from ..search import dense_retrieve
 from ..training import OptimSettings
-from .common import answer_bearing, bm25_run, fit, make_plan, metrics_of, ranked_ids, save_run, write_json
+from .common import answer_bearing, bm25_ranking, fit, make_plan, metrics_of, save_run, write_json
 from .workspace import SPLITS, Workspace
 
 NEEDS = ("baselines",)
@@ -26,18 +26,19 @@ READS = (*SPLITS, "data.answer_free_negatives", "model.backbone", "model.shared_
          "evaluate.relevance")
 
 
-def training_pairs(ws: Workspace, bm25_train_run, *, depth: int, seed: int) -> list[ListExample]:
+def training_pairs(ws: Workspace, bm25_ranking: dict[str, list[str]], *, depth: int, seed: int) -> list[ListExample]:
     """(query, [positive, BM25 negative]) for every labelled (query, positive) pair.
 
     The negative is drawn uniformly from BM25's top `depth`, never a labelled positive, nor (NQ,
     DPR's BM25 negatives) a passage that contains an answer.
     """
     examples = []
-    bearing = answer_bearing(ws, {q: ranked_ids(bm25_train_run, q, depth) for q in sorted(ws.train.queries)}) or {}
+    top = {q: bm25_ranking.get(q, [])[:depth] for q in sorted(ws.train.queries)}
+    bearing = answer_bearing(ws, top) or {}
     for qid in sorted(ws.train.queries):
         positives = ws.train.positives(qid)
         excluded = set(positives) | bearing.get(qid, set())
-        pool = [d for d in ranked_ids(bm25_train_run, qid, depth) if d not in excluded]
+        pool = [d for d in top[qid] if d not in excluded]
         if not positives or not pool:
             continue
         rng = np.random.default_rng([seed, len(examples)])
@@ -51,7 +52,7 @@ def bm25_training_pairs(ws: Workspace, baselines_folder: Path) -> list[ListExamp
     """The pairs of RocketQA step 1 under this config (`warmup_de.bm25_depth`, `warmup_de.seed`);
     the sentence-transformers peer trains on the same ones."""
     c = ws.cfg.warmup_de
-    bm25 = bm25_run(baselines_folder, ws.train.queries, c.bm25_depth)
+    bm25 = bm25_ranking(baselines_folder, ws.train.queries, c.bm25_depth)
     return training_pairs(ws, bm25, depth=c.bm25_depth, seed=c.seed)
 
 
