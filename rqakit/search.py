@@ -143,8 +143,8 @@ def dense_search(query_emb: np.ndarray, shards: Iterable[Shard], k: int, *,
 # ---------------------------------------------------------------- BM25 (bm25s)
 
 SETTINGS_FILE = "rqakit_bm25.json"
-PARALLEL_FROM = 256   # queries: fewer are searched on one thread
 DOC_IDS_FILE = "doc_ids.json"
+PARALLEL_FROM = 256   # queries: fewer are searched on one thread
 
 
 def _iter_docs(docs) -> Iterable[Doc]:

@@ -39,7 +39,7 @@ def score_window(cross_encoder, split, candidates: dict[str, list[str]], corpus,
                  batch_size: int, stats: Throughput | None = None, progress: bool = True) -> dict[str, dict[str, float]]:
     """The cross-encoder's logits on each query's first `score_depth` candidates and on its labelled
     positives, in length-sorted passes of `SCORE_CHUNK` pairs (only their passages are held: MS
-    MARCO's window is 25.5M pairs): qid -> {doc id: logit}."""
+    MARCO's window is 25.6M pairs): qid -> {doc id: logit}."""
     pairs = []
     for qid in sorted(candidates):
         pairs += [(qid, d) for d in dict.fromkeys(candidates[qid][:score_depth] + split.positives(qid))]

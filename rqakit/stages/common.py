@@ -120,8 +120,7 @@ def fit(objective, examples: Sequence, plan: list[list[list[int]]], *, optim: Op
     from `section.seed`."""
     return train(objective, PlannedSteps(examples, plan), objective.collate, optim=optim,
                  device=pick_device(ws.config.runtime.device), checkpoint_dir=work_dir(folder) / checkpoints,
-                 checkpoint_every=section.checkpoint_every,
-                 desc=desc, seed=section.seed, log=log, **options)
+                 checkpoint_every=section.checkpoint_every, desc=desc, seed=section.seed, log=log, **options)
 
 
 __all__ = ["bm25_ranking", "fit", "load_run", "make_plan", "metrics_of", "ranked_ids", "save_run", "split_scorer",
