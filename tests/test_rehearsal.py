@@ -10,7 +10,7 @@ from test_own_collection import run_cli
 from test_pipeline import assert_complete_report
 
 from rqakit.config import load_config
-from rqakit.data.shaped import QUICK, as_set_args, rehearsal_overrides
+from rqakit.data.shaped import as_set_args, rehearsal_overrides
 
 
 @pytest.mark.parametrize("profile", ["msmarco", "nq"])
@@ -37,7 +37,7 @@ def test_the_scaling_rule_keeps_the_ratios_the_code_depends_on(profile, tmp_path
 def test_every_stage_and_variant_of_the_paper_profile_trains_on_its_shaped_collection(profile, tmp_path, tiny_cache):
     from rqakit.stages import Workspace, ablations, baselines
 
-    ws = Workspace(load_config(profile, {**rehearsal_overrides(profile, tmp_path / "data", tmp_path / "runs", quick=True)}))
+    ws = Workspace(load_config(profile, rehearsal_overrides(profile, tmp_path / "data", tmp_path / "runs", quick=True)))
     quiet = lambda *_: None  # noqa: E731
     baselines.run(ws, log=quiet)
     done = ablations.run_all(ws, log=quiet)
@@ -64,4 +64,3 @@ def test_the_paper_profile_reproduces_every_chapter_to_its_report(profile, tmp_p
     assert set(measures) <= set(rows[rows.table == "retrieval"].metric), measures
     report = (out / "report.md").read_text()
     assert f"profile `{profile}`" in report and f"On test {measures[0]}" in report
-    assert set(QUICK) <= {o.split("=")[0] for o in overrides}
