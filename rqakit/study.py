@@ -83,7 +83,7 @@ CONDITIONS = (
               "RocketQA's step 2 and v1's 0.1 / 0.9 thresholds.",
               Arm("dynamic", {"warmup_ce.loss": "pointwise", "augment.calibration": "sigmoid"}),
               Arm("static", {"warmup_ce.loss": "pointwise", "augment.calibration": "sigmoid"})),
-    Condition("soft-targets", "Softer targets: a teacher temperature (extension)",
+    Condition("soft-targets", "Softer targets: a teacher temperature",
               "The re-ranker's list softmax at a temperature above 1 (chosen on validation with the "
               "static arm): do softer targets open a gap?",
               Arm("dynamic"), Arm("static"), grid=({"joint.teacher_temperature": 2.0},
