@@ -131,7 +131,7 @@ def missing_stages(stages: dict[str, str]) -> list[str]:
 
 
 def run_stage(folder: Path, cfg_hash: str, build: Callable[[Path], dict | None], *,
-              config: dict | None = None, force: bool = False, log=print) -> Path:
+              config: dict | None = None, force: bool = False, every_rank: bool = True, log=print) -> Path:
     """Build `folder` (`<stage>/<hash>`) with `build(tmp_folder) -> extra manifest fields`, unless
     it is complete.
 
@@ -139,6 +139,11 @@ def run_stage(folder: Path, cfg_hash: str, build: Callable[[Path], dict | None],
     which survives a kill, belongs to this config alone, is cleared by `force`, and is removed once
     the folder is complete. Results of other configs beside it are never touched. On completion
     `<stage>/latest` links to the newest result.
+
+    Under torchrun, rank 0 alone publishes the folder. Every process runs `build` (a stage that
+    trains under DDP) unless `every_rank` is False (rank 0 alone builds: no process holds a second
+    copy of the work). The other processes then wait for the published folder on the filesystem,
+    not at a collective, which would time out while rank 0 evaluates alone.
     """
     folder = Path(folder)
     rank, world_size = world()
@@ -160,17 +165,28 @@ def run_stage(folder: Path, cfg_hash: str, build: Callable[[Path], dict | None],
     start = time.time()
     emit("stage", name=stage_label(folder), folder=str(folder.absolute()), state="running")
     try:
-        _build_into(folder, cfg_hash, build, config, start, rank)
+        if rank == 0 or every_rank:
+            _build_into(folder, cfg_hash, build, config, start, rank)
     except _NotPublished:
         pass
-    if rank == 0:
-        shutil.rmtree(work, ignore_errors=True)
-        link_latest(folder)
-        wall = time.time() - start
-        log(f"[{stage_label(folder)}] done in {wall:.1f} s")
-        emit("stage", name=stage_label(folder), folder=str(folder.absolute()), state="done", wall_time_s=round(wall, 3))
-    barrier()
+    if rank != 0:
+        wait_for(folder, cfg_hash)
+        return folder
+    shutil.rmtree(work, ignore_errors=True)
+    link_latest(folder)
+    wall = time.time() - start
+    log(f"[{stage_label(folder)}] done in {wall:.1f} s")
+    emit("stage", name=stage_label(folder), folder=str(folder.absolute()), state="done", wall_time_s=round(wall, 3))
     return folder
+
+
+POLL_S = 5.0   # how often a process waiting for rank 0's folder looks
+
+
+def wait_for(folder: Path, cfg_hash: str) -> None:
+    """Until rank 0 has published `folder` (torchrun ends every process if rank 0 fails)."""
+    while not is_complete(folder, cfg_hash):
+        time.sleep(POLL_S)
 
 
 def _build_into(folder: Path, cfg_hash: str, build, config: dict | None, start: float, rank: int) -> None:

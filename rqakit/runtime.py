@@ -33,6 +33,11 @@ def world() -> tuple[int, int]:
     return 0, 1
 
 
+def first_rank() -> bool:
+    """Whether this process evaluates and publishes what a stage trained: rank 0, or the only one."""
+    return world()[0] == 0
+
+
 def init_distributed() -> bool:
     """Join the process group when launched by torchrun (gloo on CPU, NCCL on GPU)."""
     if "RANK" not in os.environ or (dist.is_available() and dist.is_initialized()):

@@ -1,8 +1,10 @@
 """The training loop: resume is bit-identical, same seed same weights, DDP equals one process,
 and cross-batch negatives line up with their own queries."""
+import functools
 import math
 import os
 import socket
+from pathlib import Path
 
 import pytest
 import torch
@@ -202,10 +204,42 @@ def _worker(rank, world, port, fn, out):
 
 
 def spawn(fn, world=2):
+    from rqakit.models.backbone import tiny_backbone_dir
+
+    tiny_backbone_dir()   # built once here, not raced by the processes
     manager = mp.Manager()
     out = manager.dict()
     mp.spawn(_worker, args=(world, _free_port(), fn, out), nprocs=world, join=True)
     return dict(out)
+
+
+def _stages_on_ranks(rank, root):
+    """Two stages under two processes: one rank 0 alone builds, one every process builds."""
+    import time
+
+    from rqakit import artifacts
+
+    artifacts.POLL_S = 0.05
+    built = []
+
+    def build(tmp, name):
+        built.append(name)
+        (tmp / "rank.txt").write_text(str(rank))
+        time.sleep(0.5 if rank == 0 else 0.0)   # rank 0 still works while the other is done
+        return {}
+
+    out = {}
+    for name, every_rank in (("alone", False), ("both", True)):
+        folder = artifacts.run_stage(Path(root) / name / "h", "h", lambda tmp, n=name: build(tmp, n),
+                                     every_rank=every_rank, log=lambda *_: None)
+        out[name] = (folder / "rank.txt").read_text()   # published, whichever process asks
+    return {"built": built, **out}
+
+
+def test_a_stage_rank_0_builds_alone_is_built_once_and_every_process_waits_for_it(tmp_path):
+    results = spawn(functools.partial(_stages_on_ranks, root=str(tmp_path)))
+    assert results[0]["built"] == ["alone", "both"] and results[1]["built"] == ["both"]
+    assert all(r["alone"] == "0" and r["both"] == "0" for r in results.values())   # rank 0's folder
 
 
 # Plain SGD: Adam would hide a wrongly scaled loss and amplify float noise in zero-gradient

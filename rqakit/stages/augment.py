@@ -131,4 +131,4 @@ def run(ws: Workspace, force: bool = False, log=print) -> Path:
             f"{summary.get('dropped_as_false_negative')} dropped; CE {summary['scoring'].get('tokens_per_s', 0):.0f} tokens/s")
         return {"summary": summary}
 
-    return ws.build(ws.folder("augment"), ws.hash("augment"), build, force=force, log=log)
+    return ws.build(ws.folder("augment"), ws.hash("augment"), build, force=force, every_rank=False, log=log)

@@ -42,4 +42,4 @@ def run(ws: Workspace, force: bool = False, log=print) -> Path:
         write_json(tmp / "metrics.json", metrics)
         return {"metrics": metrics}
 
-    return ws.build(ws.folder("baselines"), ws.hash("baselines"), build, force=force, log=log)
+    return ws.build(ws.folder("baselines"), ws.hash("baselines"), build, force=force, every_rank=False, log=log)

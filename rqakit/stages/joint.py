@@ -38,6 +38,7 @@ from ..mining import TrainingLists, training_lists
 from ..models import CrossEncoder, DualEncoder
 from ..objectives import JointDistillation, ListExample
 from ..rerank import ScoreCache, rerank
+from ..runtime import first_rank
 from ..search import dense_retrieve
 from ..training import OptimSettings, TrainingStopped
 from .common import fit, load_run, make_plan, metrics_of, ranked_ids, save_run, write_json
@@ -217,6 +218,8 @@ def run(ws: Workspace, variant: str = "dynamic", *, list_size: int | None = None
                      stop_after=stop_after, eval_fn=evaluator, eval_every=j.eval_every)
         if stop_after is not None and result.resumed_from + result.steps < len(plan):
             raise TrainingStopped(f"{name} stopped after step {stop_after}; run it again to resume")
+        if not first_rank():   # rank 0 alone evaluates and publishes (artifacts.run_stage)
+            return {}
         de.eval().save_pretrained(tmp / "retriever")
         reranker = ce.eval()
         if j.mode != "static":

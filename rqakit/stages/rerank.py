@@ -70,4 +70,4 @@ def run(ws: Workspace, *, retriever: Path, reranker: Path, name: str, run_name: 
         log(f"[rerank {name}] {metrics}")
         return {"name": name, "retriever": str(retriever), "reranker": str(reranker), "metrics": metrics}
 
-    return ws.build(folder, cfg_hash, build, force=force, log=log)
+    return ws.build(folder, cfg_hash, build, force=force, every_rank=False, log=log)

@@ -72,7 +72,7 @@ def check(ws: Workspace, force: bool = False, log=print) -> dict:
         write_json(tmp / "teacher.json", result)
         return {}
 
-    ws.build(folder, folder.name, build, force=force, log=lambda *a: None)
+    ws.build(folder, folder.name, build, force=force, every_rank=False, log=lambda *a: None)
     result = read(ws)
     if not result["leads"]:
         log(f"rqakit: warning: {result['line']}")

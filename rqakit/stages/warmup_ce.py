@@ -19,7 +19,7 @@ import torch
 from ..models import CrossEncoder
 from ..objectives import ListExample, ListwiseReranker, PointwiseReranker
 from ..rerank import ScoreCache, rerank
-from ..runtime import per_process
+from ..runtime import first_rank, per_process
 from ..training import OptimSettings
 from . import teacher
 from .common import (
@@ -135,6 +135,8 @@ def run(ws: Workspace, force: bool = False, log=print) -> Path:
         result = fit(objective, examples, plan, ws=ws, section=c, folder=folder, desc="warmup_ce", log=log, optim=optim)
         lead = until_it_leads(ws, objective, pools, n_epochs, optim, folder, log) if c.lead_epochs else None
         extra_runs = lead["results"] if lead else []
+        if not first_rank():   # rank 0 alone evaluates and publishes (artifacts.run_stage)
+            return {}
         ce.save_pretrained(tmp / "model")
         metrics, shared = {}, ScoreCache()  # the two runs share many (query, doc) pairs: score each once
         for name, source in (("warmup_de", load_run(wde, "warmup_de.test")), ("bm25", load_run(base, "bm25.test"))):

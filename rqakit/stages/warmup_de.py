@@ -14,7 +14,7 @@ import numpy as np
 
 from ..models import DualEncoder
 from ..objectives import InBatchRetriever, ListExample
-from ..runtime import per_process
+from ..runtime import first_rank, per_process
 from ..search import dense_retrieve
 from ..training import OptimSettings
 from .common import answer_bearing, bm25_ranking, fit, make_plan, metrics_of, save_run, write_json
@@ -79,6 +79,8 @@ def run(ws: Workspace, force: bool = False, log=print) -> Path:
         result = fit(objective, examples, plan, ws=ws, section=c, folder=folder, desc="warmup_de", log=log,
                      optim=OptimSettings(lr=c.lr, weight_decay=c.weight_decay, warmup_ratio=c.warmup_ratio,
                                          schedule="linear", clip=1.0))
+        if not first_rank():   # rank 0 alone evaluates and publishes (artifacts.run_stage)
+            return {}
         de.save_pretrained(tmp / "model")
         # The corpus embeddings stay: later stages search them for the training queries at their depth.
         runs = dense_retrieve(de, ws.corpus, {"val": ws.val.queries, "test": ws.test.queries},

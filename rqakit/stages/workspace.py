@@ -92,11 +92,13 @@ class Workspace:
             body["kernels"] = "portable"
         return config_hash(body, extra=extra)
 
-    def build(self, folder: Path, cfg_hash: str, build, *, force: bool = False, log=print) -> Path:
+    def build(self, folder: Path, cfg_hash: str, build, *, force: bool = False, every_rank: bool = True,
+              log=print) -> Path:
         """`artifacts.run_stage` with this config in the manifest; the folder is noted in `stages_read`."""
         from ..artifacts import run_stage, shown
 
-        folder = run_stage(folder, cfg_hash, build, config=self.config_dict(), force=force, log=log)
+        folder = run_stage(folder, cfg_hash, build, config=self.config_dict(), force=force, every_rank=every_rank,
+                           log=log)
         self.stages_read[shown(folder)] = cfg_hash
         return folder
 
