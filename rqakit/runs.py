@@ -4,6 +4,7 @@ higher is better), the form ir_measures reads; their ranking and their TREC file
     ranked(run["q1"])                  # [(doc id, score), ...] best first, ties by doc id
     top_k(run, 10)                     # each query's 10 best
     write_trec_run(run, "x.trec")      # atomically; read_trec_run("x.trec") gives the same floats
+    write_ranking(ids, "r.parquet")    # query id -> ranked doc ids, without scores; read_ranking gives them back
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from rqakit.atomic import atomic_path
 from rqakit.errors import RqaError
 from rqakit.types import Run
 
-__all__ = ["Run", "check_k", "check_run_docs", "ranked", "read_trec_run", "top_k", "write_trec_run"]
+__all__ = ["Run", "check_k", "check_run_docs", "ranked", "read_ranking", "read_trec_run", "top_k", "write_ranking",
+           "write_trec_run"]
 
 
 def check_k(k, name: str = "k") -> int:
@@ -77,3 +79,27 @@ def check_run_docs(run: Mapping[str, Mapping[str, float]], known_doc_ids: Collec
                                f"was the run (query {qid!r}) made on another collection? rebuild it on this one")
 
 
+
+
+def write_ranking(ranking: Mapping[str, list[str]], path) -> None:
+    """Each query's ranked doc ids (no scores) as Parquet, atomically."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({"query_id": pa.array(list(ranking), pa.string()),
+                      "doc_ids": pa.array(list(ranking.values()), pa.list_(pa.string()))})
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def read_ranking(path) -> dict[str, list[str]]:
+    """What `write_ranking` wrote, in its order; each distinct doc id is one Python string."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    ids = table["doc_ids"].combine_chunks()
+    encoded = pc.dictionary_encode(ids.values)
+    names, index, offsets = (encoded.dictionary.to_numpy(zero_copy_only=False), encoded.indices.to_numpy(),
+                             ids.offsets.to_numpy())
+    return {q: names[index[offsets[i]:offsets[i + 1]]].tolist() for i, q in enumerate(table["query_id"].to_pylist())}

@@ -38,6 +38,18 @@ def first_rank() -> bool:
     return world()[0] == 0
 
 
+@contextlib.contextmanager
+def all_cores():
+    """torch on every core this process may use, for work rank 0 does while the other processes
+    wait (torchrun gives each process one thread)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def init_distributed() -> bool:
     """Join the process group when launched by torchrun (gloo on CPU, NCCL on GPU)."""
     if "RANK" not in os.environ or (dist.is_available() and dist.is_initialized()):

@@ -236,6 +236,30 @@ def _stages_on_ranks(rank, root):
     return {"built": built, **out}
 
 
+def _shared_ranking_on_ranks(rank, root):
+    from rqakit import artifacts
+    from rqakit.stages.common import shared_ranking
+
+    artifacts.POLL_S = 0.05
+    computed, threads = [], torch.get_num_threads()
+
+    def compute():
+        computed.append(torch.get_num_threads())   # rank 0 on every core while the others wait
+        return {"q2": ["d3", "d1", "d3x"], "q1": ["d1"], "q3": []}
+
+    ranking = shared_ranking(Path(root) / "work" / "bm25-train.parquet", compute)
+    return {"ranking": ranking, "computed": computed, "threads_after": torch.get_num_threads() == threads}
+
+
+def test_rank_0_computes_a_ranking_once_and_every_process_reads_the_same(tmp_path):
+    results = spawn(functools.partial(_shared_ranking_on_ranks, root=str(tmp_path)))
+    expected = {"q2": ["d3", "d1", "d3x"], "q1": ["d1"], "q3": []}
+    assert results[0]["ranking"] == expected and results[1]["ranking"] == expected
+    assert list(results[1]["ranking"]) == ["q2", "q1", "q3"]          # the file keeps the queries' order
+    assert len(results[0]["computed"]) == 1 and results[1]["computed"] == []
+    assert results[0]["computed"][0] == len(os.sched_getaffinity(0)) and results[0]["threads_after"]
+
+
 def test_a_stage_rank_0_builds_alone_is_built_once_and_every_process_waits_for_it(tmp_path):
     results = spawn(functools.partial(_stages_on_ranks, root=str(tmp_path)))
     assert results[0]["built"] == ["alone", "both"] and results[1]["built"] == ["both"]

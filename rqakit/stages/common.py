@@ -2,14 +2,15 @@
 searched at the depth a later stage needs, and one call that trains a stage's objective."""
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ..artifacts import work_dir
+from ..artifacts import POLL_S, work_dir
 from ..atomic import write_json  # noqa: F401  (the stages' one JSON writer)
 from ..evaluation import evaluate_split, passage_texts, per_query_split, relevance_mode
-from ..runs import Run, ranked, write_trec_run
-from ..runtime import pick_device
+from ..runs import Run, ranked, read_ranking, write_ranking, write_trec_run
+from ..runtime import all_cores, pick_device, world
 from ..stage_folder import StageFolder
 from ..training import OptimSettings, TrainResult, make_plan, train
 
@@ -99,6 +100,26 @@ def warm_retriever_ranking(warmup_de_folder: Path, queries: dict[str, str], dept
     return top_ids(search, queries, depth)
 
 
+def shared_ranking(path: Path, compute: Callable[[], dict[str, list[str]]]) -> dict[str, list[str]]:
+    """`compute()` once per torchrun job: rank 0 computes it on every core (the other processes only
+    wait) and writes it to `path`, in the stage's work folder, where the others read it; a killed
+    attempt's file is reused. One process just computes."""
+    rank, world_size = world()
+    if world_size == 1:
+        return compute()
+    if path.exists():
+        return read_ranking(path)
+    if rank != 0:
+        while not path.exists():
+            time.sleep(POLL_S)
+        return read_ranking(path)
+    with all_cores():
+        ranking = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_ranking(ranking, path)
+    return ranking
+
+
 class PlannedSteps(Sequence):
     """`plan` (example indices per micro-batch per step) as the examples themselves, looked up when
     training reads a step: a lazy `examples` sequence is then read one step at a time."""
@@ -124,4 +145,4 @@ def fit(objective, examples: Sequence, plan: list[list[list[int]]], *, optim: Op
 
 
 __all__ = ["bm25_ranking", "fit", "load_run", "make_plan", "metrics_of", "ranked_ids", "save_run", "split_scorer",
-           "top_ids", "warm_retriever_ranking", "write_json"]
+           "shared_ranking", "top_ids", "warm_retriever_ranking", "write_json"]

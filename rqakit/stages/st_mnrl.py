@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..artifacts import work_dir
 from ..config import plain
 from ..models import resolve_backbone
 from ..objectives import ListExample
@@ -140,7 +141,7 @@ def run(ws: Workspace, force: bool = False, log=print) -> Path:
     folder = ws.folder("st_mnrl")
 
     def build(tmp: Path) -> dict:
-        examples = bm25_training_pairs(ws, base)
+        examples = bm25_training_pairs(ws, base, work_dir(folder))
         model, result = fine_tune(ws, examples, recipe, folder, log=log)
         model.save(str(tmp / "model"))
         runs = retrieve(model, ws.corpus, {"val": ws.val.queries, "test": ws.test.queries},

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..artifacts import work_dir
 from ..models import CrossEncoder
 from ..objectives import ListExample, ListwiseReranker, PointwiseReranker
 from ..rerank import ScoreCache, rerank
@@ -30,6 +31,7 @@ from .common import (
     make_plan,
     metrics_of,
     save_run,
+    shared_ranking,
     warm_retriever_ranking,
     write_json,
 )
@@ -112,11 +114,13 @@ def run(ws: Workspace, force: bool = False, log=print) -> Path:
     folder = ws.folder("warmup_ce")
 
     def build(tmp: Path) -> dict:
-        rankings = []
+        rankings, shared = [], work_dir(folder)
         if c.negatives_from in ("bm25", "bm25+de"):
-            rankings.append(bm25_ranking(base, ws.train.queries, c.depth))
+            rankings.append(shared_ranking(shared / "bm25-train.parquet",
+                                           lambda: bm25_ranking(base, ws.train.queries, c.depth)))
         if c.negatives_from in ("de", "bm25+de"):
-            rankings.append(warm_retriever_ranking(wde, ws.train.queries, c.depth, cfg.evaluate.batch_size))
+            rankings.append(shared_ranking(shared / "de-train.parquet", lambda: warm_retriever_ranking(
+                wde, ws.train.queries, c.depth, cfg.evaluate.batch_size)))
         pools = negative_pools(ws, rankings, c.depth)
         n_epochs = max(1, int(np.ceil(c.epochs)))
         per_epoch = listwise_examples(ws, pools, m=c.list_size, epochs=n_epochs, seed=c.seed)

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..artifacts import work_dir
 from ..models import DualEncoder
 from ..objectives import InBatchRetriever, ListExample
 from ..runtime import first_rank, per_process
 from ..search import dense_retrieve
 from ..training import OptimSettings
-from .common import answer_bearing, bm25_ranking, fit, make_plan, metrics_of, save_run, write_json
+from .common import answer_bearing, bm25_ranking, fit, make_plan, metrics_of, save_run, shared_ranking, write_json
 from .workspace import SPLITS, Workspace
 
 NEEDS = ("baselines",)
@@ -48,11 +49,13 @@ def training_pairs(ws: Workspace, bm25_ranking: dict[str, list[str]], *, depth: 
     return examples
 
 
-def bm25_training_pairs(ws: Workspace, baselines_folder: Path) -> list[ListExample]:
+def bm25_training_pairs(ws: Workspace, baselines_folder: Path, share: Path | None = None) -> list[ListExample]:
     """The pairs of RocketQA step 1 under this config (`warmup_de.bm25_depth`, `warmup_de.seed`);
-    the sentence-transformers peer trains on the same ones."""
+    the sentence-transformers peer trains on the same ones. `share`: the calling stage's work
+    folder, where torchrun processes share BM25's ranking (`common.shared_ranking`)."""
     c = ws.cfg.warmup_de
-    bm25 = bm25_ranking(baselines_folder, ws.train.queries, c.bm25_depth)
+    bm25 = shared_ranking(Path(share or work_dir(ws.folder("warmup_de"))) / "bm25-train.parquet",
+                          lambda: bm25_ranking(baselines_folder, ws.train.queries, c.bm25_depth))
     return training_pairs(ws, bm25, depth=c.bm25_depth, seed=c.seed)
 
 
@@ -71,7 +74,7 @@ def run(ws: Workspace, force: bool = False, log=print) -> Path:
     folder = ws.folder("warmup_de")
 
     def build(tmp: Path) -> dict:
-        examples = bm25_training_pairs(ws, base)
+        examples = bm25_training_pairs(ws, base, work_dir(folder))
         de = build_dual_encoder(ws)
         objective = InBatchRetriever(de)
         plan = make_plan(len(examples), batch_size=c.batch_queries, micro_batch_size=per_process(c.batch_queries),
