@@ -53,10 +53,11 @@ class Workspace:
     def apply(self):
         return self
 
-    def build(self, folder, cfg_hash, build, *, force=False, log=print):
+    def build(self, folder, cfg_hash, build, *, force=False, every_rank=True, log=print):
         from rqakit.artifacts import run_stage
 
-        return run_stage(folder, cfg_hash, build, config=self.config_dict(), force=force, log=log)
+        return run_stage(folder, cfg_hash, build, config=self.config_dict(), force=force, every_rank=every_rank,
+                         log=log)
 
 
 def ranked_run(ranks: list[int]) -> dict:
