@@ -170,7 +170,7 @@ def run_stage(folder: Path, cfg_hash: str, build: Callable[[Path], dict | None],
     except _NotPublished:
         pass
     if rank != 0:
-        wait_for(folder, cfg_hash)
+        wait_until(lambda: is_complete(folder, cfg_hash))
         return folder
     shutil.rmtree(work, ignore_errors=True)
     link_latest(folder)
@@ -183,9 +183,9 @@ def run_stage(folder: Path, cfg_hash: str, build: Callable[[Path], dict | None],
 POLL_S = 5.0   # how often a process waiting for rank 0's folder looks
 
 
-def wait_for(folder: Path, cfg_hash: str) -> None:
-    """Until rank 0 has published `folder` (torchrun ends every process if rank 0 fails)."""
-    while not is_complete(folder, cfg_hash):
+def wait_until(ready: Callable[[], bool]) -> None:
+    """Until rank 0 has written what `ready` looks for (torchrun ends every process if rank 0 fails)."""
+    while not ready():
         time.sleep(POLL_S)
 
 

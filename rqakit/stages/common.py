@@ -2,11 +2,10 @@
 searched at the depth a later stage needs, and one call that trains a stage's objective."""
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ..artifacts import POLL_S, work_dir
+from ..artifacts import wait_until, work_dir
 from ..atomic import write_json  # noqa: F401  (the stages' one JSON writer)
 from ..evaluation import evaluate_split, passage_texts, per_query_split, relevance_mode
 from ..runs import Run, ranked, read_ranking, write_ranking, write_trec_run
@@ -110,8 +109,7 @@ def shared_ranking(path: Path, compute: Callable[[], dict[str, list[str]]]) -> d
     if path.exists():
         return read_ranking(path)
     if rank != 0:
-        while not path.exists():
-            time.sleep(POLL_S)
+        wait_until(path.exists)
         return read_ranking(path)
     with all_cores():
         ranking = compute()
