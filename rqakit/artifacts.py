@@ -1,8 +1,8 @@
 """Atomic, cached stage folders, one per config: `<workdir>/<profile>/<stage>/<config hash>/`.
 
 A stage writes into `.<hash>.tmp-<pid>` and renames it to `<hash>` only once complete, with a
-`manifest.json` (config hash, kit version, git commit, wall time and its split summed over every
-attempt, a killed and resumed run included, and the stage's own figures).
+`manifest.json` (config hash, kit version, git commit, machine, precision, wall time summed over
+every attempt, a killed and resumed run included, and the stage's own figures).
 A folder whose manifest is missing or whose hash differs is never taken as done, so a killed run
 restarts that stage and nothing after it looks complete. Another config writes another folder:
 no complete result is ever deleted except by `rqakit runs --clean` (or rebuilt by `--force`).
@@ -24,7 +24,6 @@ from .attempts import Attempts
 from .progress import emit
 from .runtime import barrier, compute_dtype_name, cpu_supports_bf16, world
 from .stage_folder import StageFolder
-from .timing import live_split, measuring
 
 ATTEMPTS = "attempts.json"   # in the work folder: every attempt's time (rqakit.attempts)
 
@@ -193,9 +192,9 @@ def _build_into(folder: Path, cfg_hash: str, build, config: dict | None, start: 
     clock = Attempts(work_dir(folder) / ATTEMPTS, commit=KIT_COMMIT)
     with atomic_path(folder) as tmp:
         tmp.mkdir()
-        with measuring() as split, clock.running(live_split, enabled=rank == 0):
+        with clock.running(enabled=rank == 0):
             extra = build(tmp) or {}
-        spent = clock.totals(split, time.time() - start)
+        spent = clock.totals(time.time() - start)
         runtime_cfg = (config or {}).get("runtime", {})
         manifest = {
             "stage": stage_label(folder),
@@ -211,7 +210,6 @@ def _build_into(folder: Path, cfg_hash: str, build, config: dict | None, start: 
             "threads": threads(),
             "cpu_share": cpu_share(spent["cpu_s"], spent["wall_time_s"], threads()),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "time_split_s": spent["time_split_s"],         # rqakit.timing: training steps, encoding, scoring ...
             **extra,
         }
         if config is not None:

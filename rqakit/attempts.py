@@ -6,10 +6,9 @@ per attempt, and rewrites the running attempt's entry every `every_s` seconds fr
 a kill loses at most that much. When the work completes, `totals` sums every attempt.
 
     clock = Attempts(work / "attempts.json", commit=KIT_COMMIT)
-    with clock.running(live_split):           # {part: seconds} of this attempt so far (rqakit.timing)
+    with clock.running():
         build()
-    clock.totals(final_split, elapsed)
-    # {"wall_time_s", "attempts", "time_split_s", "cpu_s", "git_commits"}
+    clock.totals(elapsed)   # {"wall_time_s", "attempts", "cpu_s", "git_commits"}
 """
 from __future__ import annotations
 
@@ -17,7 +16,6 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from .atomic import write_json
@@ -39,27 +37,23 @@ class Attempts:
         self.started = time.time()
         self.cpu_started = time.process_time()
 
-    def _current(self, live: Callable[[], dict] | None) -> dict:
-        elapsed = time.time() - self.started
-        split = dict(live() if live else {})
-        split["other"] = max(0.0, elapsed - sum(split.values()))
+    def _current(self) -> dict:
         entry = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),
-                 "elapsed_s": round(elapsed, 3), "split_s": {k: round(v, 3) for k, v in split.items()},
+                 "elapsed_s": round(time.time() - self.started, 3),
                  "cpu_s": round(time.process_time() - self.cpu_started, 3)}   # every thread of the process
         if self.commit:
             entry["git_commit"] = self.commit
         return entry
 
-    def record(self, live: Callable[[], dict] | None = None) -> None:
+    def record(self) -> None:
         """Write the earlier attempts and this one as it stands now."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_json(self.path, [*self.earlier, self._current(live)])
+        write_json(self.path, [*self.earlier, self._current()])
 
     @contextlib.contextmanager
-    def running(self, live: Callable[[], dict] | None = None, enabled: bool = True):
+    def running(self, enabled: bool = True):
         """Record this attempt every `every_s` seconds while the block runs, and once more if it
-        raises (an interrupt, a failure): what it spent counts when the work is resumed. `live`:
-        the attempt's seconds per part so far (rqakit.timing.live_split)."""
+        raises (an interrupt, a failure): what it spent counts when the work is resumed."""
         if not enabled:
             yield self
             return
@@ -69,7 +63,7 @@ class Attempts:
         def beat():
             while not stop.wait(self.every_s):
                 with contextlib.suppress(Exception):  # a heartbeat never takes the work down
-                    self.record(live)
+                    self.record()
 
         thread = threading.Thread(target=beat, name="rqakit-attempts", daemon=True)
         thread.start()
@@ -79,26 +73,21 @@ class Attempts:
             stop.set()
             thread.join()
             with contextlib.suppress(Exception):
-                self.record(live)
+                self.record()
             raise
         stop.set()
         thread.join()
 
-    def totals(self, split: dict | None = None, elapsed_s: float | None = None) -> dict:
-        """Wall time, time split and CPU seconds summed over the earlier attempts and this one
-        (`split`, `elapsed_s`: this attempt's final figures; default: as it stands now), and the
-        distinct kit commits they ran, in order."""
-        current = self._current(None)
+    def totals(self, elapsed_s: float | None = None) -> dict:
+        """Wall time and CPU seconds summed over the earlier attempts and this one (`elapsed_s`:
+        this attempt's own figure; default: as it stands now), and the distinct kit commits they
+        ran, in order."""
+        current = self._current()
         if elapsed_s is not None:
             current["elapsed_s"] = elapsed_s
         attempts = [*self.earlier, current]
-        time_split: dict[str, float] = {}
-        for part_seconds in [*(a.get("split_s") for a in self.earlier), split]:
-            for part, seconds in (part_seconds or {}).items():
-                time_split[part] = round(time_split.get(part, 0.0) + float(seconds), 3)
         return {"wall_time_s": round(sum(float(a.get("elapsed_s", 0.0)) for a in attempts), 3),
                 "attempts": len(attempts),
-                "time_split_s": dict(sorted(time_split.items())),
                 "cpu_s": round(sum(float(a.get("cpu_s", 0.0)) for a in attempts), 3),
                 "git_commits": list(dict.fromkeys(a["git_commit"] for a in attempts if a.get("git_commit")))}
 

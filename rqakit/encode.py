@@ -33,7 +33,6 @@ from rqakit.models.cross_encoder import CrossEncoder
 from rqakit.models.dual_encoder import DualEncoder
 from rqakit.progress import Bar  # tqdm that `rqakit reproduce` also sees from outside the kernel
 from rqakit.runtime import compute_dtype as runtime_compute_dtype
-from rqakit.timing import timed_as
 from rqakit.types import Doc
 
 CHUNK_SIZE = 8192          # texts tokenised and length-sorted together
@@ -176,7 +175,6 @@ def _run_all(model, items: list, tokenize, forward, empty_shape, *, batch_size, 
 
 # -- dual encoder --------------------------------------------------------------------------------
 
-@timed_as("query encoding")
 def encode_queries(
     dual_encoder: DualEncoder,
     texts: Sequence[str],
@@ -218,7 +216,6 @@ def encode_texts(
     )
 
 
-@timed_as("passage encoding")
 def encode_passages(
     dual_encoder: DualEncoder,
     docs: Iterable[Doc],
@@ -338,7 +335,6 @@ def _write_manifest(out_dir: Path, manifest: dict) -> None:
     write_json(out_dir / MANIFEST, manifest)
 
 
-@timed_as("corpus encoding")
 def encode_corpus(
     dual_encoder: DualEncoder,
     docs: Iterable[Doc],
@@ -416,7 +412,6 @@ def _write_shard(out_dir: Path, index: int, shard_docs: list[Doc], parts: Iterab
 
 # -- cross encoder -------------------------------------------------------------------------------
 
-@timed_as("CE scoring")
 def score_pairs(
     cross_encoder: CrossEncoder,
     queries: Sequence[str],

@@ -27,7 +27,6 @@ import regex
 from scipy import stats
 
 from rqakit.errors import RqaError
-from rqakit.timing import timed_as
 from rqakit.types import Run
 
 Qrels = Mapping[str, Mapping[str, int]]
@@ -115,7 +114,6 @@ def per_query(run: Run, qrels: Qrels, measures=DEFAULT_MEASURES, queries: Iterab
     return pd.DataFrame(rows, columns=["query_id", "measure", "value"])
 
 
-@timed_as("evaluation")
 def evaluate_run(run: Run, qrels: Qrels, measures=DEFAULT_MEASURES,
                  queries: Iterable[str] | None = None) -> dict[str, float]:
     """Mean of each measure over the judged queries: {"nDCG@10": ..., "RR@10": ..., "R@100": ...}.

@@ -45,49 +45,35 @@ def emit(kind: str, **fields) -> None:
 
 
 class Bar(tqdm):
-    """tqdm that also reports `n / total` to the progress file (see the module docstring)."""
-
-    _iterating = False
+    """tqdm that also reports `n / total` to the progress file (see the module docstring). tqdm
+    calls `update` at most every `mininterval` seconds while it iterates, with `n` brought up to
+    date, and `close` with the final count."""
 
     def __init__(self, *args, **kwargs):
+        self._t0, self._sent = time.time(), 0.0
+        if os.environ.get(ENV):
+            kwargs["mininterval"] = min(kwargs.get("mininterval", EVERY_S), EVERY_S)
         super().__init__(*args, **kwargs)
-        self._count, self._start_n, self._sent_n = self.n, self.n, None
-        self._t0, self._sent, self._final = time.time(), 0.0, False
-        self._id = f"{os.getpid()}-{id(self)}"
+        self._start_n, self._id = self.n, f"{os.getpid()}-{id(self)}"
 
     def update(self, n=1):
         out = super().update(n)
-        if not self._iterating and hasattr(self, "_count"):  # iteration counts items itself (tqdm updates `n` lazily)
-            self._count += n
-            self._report()
+        self._report()
         return out
 
-    def __iter__(self):
-        self._iterating = True
-        try:
-            for item in super().__iter__():
-                yield item
-                self._count += 1
-                self._report()
-        finally:
-            self._iterating = False
-
     def close(self):
-        if hasattr(self, "_final") and not self._final:
-            self._final = True
-            if self._sent_n != self._count:   # the last count, unless already sent
-                self._report(force=True)
+        if not getattr(self, "disable", True):   # tqdm's close disables the bar: a second close is a no-op
+            self._report(force=True)
         super().close()
 
     def _report(self, force: bool = False) -> None:
         if self.disable or not os.environ.get(ENV):
             return
         now = time.time()
-        if not force and now - self._sent < EVERY_S and self._count != self.total:
-            return
-        self._sent, self._sent_n = now, self._count
-        emit("bar", id=self._id, desc=getattr(self, "desc", ""), n=self._count, total=self.total,
-             start=self._start_n, elapsed=round(now - self._t0, 3))
+        if force or now - self._sent >= EVERY_S or self.n == self.total:
+            self._sent = now
+            emit("bar", id=self._id, desc=getattr(self, "desc", ""), n=self.n, total=self.total,
+                 start=self._start_n, elapsed=round(now - self._t0, 3))
 
 
 # ----------------------------------------------------------------------------- the reading side

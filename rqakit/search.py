@@ -25,7 +25,6 @@ import torch
 
 from rqakit.errors import RqaError
 from rqakit.runs import Run, check_k
-from rqakit.timing import timed_as
 from rqakit.types import Doc, passage_text
 
 Shard = tuple[Sequence[str], np.ndarray]   # (doc ids, embeddings (n_i, d))
@@ -110,7 +109,6 @@ def _warn_k_clamped(k: int, num_docs: int) -> None:
                   stacklevel=3)
 
 
-@timed_as("search")
 def dense_search(query_emb: np.ndarray, shards: Iterable[Shard], k: int, *,
                  query_ids: Sequence[str], use_gpu="auto") -> Run:
     """Exact top-k inner-product search over sharded passage embeddings.
@@ -170,7 +168,6 @@ class BM25Index:
         return len(self.doc_ids)
 
     @classmethod
-    @timed_as("BM25 indexing")
     def build(cls, docs, *, stopwords="en", stemmer: str | None = "english",
               k1: float = 1.5, b: float = 0.75) -> "BM25Index":
         """Index ``docs`` (an iterable of Doc, or a Corpus) streamed once; the text is
@@ -196,7 +193,6 @@ class BM25Index:
         retriever.index(tokens, show_progress=False)
         return cls(retriever, doc_ids, settings)
 
-    @timed_as("search")
     def search(self, queries: Mapping[str, str], k: int, threads: int | None = None) -> Run:
         """Top-k BM25 documents for each query text: {qid: {doc id: score}}, in rank order. The
         queries are scored on `threads` threads (default: torch's, the runtime's `threads`) where

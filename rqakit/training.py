@@ -13,7 +13,6 @@ global batch take the same step.
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 import os
 import random
@@ -31,7 +30,6 @@ from .atomic import atomic_path, remove_stale, temporary_sibling
 from .errors import RqaError
 from .progress import Bar, emit  # tqdm that `rqakit reproduce` also sees from outside the kernel
 from .runtime import autocast, barrier, loss_scaler, pick_device, world
-from .timing import timed
 
 NO_DECAY = ("bias", "LayerNorm.weight", "LayerNorm.bias", "layer_norm", "layernorm")
 
@@ -244,17 +242,6 @@ def tower_grad_norms(model: nn.Module) -> dict[str, float]:
     return out
 
 
-def _timed_eval(eval_fn: Callable[[int], dict], step: int) -> dict:
-    with timed("evaluation", absorb=True):
-        return eval_fn(step)
-
-
-def timed_steps(steps):
-    """Yield each step, the time until the next one counted as "training steps" (less the
-    evaluation and checkpoints timed inside it)."""
-    for step in steps:
-        with timed("training steps"):
-            yield step
 def train(model: nn.Module, plan: Sequence[Sequence[Any]], collate: Callable[[Any], Any], *,
           optim: OptimSettings, device: torch.device | None = None, precision: bool = True,
           checkpoint_dir: Path | None = None, checkpoint_every: int = 0, stop_after: int | None = None,
@@ -289,15 +276,13 @@ def train(model: nn.Module, plan: Sequence[Sequence[Any]], collate: Callable[[An
     ddp = world_size > 1
     # find_unused_parameters: backbones carry a pooler that the raw-[CLS] heads never read
     runner = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if ddp else model
-    if eval_fn is not None:   # curves: their encoding and scoring count as evaluation
-        eval_fn = functools.partial(_timed_eval, eval_fn)
     if eval_fn is not None and eval_every and start == 0 and not evals:
         evals.append({"step": 0, **eval_fn(0)})
     t0 = time.time()
 
     bar = Bar(range(start, total), desc=desc, initial=start, total=total, disable=rank != 0, dynamic_ncols=True)
     model.train()
-    for step in timed_steps(bar):
+    for step in bar:
         micro = plan[step]
         if len(micro) % world_size:
             raise RqaError(f"{len(micro)} micro-batches per step do not split over {world_size} processes: "
@@ -339,9 +324,8 @@ def train(model: nn.Module, plan: Sequence[Sequence[Any]], collate: Callable[[An
             model.train()
         if checkpoint_dir is not None and rank == 0 and (
                 (checkpoint_every and done % checkpoint_every == 0) or done == total):
-            with timed("checkpoints"):
-                save_checkpoint(checkpoint_dir, model=model, optimizer=optimizer, scheduler=scheduler,
-                                step=done, history=history, evals=evals, scaler=scaler)
+            save_checkpoint(checkpoint_dir, model=model, optimizer=optimizer, scheduler=scheduler,
+                            step=done, history=history, evals=evals, scaler=scaler)
         barrier()
         if stop_after is not None and done >= stop_after:
             break

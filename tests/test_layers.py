@@ -8,7 +8,7 @@ ROOT = Path(__file__).resolve().parents[1] / "rqakit"
 
 # Bottom to top. A module (or a subpackage, by its first name) may import only from lower layers.
 LAYERS = (
-    ("rqakit", "errors", "env", "types", "atomic", "timing", "progress", "stats", "nbstrip"),  # plain helpers
+    ("rqakit", "errors", "env", "types", "atomic", "progress", "stats", "nbstrip"),  # plain helpers
     ("config", "attempts"),                                          # the config tree; time over attempts
     ("runtime", "data", "runs", "evaluation"),                       # processes and precision; data; runs; metrics
     ("stage_folder",),                                               # what a finished stage folder holds, read

@@ -4,7 +4,18 @@ from types import SimpleNamespace
 import pytest
 
 from rqakit.config import load_config
-from rqakit.plan import Lengths, alone_split, estimate_seconds, flops_per_token, measured_rates, plan, stage_work
+from rqakit.plan import (
+    EFFICIENCY,
+    OVERHEAD,
+    Lengths,
+    Work,
+    alone_seconds,
+    calibration,
+    flops_per_token,
+    model_seconds,
+    plan,
+    stage_work,
+)
 from rqakit.stages import Workspace, ablations
 
 
@@ -39,60 +50,46 @@ def test_the_plan_counts_every_stage_of_the_report(tmp_path, tiny_cache):
     assert second["stages"][0]["done"] and second["todo_estimate_s"] == first["todo_estimate_s"] - baselines["estimate_s"]
 
 
-def test_measured_rates_divide_each_parts_flops_by_its_recorded_seconds():
-    measured = {"a": ({"training steps": 100e9, "corpus encoding": 60e9}, {"training steps": 2.0, "corpus encoding": 1.0,
-                                                                          "checkpoints": 0.3, "other": 0.3}),
-                "b": ({"training steps": 50e9, "CE scoring": 0.0}, {"training steps": 1.0, "search": 0.4})}
-    rates, overhead = measured_rates(measured)
-    assert rates == pytest.approx({"training steps": 50.0, "corpus encoding": 60.0})
-    assert overhead == pytest.approx((0.3 + 0.3 + 0.4) / (2.0 + 1.0 + 1.0))
-    seconds = estimate_seconds({"training steps": 100e9, "CE scoring": 80e9}, rates, overhead, {"CE scoring": 40.0})
-    assert seconds == pytest.approx((100 / 50 + 80 / 40) * (1 + overhead))
+def test_the_calibration_is_measured_over_modelled_seconds_of_the_finished_stages():
+    assert calibration([]) is None
+    assert calibration([(10.0, 15.0), (30.0, 25.0)]) == pytest.approx(40.0 / 40.0)
+    assert calibration([(10.0, 20.0), (30.0, 40.0)]) == pytest.approx(60.0 / 40.0)
+    assert alone_seconds({"wall_time_s": 10.0}) == 10.0                        # no share recorded: alone
+    assert alone_seconds({"wall_time_s": 10.0, "cpu_share": 0.5}) == 5.0
 
 
-def test_a_stage_measured_on_a_shared_cpu_counts_as_the_share_of_its_cores_it_had():
-    manifest = {"wall_time_s": 10.0, "time_split_s": {"CE scoring": 6.0, "training steps": 4.0}}
-    assert alone_split(manifest) == {"CE scoring": 6.0, "training steps": 4.0}           # no share recorded: alone
-    assert alone_split({**manifest, "cpu_share": 0.5}) == {"CE scoring": 3.0, "training steps": 2.0}
+def test_model_seconds_give_each_kind_of_work_its_share_of_the_peak():
+    config = SimpleNamespace(hidden_size=4, intermediate_size=8, num_hidden_layers=2)
+    parts = [Work("train", 1000.0, 10.0, 3), Work("encode", 500.0, 10.0)]
+    flops, seconds = model_seconds(parts, config, peak_gflops=1.0)
+    assert flops == 3 * 1000 * 832 + 500 * 832
+    assert seconds == pytest.approx((3 * 1000 * 832 / EFFICIENCY["train"] + 500 * 832 / EFFICIENCY["encode"]) / 1e9)
 
 
-def test_the_plan_estimates_from_the_rates_finished_stages_recorded(tmp_path, tiny_cache):
+def test_the_plan_scales_its_estimates_by_what_finished_stages_took(tmp_path, tiny_cache):
     import json
 
+    peak = 0.01   # GFLOP/s: the toy's stages take thousands of model seconds, so rounding does not blur them
     cfg = load_config("toy", {"runtime.workdir": str(tmp_path)})
     ws = Workspace(cfg)
-    before = plan(cfg, peak_gflops=50.0)
-    assert before["rates_gflops"] == {}
+    before = plan(cfg, peak_gflops=peak)
+    assert before["calibration"] is None and before["calibrated_from"] == []
     warm = next(r for r in before["stages"] if r["stage"] == "warmup_de")
-    flops = warm["tflop"] * 1e12
+    model_s = warm["estimate_s"] / (1 + OVERHEAD)
     folder = ws.folder("warmup_de")
     folder.mkdir(parents=True)
-    split = {"training steps": 2.0, "corpus encoding": 1.0, "other": 0.5}
-    (folder / "manifest.json").write_text(json.dumps({"wall_time_s": 3.5, "time_split_s": split}))
-    after = plan(cfg, peak_gflops=50.0)
-    assert set(after["rates_gflops"]) == {"training steps", "corpus encoding"} and after["rates_from"] == ["warmup_de"]
-    assert after["overhead"] == pytest.approx(0.5 / 3.0, abs=1e-3)
+    (folder / "manifest.json").write_text(json.dumps({"wall_time_s": 300.0}))
+    after = plan(cfg, peak_gflops=peak)
+    assert after["calibrated_from"] == ["warmup_de"] and after["calibration"] == pytest.approx(300.0 / model_s, rel=0.05)
     row = next(r for r in after["stages"] if r["stage"] == "warmup_de")
-    assert row["done"] and row["measured_s"] == 4 and row["estimate_s"] == pytest.approx(3.5, abs=0.6)
-    assert after["rates_gflops"]["corpus encoding"] > 0 and flops > 0
-
-
-def test_the_plan_rates_a_stage_measured_on_a_shared_cpu_as_if_alone(tmp_path, tiny_cache):
-    import json
-
-    cfg = load_config("toy", {"runtime.workdir": str(tmp_path)})
-    folder = Workspace(cfg).folder("warmup_de")
-    folder.mkdir(parents=True)
-    split = {"training steps": 2.0, "corpus encoding": 1.0}
-    manifest = {"wall_time_s": 3.0, "time_split_s": split}
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-    alone = plan(cfg, peak_gflops=50.0)
-    (folder / "manifest.json").write_text(json.dumps({**manifest, "cpu_share": 0.5}))
-    shared = plan(cfg, peak_gflops=50.0)   # the same seconds with half the CPU: twice the rate alone
-    for part, rate in alone["rates_gflops"].items():
-        assert shared["rates_gflops"][part] == pytest.approx(2 * rate, rel=0.02)
-    row = next(r for r in shared["stages"] if r["stage"] == "warmup_de")
-    assert row["cpu_share"] == 0.5 and row["measured_s"] == 3
+    assert row["done"] and row["measured_s"] == 300 and row["estimate_s"] == pytest.approx(300, rel=0.01)
+    for old, new in zip(before["stages"], after["stages"]):   # every stage scaled by the same factor
+        if old["estimate_s"] > 100:
+            assert new["estimate_s"] == pytest.approx(old["estimate_s"] / (1 + OVERHEAD) * after["calibration"], rel=0.01)
+    (folder / "manifest.json").write_text(json.dumps({"wall_time_s": 300.0, "cpu_share": 0.5}))
+    shared = plan(cfg, peak_gflops=peak)   # the same seconds with half the CPU: half the time alone
+    assert shared["calibration"] == pytest.approx(after["calibration"] / 2, rel=0.01)
+    assert next(r for r in shared["stages"] if r["stage"] == "warmup_de")["cpu_share"] == 0.5
 
 
 def test_a_peak_timed_on_a_busy_machine_comes_with_a_warning(tmp_path, tiny_cache, monkeypatch):
