@@ -134,7 +134,7 @@ def _cmd_plan(args) -> dict:
     from .config import load_config
     from .plan import plan
 
-    result = plan(load_config(args.profile, args.set), peak_gflops=args.peak_gflops)
+    result = plan(load_config(args.profile, args.set), peak_gflops=args.peak_gflops, study=args.study)
     if "warning" in result:
         print(f"rqakit: warning: {result['warning']}", file=sys.stderr)
     return result
@@ -243,6 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--profile", default=DEFAULT_PROFILE)
     pl.add_argument("--peak-gflops", type=float, default=None,
                     help="the machine's matmul peak (default: a few seconds of timing, low on a busy machine)")
+    pl.add_argument("--study", action="store_true",
+                    help="also the runs the distillation study has left (`rqakit study`) and the stages they need")
     pl.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     pl.set_defaults(func=_cmd_plan)
 

@@ -9,16 +9,16 @@ backward). Token counts come from the config and the data: passage, query and pa
 mean token counts of a sample of the collection under each max length.
 
 The model's seconds of a stage divide each kind of work's FLOPs by the share of the matmul peak
-that kind reaches (`EFFICIENCY`). Where stages of the profile have finished, the estimate is the
-model's seconds times one factor, their measured seconds over their model's seconds; otherwise
-the model's seconds plus `OVERHEAD`. A stage that ran while other jobs shared the CPU had only
-part of it (the manifest's `cpu_share`): its seconds are scaled by that share, so the factor and
-the estimates are those of a machine the run has to itself. (On the scifact report's 15 stages,
-each estimated from the other 14, this one factor was off by a median of 10 %, as close as rates
-measured per kind of work.)
+that kind reaches (`EFFICIENCY`). Where stages of the profile have finished on this machine, the
+estimate is the model's seconds times the median, over them, of measured wall time over model
+seconds; otherwise the model's seconds plus `OVERHEAD`. Each of 46 finished scifact stages and
+study runs, estimated from the other 45 this way, came out at a median 1.00 times its wall time,
+half of them within 25 %. (Scaling wall times by the share of the cores a stage had made them
+0.57 times: a stage alone on 2 cores does not keep both busy.)
 """
 from __future__ import annotations
 
+import copy
 import os
 import time
 from dataclasses import dataclass
@@ -169,27 +169,68 @@ def stage_work(ws, lengths: Lengths, counts: Counts | None = None) -> dict[str, 
         "st_mnrl": [Work("train", pairs * cfg.st_mnrl.epochs * (q + 2 * lengths.mnrl_passage), lengths.mnrl_passage, 3),
                     Work("encode", n_docs * lengths.mnrl_passage, lengths.mnrl_passage)],
     }
-    n_lists = 2 * n_train   # undenoised + denoised lists
     for spec in ablations.planned_runs(ws):
-        j, m, variant = cfg.joint, spec["list_size"], spec["variant"]
-        lists = n_lists // 2 if variant == "no-denoise" and cfg.ablations.no_denoise_budget == "epochs" else n_lists
-        steps = max(1, round(lists // j.batch_queries * j.epochs)) if lists >= j.batch_queries else 1
-        trained = steps * j.batch_queries
-        dynamic = variant != "static"
-        reads = joint.report_reads(cfg, variant, m, spec["seed"])
-        parts = [Work("train", trained * (q + m * p), p, 3), corpus,
-                 Work("encode", (n_val + n_test) * q, q)]
+        variant, m, seed = spec["variant"], spec["list_size"], spec["seed"]
+        work[f"joint-{variant}-m{m}-s{seed}"] = joint_work(cfg, lengths, c, variant, m, joint.report_reads(cfg, variant, m, seed))
+    return work
+
+
+def joint_work(cfg, lengths: Lengths, c: Counts, variant: str, m: int, reads: dict[str, bool]) -> list[Work]:
+    """The work of one joint run: its training steps (the re-ranker's too when it learns), the
+    corpus and the queries it is evaluated on, and what it evaluates besides (`joint.report_reads`)."""
+    j, q, p, pair = cfg.joint, lengths.query, lengths.passage, lengths.pair
+    lists = 2 * c.train   # undenoised + denoised lists
+    if variant == "no-denoise" and cfg.ablations.no_denoise_budget == "epochs":
+        lists //= 2
+    steps = max(1, round(lists // j.batch_queries * j.epochs)) if lists >= j.batch_queries else 1
+    trained = steps * j.batch_queries
+    dynamic = variant != "static"
+    parts = [Work("train", trained * (q + m * p), p, 3), Work("encode", c.docs * p, p),
+             Work("encode", (c.val + c.test) * q, q)]
+    if dynamic:
+        parts.append(Work("train", trained * m * pair, pair, 3))
+    if reads["rerank"]:   # BM25's candidates too: about half of them are the retriever's, scored once
+        share = 1.5 if reads["rerank_bm25"] else 1.0
+        parts.append(Work("score", share * c.test * cfg.evaluate.rerank_depth * pair, pair))
+    if reads["curves"]:   # both models over a pool of about 20 passages per validation query
+        points = steps // j.eval_every + 2
+        parts.append(Work("encode", points * c.val * 20 * p, p))
         if dynamic:
-            parts.append(Work("train", trained * m * pair, pair, 3))
-        if reads["rerank"]:   # BM25's candidates too: about half of them are the retriever's, scored once
-            share = 1.5 if reads["rerank_bm25"] else 1.0
-            parts.append(Work("score", share * n_test * cfg.evaluate.rerank_depth * pair, pair))
-        if reads["curves"]:   # both models over a pool of about 20 passages per validation query
-            points = steps // j.eval_every + 2
-            parts.append(Work("encode", points * n_val * 20 * p, p))
-            if dynamic:
-                parts.append(Work("score", points * n_val * 20 * pair, pair))
-        work[f"joint-{variant}-m{m}-s{spec['seed']}"] = parts
+            parts.append(Work("score", points * c.val * 20 * pair, pair))
+    return parts
+
+
+def study_work(cfg, lengths: Lengths, counts: Counts, out=None) -> dict[str, tuple[list[Work], object]]:
+    """{name: (work, folder)} of what the distillation study (`rqakit.study`) has still to run: each
+    run not yet exported to the study folder, named by its run id (a condition whose grid point is
+    not chosen yet counts its later seeds at the first point), and the stages a run needs under its
+    condition's overrides, named "<condition>: <stage>"."""
+    from . import study
+    from .config import apply_overrides, validate
+    from .stages import Workspace, joint
+
+    records = study.read_runs(study.study_dir(cfg.profile, out))
+    exported, base = {r["run"] for r in records}, Workspace(cfg)
+    work: dict[str, tuple[list[Work], object]] = {}
+    for cond in study.CONDITIONS:
+        runs = study.planned(cond, records)
+        if cond.grid and study.chosen_point(records, cond) is None:
+            runs += study.planned(cond, records, assume=cond.grid[0])
+        for arm_name, seed, point, rid in runs:
+            if rid in exported or rid in work:
+                continue
+            arm = cond.arms()[arm_name]
+            run_cfg = apply_overrides(copy.deepcopy(cfg), {**arm.overrides, **(point or {})})
+            validate(run_cfg)
+            ws, m = Workspace(run_cfg), run_cfg.joint.list_size
+            name = f"joint-{arm.variant}-m{m}-s{seed}"
+            reads = study.evaluates(cond, seed, run_cfg) or joint.report_reads(run_cfg, arm.variant, m, seed)
+            for stage in joint.NEEDS:
+                key = f"{cond.key}: {stage}"
+                if key not in work and ws.folder(stage) != base.folder(stage):
+                    work[key] = (stage_work(ws, lengths, counts)[stage], ws.folder(stage))
+            work[rid] = (joint_work(run_cfg, lengths, counts, arm.variant, m, reads),
+                         ws.folder(name, joint.stage_hash(ws, name, reads)))
     return work
 
 
@@ -211,22 +252,17 @@ def model_seconds(parts: list[Work], backbone, peak_gflops: float) -> tuple[floa
     return sum(flops), sum(f / (peak_gflops * 1e9 * EFFICIENCY[w.kind]) for f, w in zip(flops, parts))
 
 
-def alone_seconds(manifest: dict) -> float:
-    """A finished stage's wall time on a machine it has alone: its seconds times the share of its
-    cores it had (`cpu_share`, 1 where not recorded)."""
-    return manifest["wall_time_s"] * (manifest.get("cpu_share") or 1.0)
-
-
 def calibration(measured: list[tuple[float, float]]) -> float | None:
-    """[(model seconds, measured seconds alone)] of finished stages -> measured over model; None
-    when nothing is measured."""
-    model = sum(m for m, _ in measured)
-    return sum(a for _, a in measured) / model if model else None
+    """[(model seconds, measured wall seconds)] of finished stages -> the median of measured over
+    model (robust to a stage slowed by other jobs); None when nothing is measured."""
+    ratios = [wall / model for model, wall in measured if model > 0]
+    return float(np.median(ratios)) if ratios else None
 
 
-def plan(cfg, *, peak_gflops: float | None = None) -> dict:
+def plan(cfg, *, peak_gflops: float | None = None, study: bool = False) -> dict:
     """Every stage of `cfg`'s report with its tokens, TFLOPs, floor and estimate, and whether it
-    is already cached (then its measured time); totals over the stages still to run."""
+    is already cached (then its measured time); totals over the stages still to run. `study`: the
+    runs the distillation study has left, and the stages they need, too (`study_work`)."""
     from .artifacts import read_manifest
     from .data.irds import no_downloads
     from .errors import RqaError
@@ -249,13 +285,16 @@ def plan(cfg, *, peak_gflops: float | None = None) -> dict:
             lengths, lengths_from = measure_lengths(ws), "data"
         except RqaError:
             lengths, lengths_from = max_lengths(cfg), "max lengths (data or tokenizer not here): an upper bound"
-    work = stage_work(ws, lengths, counts)
-    modelled = {stage: model_seconds(parts, backbone, peak) for stage, parts in work.items()}
-    manifests = {stage: m for stage in work if (m := read_manifest(ws.folder(stage))) is not None}
+    work = {stage: (parts, ws.folder(stage)) for stage, parts in stage_work(ws, lengths, counts).items()}
+    if study:   # a study run that is one of the report's (power's first seeds) counts once
+        folders = {folder for _, folder in work.values()}
+        work.update({name: item for name, item in study_work(cfg, lengths, counts).items() if item[1] not in folders})
+    modelled = {stage: model_seconds(parts, backbone, peak) for stage, (parts, _) in work.items()}
+    manifests = {stage: m for stage, (_, folder) in work.items() if (m := read_manifest(folder)) is not None}
     measured = [stage for stage, m in manifests.items() if m.get("wall_time_s")]
-    factor = calibration([(modelled[stage][1], alone_seconds(manifests[stage])) for stage in measured])
+    factor = calibration([(modelled[stage][1], manifests[stage]["wall_time_s"]) for stage in measured])
     rows = []
-    for stage, parts in work.items():
+    for stage, (parts, _) in work.items():
         flops, seconds = modelled[stage]
         row = {"stage": stage, "done": stage in manifests,
                "tokens": int(sum(w.passes * w.tokens for w in parts)), "tflop": round(flops / 1e12, 2),

@@ -3,6 +3,7 @@ which condition hides the effect (Table 4's central row, asked with enough seeds
 
     rqakit study --profile scifact            # train what is missing, export each run, write the report
     rqakit study --profile scifact --report   # the report from the committed run files alone
+    rqakit plan --profile scifact --study     # what the runs still to train will cost here
 
 Every condition trains the same two arms, the retriever distilled from a re-ranker that trains
 with it (dynamic) and from a frozen one (static), on the same seeds. A condition that changes one
@@ -190,10 +191,16 @@ def train_run(profile: str, cond: Condition, arm_name: str, seed: int, point: di
     overrides = {**arm.overrides, **(point or {})}
     cfg = run_config(profile, overrides, base_overrides)
     ws = Workspace(cfg)
-    evaluates = None   # the report's own runs: the same folders as its chapters
-    if not (cond.key == "power" and seed in cfg.ablations.seeds):
-        evaluates = {"curves": cond.curves, "rerank": False, "rerank_bm25": False}
-    return joint.run(ws, arm.variant, seed=seed, evaluates=evaluates, log=log), ws, overrides
+    return joint.run(ws, arm.variant, seed=seed, evaluates=evaluates(cond, seed, cfg), log=log), ws, overrides
+
+
+def evaluates(cond: Condition, seed: int, cfg) -> dict[str, bool] | None:
+    """What a study run evaluates besides its retriever: None for the report's own runs (power at
+    `ablations.seeds`: as the report's chapters do, so the same folders), else curves where the
+    condition draws them and no re-ranking pass."""
+    if cond.key == "power" and seed in cfg.ablations.seeds:
+        return None
+    return {"curves": cond.curves, "rerank": False, "rerank_bm25": False}
 
 
 def chosen_point(records: list[dict], cond: Condition) -> dict | None:
@@ -210,10 +217,10 @@ def chosen_point(records: list[dict], cond: Condition) -> dict | None:
     return max(scores, key=lambda pair: pair[0])[1]
 
 
-def planned(cond: Condition, records: list[dict]) -> list[tuple[str, int, dict | None, str]]:
+def planned(cond: Condition, records: list[dict], assume: dict | None = None) -> list[tuple[str, int, dict | None, str]]:
     """(arm, seed, grid point, run id) of every run the condition needs, in queue order; a grid
-    condition lists its selection runs until a point is chosen."""
-    todo, point = [], chosen_point(records, cond)
+    condition lists its selection runs until a point is chosen (or `assume`d, to plan the rest)."""
+    todo, point = [], chosen_point(records, cond) or assume
     if cond.grid and point is None:
         return [(cond.grid_arm, cond.seeds[0], p, run_id(cond.key, cond.grid_arm, cond.seeds[0], p))
                 for p in cond.grid]

@@ -9,7 +9,6 @@ from rqakit.plan import (
     OVERHEAD,
     Lengths,
     Work,
-    alone_seconds,
     calibration,
     flops_per_token,
     model_seconds,
@@ -50,12 +49,10 @@ def test_the_plan_counts_every_stage_of_the_report(tmp_path, tiny_cache):
     assert second["stages"][0]["done"] and second["todo_estimate_s"] == first["todo_estimate_s"] - baselines["estimate_s"]
 
 
-def test_the_calibration_is_measured_over_modelled_seconds_of_the_finished_stages():
+def test_the_calibration_is_the_median_of_measured_over_modelled_seconds():
     assert calibration([]) is None
-    assert calibration([(10.0, 15.0), (30.0, 25.0)]) == pytest.approx(40.0 / 40.0)
-    assert calibration([(10.0, 20.0), (30.0, 40.0)]) == pytest.approx(60.0 / 40.0)
-    assert alone_seconds({"wall_time_s": 10.0}) == 10.0                        # no share recorded: alone
-    assert alone_seconds({"wall_time_s": 10.0, "cpu_share": 0.5}) == 5.0
+    assert calibration([(10.0, 15.0), (30.0, 30.0), (20.0, 60.0)]) == pytest.approx(1.5)   # ratios 1.5, 1, 3
+    assert calibration([(10.0, 20.0), (10.0, 40.0)]) == pytest.approx(3.0)
 
 
 def test_model_seconds_give_each_kind_of_work_its_share_of_the_peak():
@@ -87,9 +84,40 @@ def test_the_plan_scales_its_estimates_by_what_finished_stages_took(tmp_path, ti
         if old["estimate_s"] > 100:
             assert new["estimate_s"] == pytest.approx(old["estimate_s"] / (1 + OVERHEAD) * after["calibration"], rel=0.01)
     (folder / "manifest.json").write_text(json.dumps({"wall_time_s": 300.0, "cpu_share": 0.5}))
-    shared = plan(cfg, peak_gflops=peak)   # the same seconds with half the CPU: half the time alone
-    assert shared["calibration"] == pytest.approx(after["calibration"] / 2, rel=0.01)
+    shared = plan(cfg, peak_gflops=peak)   # the share is shown beside the time, which counts as measured
+    assert shared["calibration"] == after["calibration"]
     assert next(r for r in shared["stages"] if r["stage"] == "warmup_de")["cpu_share"] == 0.5
+
+
+def test_the_study_plan_lists_the_runs_not_yet_exported_and_the_stages_they_need(tmp_path, tiny_cache, monkeypatch):
+    import json
+
+    from rqakit import study
+
+    monkeypatch.chdir(tmp_path)   # the study folder: reports/toy-study
+    cfg = load_config("toy", {"runtime.workdir": str(tmp_path / "runs")})
+    report = {r["stage"] for r in plan(cfg, peak_gflops=50.0)["stages"]}
+    rows = [r for r in plan(cfg, peak_gflops=50.0, study=True)["stages"] if r["stage"] not in report]
+    names = [r["stage"] for r in rows]
+    # power 8 seeds x 2 arms less the report's 3 seeds of each (the same folders): 10; teacher-noise's static
+    # arm: 5; ce-optimizer: 3 grid points on seed 1, then seeds 2-5 at the first point: 7; pointwise-warm: 10
+    # and its own warmup_ce and augment; soft-targets: 2 grid points on static seed 1, then 9 more: 11;
+    # two-epochs: 10
+    assert len(names) == len(set(names)) == 10 + 5 + 7 + 12 + 11 + 10
+    assert "power.dynamic.s1" not in names and "power.dynamic.s4" in names
+    assert {"pointwise-warm: warmup_ce", "pointwise-warm: augment"} <= set(names)
+    assert "pointwise-warm: warmup_de" not in names                           # the profile's own, in the report
+    two = {r["stage"]: r for r in rows if r["stage"].startswith("two-epochs")}
+    assert two["two-epochs.static.s1"]["tflop"] > next(r for r in rows if r["stage"] == "power.static.s4")["tflop"]
+    out = tmp_path / "reports" / "toy-study" / "runs"
+    out.mkdir(parents=True)
+    (out / "power.dynamic.s4.json").write_text(json.dumps({"run": "power.dynamic.s4"}))
+    left = [r["stage"] for r in plan(cfg, peak_gflops=50.0, study=True)["stages"]]
+    assert "power.dynamic.s4" not in left and "power.static.s4" in left
+    assert study.run_id("two-epochs", "static", 1) == "two-epochs.static.s1"
+
+
+
 
 
 def test_a_peak_timed_on_a_busy_machine_comes_with_a_warning(tmp_path, tiny_cache, monkeypatch):
