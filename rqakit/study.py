@@ -56,6 +56,8 @@ class Condition:
     grid: tuple = ()                  # candidate overrides, one chosen on validation with the first seed
     grid_arm: str = "dynamic"         # the arm the grid is tried on
     extension: bool = False           # beyond the paper
+    best_of: tuple = ()               # one arm only: the setting of these conditions best on validation ...
+    overrides: dict = field(default_factory=dict)   # ... retrained with these overrides (`best_setting`)
 
     def arms(self) -> dict[str, Arm]:
         return {"dynamic": self.dynamic, "static": self.static}
@@ -93,6 +95,13 @@ CONDITIONS = (
     Condition("two-epochs", "Training length: 2 epochs of joint training",
               "With 4 times the training of the profile (2 epochs against 0.5), does the gap move?",
               Arm("dynamic", {"joint.epochs": 2.0}), Arm("static", {"joint.epochs": 2.0})),
+    Condition("best-retriever", "The best retriever the kit makes here",
+              "A user's question, not the paper's: the arm of the conditions above that scores best on "
+              "validation, retrained with passages read up to 256 tokens (MiniLM's own length; the profile "
+              "reads 128), on test, beside the zero-shot model at the same length and small off-the-shelf models.",
+              Arm("dynamic"), Arm("static"), seeds=(1, 2, 3), curves=False, extension=True,
+              best_of=("teacher-noise", "ce-optimizer", "pointwise-warm", "soft-targets", "two-epochs"),
+              overrides={"model.p_max_len": 256}),
 )
 
 
@@ -122,8 +131,11 @@ def _history(rows: list[dict]) -> list[dict]:
     return [{k: (round(float(r[k]), 6) if isinstance(r[k], float) else r[k]) for k in keep if k in r} for r in rows]
 
 
-def export_run(ws, folder: Path, rid: str, *, cond: str, arm: str, seed: int, overrides: dict) -> dict:
-    """The small, committable record of one finished joint run."""
+def export_run(ws, folder: Path, rid: str, *, cond: str, arm: str, seed: int, overrides: dict,
+               baselines: bool = False) -> dict:
+    """The small, committable record of one finished joint run (`baselines`: with the test scores
+    of the zero-shot and BM25 baselines its workspace read, for a run whose settings differ
+    from the profile's)."""
     from .artifacts import read_manifest
     from .evaluation import per_query_split
     from .stages.common import load_run, split_scorer
@@ -141,6 +153,9 @@ def export_run(ws, folder: Path, rid: str, *, cond: str, arm: str, seed: int, ov
         record[split_name] = split_scorer(ws, split)(run, measures)
         frame = per_query_split(run, split, [MEASURE], None, ws.cfg.evaluate.relevance)
         record[f"{split_name}_per_query"] = {q: round(float(v), 6) for q, v in zip(frame.query_id, frame.value)}
+    if baselines:
+        record["baselines_test"] = {system: scores[MEASURE] for system, scores in
+                                    StageFolder(ws.folder("baselines")).metrics.items()}
     stage = StageFolder(folder)
     record["curves"] = stage.curves
     record["history"] = _history(stage.history or [])
@@ -217,9 +232,45 @@ def chosen_point(records: list[dict], cond: Condition) -> dict | None:
     return max(scores, key=lambda pair: pair[0])[1]
 
 
+def arm_runs(records: list[dict], cond: Condition, arm: str) -> list[dict]:
+    """The runs of one arm: its own, or those of the condition it reuses; for a grid condition
+    only the runs of the point chosen on validation."""
+    spec = cond.arms()[arm]
+    mine = [r for r in records if r["condition"] == (spec.reuse or cond.key) and r["arm"] == arm]
+    if spec.reuse is None and cond.grid:
+        point = chosen_point(records, cond)
+        mine = [r for r in mine if point is not None and all(r["overrides"].get(k) == v for k, v in point.items())]
+    return mine
+
+
+def best_setting(records: list[dict], cond: Condition) -> dict | None:
+    """The arm of `cond.best_of` with the highest mean validation score over its seeds (never test):
+    {"condition", "arm", "overrides", "val", "seeds"}; None until each of those conditions has
+    exported every run it plans."""
+    exported = {r["run"] for r in records}
+    candidates = []
+    for key in cond.best_of:
+        source = condition(key)
+        if not all(t[3] in exported for t in planned(source, records)):
+            return None
+        for arm in ("dynamic", "static"):
+            runs = arm_runs(records, source, arm)
+            candidates.append({"condition": key, "arm": arm, "overrides": runs[0]["overrides"],
+                               "val": float(np.mean([r["val"][MEASURE] for r in runs])), "seeds": len(runs)})
+    return max(candidates, key=lambda c: c["val"])
+
+
 def planned(cond: Condition, records: list[dict], assume: dict | None = None) -> list[tuple[str, int, dict | None, str]]:
     """(arm, seed, grid point, run id) of every run the condition needs, in queue order; a grid
-    condition lists its selection runs until a point is chosen (or `assume`d, to plan the rest)."""
+    condition lists its selection runs until a point is chosen (or `assume`d, to plan the rest); a
+    `best_of` condition nothing until its setting is chosen, then that arm's overrides and its own
+    as the point."""
+    if cond.best_of:
+        best = best_setting(records, cond)
+        if best is None:
+            return []
+        point = {**best["overrides"], **cond.overrides}
+        return [(best["arm"], seed, point, run_id(cond.key, best["arm"], seed, point)) for seed in cond.seeds]
     todo, point = [], chosen_point(records, cond) or assume
     if cond.grid and point is None:
         return [(cond.grid_arm, cond.seeds[0], p, run_id(cond.key, cond.grid_arm, cond.seeds[0], p))
@@ -245,7 +296,8 @@ def run_queue(profile: str, *, conditions=None, seeds=None, out=None, base_overr
             arm, seed, point, rid = todo[0]
             log(f"[study] {rid}")
             folder, ws, overrides = train_run(profile, cond, arm, seed, point, base_overrides=base_overrides, log=log)
-            record = export_run(ws, folder, rid, cond=cond.key, arm=arm, seed=seed, overrides=overrides)
+            record = export_run(ws, folder, rid, cond=cond.key, arm=arm, seed=seed, overrides=overrides,
+                                baselines=bool(cond.best_of))
             write_json(out / "runs" / f"{rid}.json", record)
             done.append(rid)
             if cond.key == "power" or (cond.key == "pointwise-warm" and seed == cond.seeds[0]):

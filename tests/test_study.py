@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from conftest import SMALL_TOY
 
-from rqakit.report.study import arm_runs, compare_condition, write_study
-from rqakit.study import CONDITIONS, condition, planned, read_runs, run_id, run_queue
+from rqakit.report.study import compare_condition, write_study
+from rqakit.study import CONDITIONS, arm_runs, best_setting, condition, planned, read_runs, run_id, run_queue
 
 QUERIES = [f"q{i}" for i in range(40)]
 
@@ -115,3 +115,33 @@ def test_a_seed_without_its_pair_waits():
     records.append(record("power", "dynamic", 4, 0.9))                  # its static run is still training
     c = compare_condition(records, condition("power"))
     assert c["seeds_dynamic"] == c["seeds_static"] == [1, 2, 3] and c["test"] == "paired t over seeds"
+
+
+def complete(records: list[dict], key: str, val: dict) -> None:
+    """Export every run condition `key` plans, each arm at validation score `val[arm]`."""
+    cond = condition(key)
+    while todo := [t for t in planned(cond, records) if t[3] not in {r["run"] for r in records}]:
+        arm, seed, point, _ = todo[0]
+        records.append(record(key, arm, seed, 0.70, overrides=cond.arms()[arm].overrides, val=val[arm], point=point))
+
+
+def test_the_best_retriever_waits_for_its_conditions_then_retrains_the_best_arm_on_validation(tmp_path):
+    cond, records = condition("best-retriever"), []
+    for key in ("power", "teacher-noise", "ce-optimizer", "pointwise-warm", "soft-targets"):
+        complete(records, key, {"dynamic": 0.70, "static": 0.71})
+    assert best_setting(records, cond) is None and planned(cond, records) == []     # two-epochs has not run
+    complete(records, "two-epochs", {"dynamic": 0.72, "static": 0.74})
+    best = best_setting(records, cond)
+    assert (best["condition"], best["arm"], best["val"], best["seeds"]) == ("two-epochs", "static", 0.74, 5)
+    runs = planned(cond, records)
+    assert [(t[0], t[1]) for t in runs] == [("static", 1), ("static", 2), ("static", 3)]
+    assert runs[0][2] == {"joint.epochs": 2.0, "model.p_max_len": 256}
+    for arm, seed, point, _ in runs:
+        r = record(cond.key, arm, seed, 0.72 + 0.01 * seed, point=point)
+        records.append({**r, "baselines_test": {"bm25": 0.686, "zeroshot-mean": 0.645}})
+    write_study(records, tmp_path, "toy")
+    got = json.loads((tmp_path / "results.json").read_text())["best"][0]
+    assert got["complete"] and got["test"] == pytest.approx(0.74) and got["source_test"] == pytest.approx(0.70)
+    text = (tmp_path / "report.md").read_text()
+    assert "Chosen on validation: two-epochs, static arm" in text
+    assert "passages up to 256 tokens" in text and "bge-small-en-v1.5" in text and "0.645" in text

@@ -21,23 +21,13 @@ from ..atomic import write_json
 from ..evaluation import paired_test
 from ..stages.teacher import verdict_line
 from ..stats import bootstrap_queries, compare_seeds, verdict
-from ..study import CONDITIONS, MEASURE, Condition, chosen_point
+from ..study import CONDITIONS, MEASURE, Condition, arm_runs, best_setting, chosen_point
 from .figures import save
+from .published import ROWS as PUBLISHED
 from .tables import write_table
 
 # The paper's Table 4 (MS MARCO dev, 8 instances per query, MRR@10): the claim under test.
 PAPER_DYNAMIC, PAPER_STATIC = 37.4, 36.0
-
-
-def arm_runs(records: list[dict], cond: Condition, arm: str) -> list[dict]:
-    """The runs of one arm: its own, or those of the condition it reuses; for a grid condition
-    only the runs of the point chosen on validation."""
-    spec = cond.arms()[arm]
-    mine = [r for r in records if r["condition"] == (spec.reuse or cond.key) and r["arm"] == arm]
-    if spec.reuse is None and cond.grid:
-        point = chosen_point(records, cond)
-        mine = [r for r in mine if point is not None and all(r["overrides"].get(k) == v for k, v in point.items())]
-    return mine
 
 
 def _one_precision(dyn: list[dict], sta: list[dict]) -> tuple[str | None, list[str]]:
@@ -77,6 +67,11 @@ def compare_condition(records: list[dict], cond: Condition, measure: str = MEASU
             "verdict": verdict(c, "static", "dynamic"),
             "val_static": float(np.mean([r["val"][measure] for r in sta.values()])),
             "val_dynamic": float(np.mean([r["val"][measure] for r in dyn.values()]))}
+
+
+def compare_all(records: list[dict]) -> list[dict]:
+    """`compare_condition` for every condition that compares two arms (all but a `best_of` one)."""
+    return [compare_condition(records, c) for c in CONDITIONS if not c.best_of]
 
 
 def _mean_sd(mean, sd) -> str:
@@ -255,6 +250,46 @@ def wall_time_table(records: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows).groupby(["condition", "precision"], sort=False).sum().reset_index()
 
 
+def best_retriever(records: list[dict], cond: Condition) -> dict:
+    """A `best_of` condition: the setting chosen on validation and its runs on test, beside the
+    same setting at the profile's passage length and the baselines its runs' workspace read."""
+    best = best_setting(records, cond)
+    out = {"condition": cond.key, "chosen": best, "complete": False}
+    if best is None:
+        return out
+    runs = [r for r in records if r["condition"] == cond.key]
+    source = arm_runs(records, next(c for c in CONDITIONS if c.key == best["condition"]), best["arm"])
+    out.update({"seeds": sorted(r["seed"] for r in runs), "precision": sorted({str(r["precision"]) for r in runs}),
+                "source_test": float(np.mean([r["test"][MEASURE] for r in source])),
+                "source_test_sd": float(np.std([r["test"][MEASURE] for r in source], ddof=1)) if len(source) > 1 else None,
+                "source_seeds": len(source)})
+    if runs:
+        scores = [r["test"][MEASURE] for r in runs]
+        out.update({"complete": len(runs) == len(cond.seeds), "test": float(np.mean(scores)),
+                    "test_sd": float(np.std(scores, ddof=1)) if len(scores) > 1 else None,
+                    "baselines_test": runs[0].get("baselines_test") or {}})
+    return out
+
+
+def best_table(best: dict, cond: Condition) -> pd.DataFrame:
+    """The chosen setting at both passage lengths, the baselines at the longer one, and the small
+    off-the-shelf models a user would weigh it against (published; other settings)."""
+    if best["chosen"] is None:
+        return pd.DataFrame()
+    length = cond.overrides.get("model.p_max_len")
+    name = f"{best['chosen']['condition']}, {best['chosen']['arm']}"
+    rows = [{"system": f"{name}, profile's passage length", f"test {MEASURE}": best["source_test"],
+             "sd": best["source_test_sd"], "seeds": best["source_seeds"], "source": "this study"}]
+    if "test" in best:
+        rows.append({"system": f"{name}, passages up to {length} tokens", f"test {MEASURE}": best["test"],
+                     "sd": best["test_sd"], "seeds": len(best["seeds"]), "source": "this study"})
+        rows += [{"system": f"{system}, passages up to {length} tokens", f"test {MEASURE}": score, "sd": None,
+                  "seeds": None, "source": "this study (baselines)"} for system, score in best["baselines_test"].items()]
+    rows += [{"system": system, f"test {MEASURE}": score, "sd": None, "seeds": None, "source": f"published: {src}"}
+             for system, kind, score, _, src in PUBLISHED if kind == "dense, zero-shot" and "small" in system]
+    return pd.DataFrame(rows)
+
+
 def paper_gap(static_mean: float) -> float:
     """The paper's relative gain of dynamic over static (Table 4) applied to a static score here."""
     return static_mean * (PAPER_DYNAMIC / PAPER_STATIC - 1)
@@ -324,7 +359,8 @@ def study_summary(folder: str | Path) -> str | None:
 def write_study(records: list[dict], out: str | Path, profile: str = "scifact") -> dict:
     """results.json, tables/, figures/ and report.md of a study folder; returns what was written."""
     out = Path(out)
-    comparisons = [compare_condition(records, c) for c in CONDITIONS]
+    comparisons = compare_all(records)
+    bests = [best_retriever(records, c) for c in CONDITIONS if c.best_of]
     tables, figures = out / "tables", out / "figures"
     written = {"conditions": write_table(conditions_table(comparisons), tables, "conditions",
                                          f"Dynamic vs static distillation by condition, test {MEASURE}.")}
@@ -343,8 +379,10 @@ def write_study(records: list[dict], out: str | Path, profile: str = "scifact") 
             written[name] = write_table(frame, tables, name, float_format="{:.3f}")
     rows = [{"condition": c["condition"], "metric": k, "value": c[k]} for c in comparisons if c["complete"]
             for k in ("static", "dynamic", "diff", "p", "query_p", "detectable") if c.get(k) is not None]
-    write_json(out / "results.json", {"measure": MEASURE, "comparisons": comparisons, "rows": rows})
-    text = render(records, comparisons, extra, figs, out, profile)
+    rows += [{"condition": b["condition"], "metric": k, "value": b[k]} for b in bests if "test" in b
+             for k in ("test", "test_sd", "source_test") if b.get(k) is not None]
+    write_json(out / "results.json", {"measure": MEASURE, "comparisons": comparisons, "best": bests, "rows": rows})
+    text = render(records, comparisons, bests, extra, figs, out, profile)
     (out / "report.md").write_text(text)
     return {"tables": {k: str(v) for k, v in written.items()}, "figures": {k: str(v) for k, v in figs.items()},
             "conclusions": conclusions(comparisons)}
@@ -356,7 +394,7 @@ def _md(frame: pd.DataFrame, fmt: str = "{:.3f}") -> str:
     return markdown_table(frame, fmt)
 
 
-def render(records, comparisons, extra, figs, out: Path, profile: str) -> str:
+def render(records, comparisons, bests, extra, figs, out: Path, profile: str) -> str:
     machines = sorted({r["machine"] for r in records if r.get("machine")})
     commits = sorted({r["commit"] for r in records if r.get("commit")})
     precisions = sorted({str(r["precision"]) for r in records})
@@ -387,7 +425,7 @@ def render(records, comparisons, extra, figs, out: Path, profile: str) -> str:
         lines += ["Gradient clipping (global norm 1.0 over both towers): share of steps clipped and each tower's "
                   "median gradient norm before the clip.", "", _md(extra["clipping"]), ""]
     lines += ["## Conditions", ""]
-    for cond, comp in zip(CONDITIONS, comparisons):
+    for cond, comp in zip([c for c in CONDITIONS if not c.best_of], comparisons):
         lines += [f"### {cond.title}{' (extension)' if cond.extension else ''}", "", cond.question, ""]
         spec = "; ".join(f"{arm}: {arm_text(a)}"
                          for arm, a in cond.arms().items())
@@ -407,6 +445,18 @@ def render(records, comparisons, extra, figs, out: Path, profile: str) -> str:
             lines += ["Not run yet.", ""]
         if f"curves_{cond.key}" in figs:
             lines += [f"![curves]({figs[f'curves_{cond.key}'].relative_to(out)})", ""]
+    for cond, best in zip([c for c in CONDITIONS if c.best_of], bests):
+        lines += [f"### {cond.title}{' (extension)' if cond.extension else ''}", "", cond.question, ""]
+        if best["chosen"] is None:
+            lines += [f"Not run yet: the setting is chosen once {', '.join(cond.best_of)} are complete.", ""]
+            continue
+        chosen = best["chosen"]
+        lines += [f"Chosen on validation: {chosen['condition']}, {chosen['arm']} arm (mean validation {MEASURE} "
+                  f"{chosen['val']:.3f} over {chosen['seeds']} seeds), retrained with "
+                  + ", ".join(f"{k} = {v}" for k, v in cond.overrides.items())
+                  + f" on seeds {', '.join(map(str, cond.seeds))}.", "", _md(best_table(best, cond)), ""]
+        if not best["complete"]:
+            lines += [f"{len(best.get('seeds', []))} of {len(cond.seeds)} seeds so far.", ""]
     lines += ["## Order and cost", "",
               "Conditions run in this order, by what each decides per hour of a 2-core CPU: "
               + ", ".join(c.key for c in CONDITIONS) + ".", ""]
