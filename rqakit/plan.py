@@ -11,10 +11,11 @@ mean token counts of a sample of the collection under each max length.
 The model's seconds of a stage divide each kind of work's FLOPs by the share of the matmul peak
 that kind reaches (`EFFICIENCY`). Where stages of the profile have finished on this machine, the
 estimate is the model's seconds times the median, over them, of measured wall time over model
-seconds; otherwise the model's seconds plus `OVERHEAD`. Each of 46 finished scifact stages and
-study runs, estimated from the other 45 this way, came out at a median 1.00 times its wall time,
-half of them within 25 %. (Scaling wall times by the share of the cores a stage had made them
-0.57 times: a stage alone on 2 cores does not keep both busy.)
+seconds; otherwise the model's seconds plus `OVERHEAD`. Each of 40 finished scifact stages and
+study runs, estimated from the other 39 this way, came out at a median 1.00 times its wall time,
+45 % of them within 25 % (many ran beside other jobs). Scaling wall times by the share of the cores
+a stage had made the estimates 0.56 times the wall time: alone on 2 cores a stage keeps them
+busy only part of the time.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import copy
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -200,7 +202,7 @@ def joint_work(cfg, lengths: Lengths, c: Counts, variant: str, m: int, reads: di
     return parts
 
 
-def study_work(cfg, lengths: Lengths, counts: Counts, out=None) -> dict[str, tuple[list[Work], object]]:
+def study_work(cfg, lengths: Lengths, counts: Counts, out=None) -> dict[str, tuple[list[Work], Path]]:
     """{name: (work, folder)} of what the distillation study (`rqakit.study`) has still to run: each
     run not yet exported to the study folder, named by its run id (a condition whose grid point is
     not chosen yet counts its later seeds at the first point), and the stages a run needs under its
@@ -211,7 +213,7 @@ def study_work(cfg, lengths: Lengths, counts: Counts, out=None) -> dict[str, tup
 
     records = study.read_runs(study.study_dir(cfg.profile, out))
     exported, base = {r["run"] for r in records}, Workspace(cfg)
-    work: dict[str, tuple[list[Work], object]] = {}
+    work: dict[str, tuple[list[Work], Path]] = {}
     for cond in study.CONDITIONS:
         runs = study.planned(cond, records)
         if cond.grid and study.chosen_point(records, cond) is None:

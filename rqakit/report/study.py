@@ -455,8 +455,8 @@ def render(records, comparisons, bests, extra, figs, out: Path, profile: str) ->
                   f"{chosen['val']:.3f} over {chosen['seeds']} seeds), retrained with "
                   + ", ".join(f"{k} = {v}" for k, v in cond.overrides.items())
                   + f" on seeds {', '.join(map(str, cond.seeds))}.", "", _md(best_table(best, cond)), ""]
-        if not best["complete"]:
-            lines += [f"{len(best.get('seeds', []))} of {len(cond.seeds)} seeds so far.", ""]
+        done = f"{len(best.get('seeds', []))} of {len(cond.seeds)} seeds"
+        lines += [f"{done}; precision of its runs: {', '.join(best.get('precision', [])) or 'none yet'}.", ""]
     lines += ["## Order and cost", "",
               "Conditions run in this order, by what each decides per hour of a 2-core CPU: "
               + ", ".join(c.key for c in CONDITIONS) + ".", ""]
