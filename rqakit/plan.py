@@ -202,24 +202,25 @@ def joint_work(cfg, lengths: Lengths, c: Counts, variant: str, m: int, reads: di
     return parts
 
 
-def study_work(cfg, lengths: Lengths, counts: Counts, out=None) -> dict[str, tuple[list[Work], Path]]:
-    """{name: (work, folder)} of what the distillation study (`rqakit.study`) has still to run: each
-    run not yet exported to the study folder, named by its run id (a condition whose grid point is
-    not chosen yet counts its later seeds at the first point), and the stages a run needs under its
-    condition's overrides, named "<condition>: <stage>"."""
+def study_work(cfg, lengths: Lengths, counts: Counts, out=None) -> dict[str, tuple[list[Work], Path, bool]]:
+    """{name: (work, folder, exported)} of the distillation study (`rqakit.study`): each run it plans,
+    named by its run id, and whether it is exported to the study folder (done, whether or not its
+    stage folder is still here; a condition whose grid point is not chosen yet counts its later
+    seeds at the first point), and the stages a run needs under its condition's overrides, named
+    "<condition>: <stage>"."""
     from . import study
     from .config import apply_overrides, validate
     from .stages import Workspace, joint
 
     records = study.read_runs(study.study_dir(cfg.profile, out))
     exported, base = {r["run"] for r in records}, Workspace(cfg)
-    work: dict[str, tuple[list[Work], Path]] = {}
+    work: dict[str, tuple[list[Work], Path, bool]] = {}
     for cond in study.CONDITIONS:
         runs = study.planned(cond, records)
         if cond.grid and study.chosen_point(records, cond) is None:
             runs += study.planned(cond, records, assume=cond.grid[0])
         for arm_name, seed, point, rid in runs:
-            if rid in exported or rid in work:
+            if rid in work:
                 continue
             arm = cond.arms()[arm_name]
             run_cfg = apply_overrides(copy.deepcopy(cfg), {**arm.overrides, **(point or {})})
@@ -230,9 +231,9 @@ def study_work(cfg, lengths: Lengths, counts: Counts, out=None) -> dict[str, tup
             for stage in joint.NEEDS:
                 key = f"{cond.key}: {stage}"
                 if key not in work and ws.folder(stage) != base.folder(stage):
-                    work[key] = (stage_work(ws, lengths, counts)[stage], ws.folder(stage))
+                    work[key] = (stage_work(ws, lengths, counts)[stage], ws.folder(stage), False)
             work[rid] = (joint_work(run_cfg, lengths, counts, arm.variant, m, reads),
-                         ws.folder(name, joint.stage_hash(ws, name, reads)))
+                         ws.folder(name, joint.stage_hash(ws, name, reads)), rid in exported)
     return work
 
 
@@ -287,18 +288,18 @@ def plan(cfg, *, peak_gflops: float | None = None, study: bool = False) -> dict:
             lengths, lengths_from = measure_lengths(ws), "data"
         except RqaError:
             lengths, lengths_from = max_lengths(cfg), "max lengths (data or tokenizer not here): an upper bound"
-    work = {stage: (parts, ws.folder(stage)) for stage, parts in stage_work(ws, lengths, counts).items()}
+    work = {stage: (parts, ws.folder(stage), False) for stage, parts in stage_work(ws, lengths, counts).items()}
     if study:   # a study run that is one of the report's (power's first seeds) counts once
-        folders = {folder for _, folder in work.values()}
+        folders = {folder for _, folder, _ in work.values()}
         work.update({name: item for name, item in study_work(cfg, lengths, counts).items() if item[1] not in folders})
-    modelled = {stage: model_seconds(parts, backbone, peak) for stage, (parts, _) in work.items()}
-    manifests = {stage: m for stage, (_, folder) in work.items() if (m := read_manifest(folder)) is not None}
+    modelled = {stage: model_seconds(parts, backbone, peak) for stage, (parts, _, _) in work.items()}
+    manifests = {stage: m for stage, (_, folder, _) in work.items() if (m := read_manifest(folder)) is not None}
     measured = [stage for stage, m in manifests.items() if m.get("wall_time_s")]
     factor = calibration([(modelled[stage][1], manifests[stage]["wall_time_s"]) for stage in measured])
     rows = []
-    for stage, (parts, _) in work.items():
+    for stage, (parts, _, exported) in work.items():
         flops, seconds = modelled[stage]
-        row = {"stage": stage, "done": stage in manifests,
+        row = {"stage": stage, "done": stage in manifests or exported,
                "tokens": int(sum(w.passes * w.tokens for w in parts)), "tflop": round(flops / 1e12, 2),
                "floor_s": round(flops / (peak * 1e9)),
                "estimate_s": round(seconds * (factor if factor else 1.0 + OVERHEAD))}
