@@ -228,10 +228,10 @@ def study_work(cfg, lengths: Lengths, counts: Counts, out=None) -> dict[str, tup
             ws, m = Workspace(run_cfg), run_cfg.joint.list_size
             name = f"joint-{arm.variant}-m{m}-s{seed}"
             reads = study.evaluates(cond, seed, run_cfg) or joint.report_reads(run_cfg, arm.variant, m, seed)
-            for stage in joint.NEEDS:
-                key = f"{cond.key}: {stage}"
-                if key not in work and ws.folder(stage) != base.folder(stage):
-                    work[key] = (stage_work(ws, lengths, counts)[stage], ws.folder(stage), False)
+            for stage in joint.NEEDS:   # the stages this condition's overrides rebuild
+                key, folder = f"{cond.key}: {stage}", ws.folder(stage)
+                if key not in work and folder != base.folder(stage):
+                    work[key] = (stage_work(ws, lengths, counts)[stage], folder, False)
             work[rid] = (joint_work(run_cfg, lengths, counts, arm.variant, m, reads),
                          ws.folder(name, joint.stage_hash(ws, name, reads)), rid in exported)
     return work

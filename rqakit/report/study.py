@@ -21,10 +21,13 @@ from ..atomic import write_json
 from ..evaluation import paired_test
 from ..stages.teacher import verdict_line
 from ..stats import bootstrap_queries, compare_seeds, verdict
-from ..study import CONDITIONS, MEASURE, Condition, arm_runs, best_setting, chosen_point
+from ..study import CONDITIONS, MEASURE, Condition, arm_runs, best_setting, chosen_point, condition
 from .figures import save
 from .published import ROWS as PUBLISHED
 from .tables import write_table
+
+COMPARED = tuple(c for c in CONDITIONS if not c.best_of)   # dynamic against static
+BEST_OF = tuple(c for c in CONDITIONS if c.best_of)        # one arm: the best retriever
 
 # The paper's Table 4 (MS MARCO dev, 8 instances per query, MRR@10): the claim under test.
 PAPER_DYNAMIC, PAPER_STATIC = 37.4, 36.0
@@ -70,8 +73,8 @@ def compare_condition(records: list[dict], cond: Condition, measure: str = MEASU
 
 
 def compare_all(records: list[dict]) -> list[dict]:
-    """`compare_condition` for every condition that compares two arms (all but a `best_of` one)."""
-    return [compare_condition(records, c) for c in CONDITIONS if not c.best_of]
+    """`compare_condition` for every condition that compares two arms (`COMPARED`)."""
+    return [compare_condition(records, c) for c in COMPARED]
 
 
 def _mean_sd(mean, sd) -> str:
@@ -258,17 +261,20 @@ def best_retriever(records: list[dict], cond: Condition) -> dict:
     if best is None:
         return out
     runs = [r for r in records if r["condition"] == cond.key]
-    source = arm_runs(records, next(c for c in CONDITIONS if c.key == best["condition"]), best["arm"])
+    source = arm_runs(records, condition(best["condition"]), best["arm"])
+    out["source_test"], out["source_test_sd"] = _test_spread(source)
     out.update({"seeds": sorted(r["seed"] for r in runs), "precision": sorted({str(r["precision"]) for r in runs}),
-                "source_test": float(np.mean([r["test"][MEASURE] for r in source])),
-                "source_test_sd": float(np.std([r["test"][MEASURE] for r in source], ddof=1)) if len(source) > 1 else None,
                 "source_seeds": len(source)})
     if runs:
-        scores = [r["test"][MEASURE] for r in runs]
-        out.update({"complete": len(runs) == len(cond.seeds), "test": float(np.mean(scores)),
-                    "test_sd": float(np.std(scores, ddof=1)) if len(scores) > 1 else None,
-                    "baselines_test": runs[0].get("baselines_test") or {}})
+        out["test"], out["test_sd"] = _test_spread(runs)
+        out.update({"complete": len(runs) == len(cond.seeds), "baselines_test": runs[0].get("baselines_test") or {}})
     return out
+
+
+def _test_spread(runs: list[dict]) -> tuple[float, float | None]:
+    """Mean and sd (None for one run) of the runs' test scores."""
+    scores = np.array([r["test"][MEASURE] for r in runs], float)
+    return float(scores.mean()), (float(scores.std(ddof=1)) if len(scores) > 1 else None)
 
 
 def best_table(best: dict, cond: Condition) -> pd.DataFrame:
@@ -360,7 +366,7 @@ def write_study(records: list[dict], out: str | Path, profile: str = "scifact") 
     """results.json, tables/, figures/ and report.md of a study folder; returns what was written."""
     out = Path(out)
     comparisons = compare_all(records)
-    bests = [best_retriever(records, c) for c in CONDITIONS if c.best_of]
+    bests = [best_retriever(records, c) for c in BEST_OF]
     tables, figures = out / "tables", out / "figures"
     written = {"conditions": write_table(conditions_table(comparisons), tables, "conditions",
                                          f"Dynamic vs static distillation by condition, test {MEASURE}.")}
@@ -425,7 +431,7 @@ def render(records, comparisons, bests, extra, figs, out: Path, profile: str) ->
         lines += ["Gradient clipping (global norm 1.0 over both towers): share of steps clipped and each tower's "
                   "median gradient norm before the clip.", "", _md(extra["clipping"]), ""]
     lines += ["## Conditions", ""]
-    for cond, comp in zip([c for c in CONDITIONS if not c.best_of], comparisons):
+    for cond, comp in zip(COMPARED, comparisons):
         lines += [f"### {cond.title}{' (extension)' if cond.extension else ''}", "", cond.question, ""]
         spec = "; ".join(f"{arm}: {arm_text(a)}"
                          for arm, a in cond.arms().items())
@@ -445,7 +451,7 @@ def render(records, comparisons, bests, extra, figs, out: Path, profile: str) ->
             lines += ["Not run yet.", ""]
         if f"curves_{cond.key}" in figs:
             lines += [f"![curves]({figs[f'curves_{cond.key}'].relative_to(out)})", ""]
-    for cond, best in zip([c for c in CONDITIONS if c.best_of], bests):
+    for cond, best in zip(BEST_OF, bests):
         lines += [f"### {cond.title}{' (extension)' if cond.extension else ''}", "", cond.question, ""]
         if best["chosen"] is None:
             lines += [f"Not run yet: the setting is chosen once {', '.join(cond.best_of)} are complete.", ""]
