@@ -83,9 +83,15 @@ def test_the_report_comes_from_the_run_files_alone_and_words_follow_the_tests(tm
     by = {c["condition"]: c for c in results["comparisons"]}
     assert by["power"]["p"] > 0.05 and by["power"]["verdict"].startswith("no difference larger than")
     assert by["teacher-noise"]["verdict"] == "dynamic better" and by["teacher-noise"]["p"] < 0.05
-    assert not by["two-epochs"]["complete"]
+    assert not by["two-epochs"]["complete"] and "p_adjusted" not in by["two-epochs"]
+    # Benjamini-Hochberg over the 2 tested conditions: the larger p stays, the smaller one doubles
+    # unless that passes the larger
+    p_small, p_large = by["teacher-noise"]["p"], by["power"]["p"]
+    assert by["power"]["p_adjusted"] == pytest.approx(p_large) and by["power"]["family"] == 2
+    assert by["teacher-noise"]["p_adjusted"] == pytest.approx(min(2 * p_small, p_large))
     text = (tmp_path / "report.md").read_text()
     assert "dynamic better" in text and "Not run yet." in text and "beats" not in text
+    assert "adjusted over 2 conditions, significant after adjustment" in text
     assert (tmp_path / "figures" / "differences.png").exists() and "conditions" in written["tables"]
     assert len(CONDITIONS) == text.count("\n### ")
 
@@ -145,3 +151,15 @@ def test_the_best_retriever_waits_for_its_conditions_then_retrains_the_best_arm_
     text = (tmp_path / "report.md").read_text()
     assert "Chosen on validation: two-epochs, static arm" in text
     assert "passages up to 256 tokens" in text and "bge-small-en-v1.5" in text and "0.645" in text
+
+
+def test_a_condition_significant_alone_but_not_after_adjusting_for_the_others_is_called_a_lead():
+    from rqakit.report.study import conclusions
+
+    lead = {"condition": "two-epochs", "complete": True, "p": 0.04, "p_adjusted": 0.08, "family": 2,
+            "diff": 0.02, "ci": [0.001, 0.039], "verdict": "dynamic better"}
+    level = {"condition": "soft-targets", "complete": True, "p": 0.5, "p_adjusted": 0.5, "family": 2,
+             "diff": 0.0, "ci": [-0.01, 0.01], "verdict": "no difference larger than 0.010"}
+    text = " ".join(conclusions([lead, level]))
+    assert "two-epochs (+0.020, p = 0.04; 0.08 adjusted over 2 conditions, not significant after adjustment" in text
+    assert "No significant difference under: soft-targets." in text

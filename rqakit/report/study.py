@@ -16,11 +16,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from scipy.stats import false_discovery_control
 
 from ..atomic import write_json
 from ..evaluation import paired_test
 from ..stages.teacher import verdict_line
-from ..stats import bootstrap_queries, compare_seeds, verdict
+from ..stats import ALPHA, bootstrap_queries, compare_seeds, verdict
 from ..study import CONDITIONS, MEASURE, Condition, arm_runs, best_setting, chosen_point, condition
 from .figures import save
 from .published import ROWS as PUBLISHED
@@ -73,8 +74,15 @@ def compare_condition(records: list[dict], cond: Condition, measure: str = MEASU
 
 
 def compare_all(records: list[dict]) -> list[dict]:
-    """`compare_condition` for every condition that compares two arms (`COMPARED`)."""
-    return [compare_condition(records, c) for c in COMPARED]
+    """`compare_condition` for every condition that compares two arms (`COMPARED`), each with a
+    run-level test given `p_adjusted`: Benjamini-Hochberg over the `family` conditions tested, since
+    a claim read off the best of several conditions needs more than p < 0.05 in one."""
+    comparisons = [compare_condition(records, c) for c in COMPARED]
+    tested = [c for c in comparisons if c["complete"] and c["p"] is not None]
+    if tested:
+        for c, q in zip(tested, false_discovery_control([c["p"] for c in tested])):
+            c["p_adjusted"], c["family"] = float(q), len(tested)
+    return comparisons
 
 
 def _mean_sd(mean, sd) -> str:
@@ -98,7 +106,9 @@ def conditions_table(comparisons: list[dict]) -> pd.DataFrame:
             "static": _mean_sd(c["static"], c["static_sd"]), "dynamic": _mean_sd(c["dynamic"], c["dynamic_sd"]),
             "dynamic - static": f"{c['diff']:+.3f}", "95 % CI (seeds)": _interval(c["ci"]),
             "95 % CI (queries, bootstrap)": _interval(c["query_ci"]),
-            "p (run-level)": "" if c["p"] is None else f"{c['p']:.3g}", "p (query-level)": f"{c['query_p']:.3g}",
+            "p (run-level)": "" if c["p"] is None else f"{c['p']:.3g}",
+            "p adjusted (BH)": f"{c['p_adjusted']:.3g}" if "p_adjusted" in c else "",
+            "p (query-level)": f"{c['query_p']:.3g}",
             "detectable at 80 %": "" if c["detectable"] is None else f"{c['detectable']:.3f}",
             "verdict": c["verdict"]})
     return pd.DataFrame(rows)
@@ -106,7 +116,7 @@ def conditions_table(comparisons: list[dict]) -> pd.DataFrame:
 
 def differences_figure(comparisons: list[dict], paper_gap: float | None = None) -> Figure:
     """Dynamic - static per condition with its 95 % interval over seeds (thick) and over queries
-    (thin), the detectable difference as a shaded band, zero and the paper's relative gain."""
+    (thin), zero and the paper's relative gain."""
     done = [c for c in comparisons if c["complete"]]
     fig = Figure(figsize=(7.5, 0.6 * max(len(done), 2) + 1.4), layout="constrained")
     ax = fig.add_subplot()
@@ -118,7 +128,7 @@ def differences_figure(comparisons: list[dict], paper_gap: float | None = None) 
     ax.axvline(0.0, color="grey", lw=1)
     if paper_gap is not None:
         ax.axvline(paper_gap, color="tab:red", ls="--", lw=1, label=f"paper's relative gain here (+{paper_gap:.3f})")
-        ax.legend(loc="lower right", fontsize=8)
+        fig.legend(loc="outside lower center", fontsize=8, frameon=False)
     ax.set_yticks(range(len(done)), [f"{c['condition']} ({len(c['seeds_dynamic'])}/{len(c['seeds_static'])})"
                                      for c in reversed(done)])
     ax.set_xlabel(f"test {MEASURE}: dynamic - static (thick: 95 % CI over seeds; thin: over queries)")
@@ -317,19 +327,27 @@ def conclusions(comparisons: list[dict]) -> list[str]:
             f"the paper's relative gain would be {gap:+.3f} here, which this interval "
             f"{'excludes' if excluded else 'does not exclude'}."
             + ("" if power["detectable"] is None else f" The design detects {power['detectable']:.3f} at 80 % power."))
-    better_dyn = [c["condition"] for c in done if c["verdict"] == "dynamic better"]
-    better_sta = [c["condition"] for c in done if c["verdict"] == "static better"]
+    better_dyn = [c for c in done if c["verdict"] == "dynamic better"]
+    better_sta = [c for c in done if c["verdict"] == "static better"]
     level = [c["condition"] for c in done if c["verdict"].startswith("no difference")]
-    if better_dyn:
-        lines.append(f"Dynamic distillation is significantly better under: {', '.join(better_dyn)}.")
-    if better_sta:
-        lines.append(f"Static distillation is significantly better under: {', '.join(better_sta)}.")
+    for arm, better in (("Dynamic", better_dyn), ("Static", better_sta)):
+        if better:
+            lines.append(f"{arm} distillation is significantly better under: "
+                         + "; ".join(_adjusted_text(c) for c in better) + ".")
     if level:
         lines.append(f"No significant difference under: {', '.join(level)}.")
     if not better_dyn:
         lines.append("No condition run so far gives dynamic distillation a significant advantage on this collection; "
                      "what that cannot say is listed below.")
     return lines
+
+
+def _adjusted_text(c: dict) -> str:
+    """A significant condition with its p before and after the adjustment over conditions."""
+    kept = c["p_adjusted"] < ALPHA
+    return (f"{c['condition']} ({c['diff']:+.3f}, p = {c['p']:.3g}; {c['p_adjusted']:.3g} adjusted over "
+            f"{c['family']} conditions, " + ("significant after adjustment)" if kept else
+                                            "not significant after adjustment: a lead for fresh seeds, not a finding)"))
 
 
 LIMITS = (
@@ -384,7 +402,7 @@ def write_study(records: list[dict], out: str | Path, profile: str = "scifact") 
         if not frame.empty:
             written[name] = write_table(frame, tables, name, float_format="{:.3f}")
     rows = [{"condition": c["condition"], "metric": k, "value": c[k]} for c in comparisons if c["complete"]
-            for k in ("static", "dynamic", "diff", "p", "query_p", "detectable") if c.get(k) is not None]
+            for k in ("static", "dynamic", "diff", "p", "p_adjusted", "query_p", "detectable") if c.get(k) is not None]
     rows += [{"condition": b["condition"], "metric": k, "value": b[k]} for b in bests if "test" in b
              for k in ("test", "test_sd", "source_test") if b.get(k) is not None]
     write_json(out / "results.json", {"measure": MEASURE, "comparisons": comparisons, "best": bests, "rows": rows})
@@ -418,7 +436,9 @@ def render(records, comparisons, bests, extra, figs, out: Path, profile: str) ->
              "Run-level: a paired t-test over the per-seed differences of test nDCG@10 (each run one number); its "
              "95 % interval and the smallest difference it detects at 80 % power. Query-level: per-query values "
              "averaged over each arm's seeds, a paired t-test over queries and a bootstrap interval; it holds the "
-             "test queries' noise, not the runs', so it is narrower and is not the test of the claim.", "",
+             "test queries' noise, not the runs', so it is narrower and is not the test of the claim. p adjusted: "
+             "the run-level p after Benjamini-Hochberg over the conditions tested, the one to read before calling "
+             "any single condition's difference a finding.", "",
              "## What the study concludes", "", *[f"- {s}" for s in conclusions(comparisons)], "",
              "What it cannot conclude:", "", *[f"- {s}" for s in LIMITS], "",
              "## Before any new run: what the profile's own runs show", ""]
