@@ -163,3 +163,22 @@ def test_a_condition_significant_alone_but_not_after_adjusting_for_the_others_is
     text = " ".join(conclusions([lead, level]))
     assert "two-epochs (+0.020, p = 0.04; 0.08 adjusted over 2 conditions, not significant after adjustment" in text
     assert "No significant difference under: soft-targets." in text
+
+
+def test_the_gap_by_step_pairs_seeds_and_gives_the_run_level_interval():
+    from rqakit.report.study import gap_by_step
+
+    def run(arm, seed, values):
+        r = record("two-epochs", arm, seed, 0.7)
+        r["curves"] = [{"step": st, "retriever_nDCG@10": v} for st, v in values.items()]
+        return r
+
+    dyn = [run("dynamic", 1, {0: 0.70, 30: 0.72}), run("dynamic", 2, {0: 0.70, 30: 0.74}),
+           run("dynamic", 3, {0: 0.70, 30: 0.99})]                        # seed 3 has no static pair
+    sta = [run("static", 1, {0: 0.70, 30: 0.70}), run("static", 2, {0: 0.70, 30: 0.70})]
+    gap = gap_by_step(dyn, sta).set_index("step")
+    assert list(gap["n"]) == [2, 2] and gap.loc[0, "diff"] == pytest.approx(0.0)
+    half = 12.7062 * 0.01                   # t(0.975, 1) * sd(0.02, 0.04) / sqrt(2)
+    assert gap.loc[30, "diff"] == pytest.approx(0.03)
+    assert (gap.loc[30, "lo"], gap.loc[30, "hi"]) == (pytest.approx(0.03 - half, abs=1e-5),
+                                                      pytest.approx(0.03 + half, abs=1e-5))

@@ -146,31 +146,57 @@ def curve_band(runs: list[dict], key: str) -> pd.DataFrame:
     return pd.DataFrame({"mean": frame.mean(), "sd": frame.std(ddof=1), "n": frame.size()}).reset_index()
 
 
+def gap_by_step(dyn: list[dict], sta: list[dict], key: str = f"retriever_{MEASURE}") -> pd.DataFrame:
+    """Columns step, diff, lo, hi, n: dynamic - static on a validation curve at each step, over the
+    seeds both arms drew it, with the run-level 95 % interval (`compare_seeds`; none for one seed)."""
+    def by_seed(runs):
+        return {(r["seed"], p["step"]): p[key] for r in runs for p in (r.get("curves") or []) if key in p}
+
+    d, s = by_seed(dyn), by_seed(sta)
+    rows = []
+    for step in sorted({k[1] for k in set(d) & set(s)}):
+        seeds = sorted(k[0] for k in set(d) & set(s) if k[1] == step)
+        c = compare_seeds({i: s[i, step] for i in seeds}, {i: d[i, step] for i in seeds})
+        lo, hi = c["ci"] if c["ci"] is not None else (np.nan, np.nan)
+        rows.append({"step": step, "diff": c["diff"], "lo": lo, "hi": hi, "n": len(seeds)})
+    return pd.DataFrame(rows, columns=["step", "diff", "lo", "hi", "n"])
+
+
 def curves_figure(records: list[dict], cond: Condition) -> Figure | None:
-    """Validation curves of the condition's arms by step, mean over seeds with a ±1 sd band: the
-    retriever of both arms (left), the dynamic arm's re-ranker against the teacher's step-0 value
-    (right)."""
+    """Validation curves of the condition's arms by step: the retriever of both arms, mean over
+    seeds with a ±1 sd band (left); their paired difference with its 95 % interval over seeds
+    (middle: does the gap move with training?); the dynamic arm's re-ranker against the teacher's
+    step-0 value (right)."""
     dyn, sta = arm_runs(records, cond, "dynamic"), arm_runs(records, cond, "static")
     bands = {"retriever, dynamic": curve_band(dyn, f"retriever_{MEASURE}"),
              "retriever, static": curve_band(sta, f"retriever_{MEASURE}"),
              "re-ranker, dynamic": curve_band(dyn, f"reranker_{MEASURE}")}
     if all(b.empty for b in bands.values()):
         return None
-    fig = Figure(figsize=(9, 3.6), layout="constrained")
-    left, right = fig.subplots(1, 2)
+    fig = Figure(figsize=(13, 3.6), layout="constrained")
+    left, middle, right = fig.subplots(1, 3)
     for (label, band), ax, style in zip(bands.items(), (left, left, right), ("o-", "s--", "o-")):
         if band.empty:
             continue
         line, = ax.plot(band["step"], band["mean"], style, label=f"{label} (n = {int(band['n'].max())})")
         ax.fill_between(band["step"], band["mean"] - band["sd"].fillna(0), band["mean"] + band["sd"].fillna(0),
                         color=line.get_color(), alpha=0.2)
+    gap = gap_by_step(dyn, sta)
+    if not gap.empty:
+        line, = middle.plot(gap["step"], gap["diff"], "o-", color="tab:purple",
+                            label=f"dynamic - static (n = {int(gap['n'].max())} paired seeds)")
+        middle.fill_between(gap["step"], gap["lo"], gap["hi"], color=line.get_color(), alpha=0.2,
+                            label="95 % CI over seeds")
+    middle.axhline(0.0, color="grey", lw=1)
     teacher = bands["re-ranker, dynamic"]
     if not teacher.empty:
         right.axhline(float(teacher.iloc[0]["mean"]), color="grey", ls=":", label="warm re-ranker (step 0)")
-    for ax, what in ((left, "retriever"), (right, "re-ranker")):
+    for ax, title, ylabel in ((left, "retriever", f"validation {MEASURE}"),
+                              (middle, "retriever gap", f"validation {MEASURE}: dynamic - static"),
+                              (right, "re-ranker", f"validation {MEASURE}")):
         ax.set_xlabel("optimizer step")
-        ax.set_ylabel(f"validation {MEASURE}")
-        ax.set_title(f"{what}: {cond.key}")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{title}: {cond.key}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     return fig
