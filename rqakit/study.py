@@ -23,6 +23,7 @@ each grid point on the first seed and keeps the best on validation (never test).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -182,6 +183,43 @@ def teacher_record(lists_path: Path, temperatures=(1.0, 2.0, 4.0)) -> dict:
     return out
 
 
+DRIFT_LISTS = 256   # lists sampled (fixed seed) to measure a re-ranker's drift; quantiles need no more
+
+
+def teacher_drift(ws, folder: Path, seed: int, n_lists: int = DRIFT_LISTS) -> dict | None:
+    """How far a dynamic run's re-ranker moved from the warm one it started as, on a fixed sample of
+    the lists it trained on, at its distillation temperature: its list softmax P_joint (the last
+    dynamic targets) against P_warm (the static arm's targets). Per list KL(P_warm || P_joint) in
+    nats, the share of lists whose top passage both put first, and p(positive) under each. None for
+    a run that saved no re-ranker (static)."""
+    from scipy.special import log_softmax
+
+    from .mining.files import training_lists
+    from .models.cross_encoder import CrossEncoder
+    from .runtime import compute_dtype_name
+    from .stages.joint import teacher_scores, variant_config
+
+    if not (folder / "reranker").is_dir():
+        return None
+    j = variant_config(ws, "dynamic", None, seed)
+    lists = training_lists(ws.folder("augment") / "lists.parquet", use_denoised=j.use_denoised,
+                           list_size=j.list_size)
+    pick = np.sort(np.random.default_rng(0).choice(len(lists), size=min(n_lists, len(lists)), replace=False))
+    sample = dataclasses.replace(lists, query_ids=lists.query_ids[pick], doc_index=lists.doc_index[pick],
+                                 ce_scores=lists.ce_scores[pick])
+    unscored = dataclasses.replace(sample, ce_scores=np.full_like(sample.ce_scores, np.nan))
+    batch = ws.cfg.evaluate.batch_size
+    warm = teacher_scores(sample, ws, CrossEncoder.from_pretrained(ws.folder("warmup_ce") / "model").eval(), batch)
+    joint = teacher_scores(unscored, ws, CrossEncoder.from_pretrained(folder / "reranker").eval(), batch)
+    log_w, log_j = log_softmax(warm / j.teacher_temperature, axis=1), log_softmax(joint / j.teacher_temperature, axis=1)
+    p_w, p_j = np.exp(log_w), np.exp(log_j)
+    return {"lists": len(pick), "temperature": j.teacher_temperature, "precision": compute_dtype_name(ws.cfg.runtime.device),
+            "kl_warm_joint": _quantiles((p_w * (log_w - log_j)).sum(axis=1)),
+            "top1_agreement": float((warm.argmax(axis=1) == joint.argmax(axis=1)).mean()),
+            "p_positive_warm": _quantiles(p_w[:, 0]), "p_positive_joint": _quantiles(p_j[:, 0]),
+            "entropy_joint": _quantiles(-(p_j * log_j).sum(axis=1))}
+
+
 def _quantiles(x: np.ndarray) -> dict:
     return {"mean": float(np.mean(x)), **{f"q{int(q * 100):02d}": float(np.quantile(x, q))
                                           for q in (0.05, 0.25, 0.5, 0.75, 0.95)}}
@@ -286,6 +324,7 @@ def run_queue(profile: str, *, conditions=None, seeds=None, out=None, base_overr
     """Train and export every missing run of `conditions` (all by default; only `seeds` if given),
     in order. Returns the run ids exported by this call."""
     out = study_dir(profile, out)
+    add_drift(profile, out, base_overrides, log)
     done = []
     for cond in [condition(k) for k in conditions] if conditions else CONDITIONS:
         while True:
@@ -298,11 +337,34 @@ def run_queue(profile: str, *, conditions=None, seeds=None, out=None, base_overr
             folder, ws, overrides = train_run(profile, cond, arm, seed, point, base_overrides=base_overrides, log=log)
             record = export_run(ws, folder, rid, cond=cond.key, arm=arm, seed=seed, overrides=overrides,
                                 baselines=bool(cond.best_of))
+            if arm == "dynamic":
+                record["drift"] = teacher_drift(ws, folder, seed)
             write_json(out / "runs" / f"{rid}.json", record)
             done.append(rid)
             if cond.key == "power" or (cond.key == "pointwise-warm" and seed == cond.seeds[0]):
                 export_teacher(ws, out, "pointwise-warm" if cond.key == "pointwise-warm" else "listwise-warm")
     return done
+
+
+def add_drift(profile: str, out: Path, base_overrides=None, log=print) -> list[str]:
+    """`teacher_drift` for every exported dynamic run that lacks it and whose stage folder is still
+    here (runs exported before the measure existed); returns their run ids."""
+    from .stages import Workspace
+
+    added = []
+    for record in read_runs(out):
+        if record["arm"] != "dynamic" or "drift" in record:
+            continue
+        ws = Workspace(run_config(profile, record["overrides"], base_overrides))
+        folder = ws.root / record["stage"] / record["folder_hash"]
+        if not folder.is_dir():
+            continue
+        ws.apply()
+        log(f"[study] drift of {record['run']}")
+        record["drift"] = teacher_drift(ws, folder, record["seed"])
+        write_json(out / "runs" / f"{record['run']}.json", record)
+        added.append(record["run"])
+    return added
 
 
 def export_teacher(ws, out: Path, name: str) -> None:

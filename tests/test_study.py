@@ -35,9 +35,36 @@ def test_the_queue_trains_exports_and_then_has_nothing_left(toy_ws, tmp_path):
     assert np.mean(list(one["test_per_query"].values())) == pytest.approx(metrics["nDCG@10"])
     assert one["precision"] in ("float32", "bfloat16") and one["history"] and one["machine"]
     assert "grad_norm_ce" in one["history"][0] and "grad_norm_ce" not in records["power.static.s1"]["history"][0]
+    assert one["drift"]["lists"] > 0 and one["drift"]["kl_warm_joint"]["mean"] > 0.0   # it trained, so it moved
+    assert "drift" not in records["power.static.s1"]                    # a static run keeps no re-ranker
     assert (tmp_path / "teachers" / "listwise-warm.json").exists()
     assert run_queue("toy", conditions=["power"], seeds=[1, 2], out=tmp_path, base_overrides=base,
                      log=lambda *a: None) == []
+
+
+def test_a_re_ranker_that_never_moved_has_no_drift_and_the_drift_of_one_that_did_is_added_later(toy_ws, tmp_path):
+    """The warm re-ranker put where a joint run keeps its own: KL 0 to itself, the same top passage
+    on every list; a run file exported without the measure gets it from its folder."""
+    import shutil
+
+    from rqakit.study import add_drift, teacher_drift
+
+    base = [f"{k}={v}" for k, v in {**SMALL_TOY, "runtime.workdir": toy_ws.config.runtime.workdir}.items()]
+    run_queue("toy", conditions=["power"], seeds=[1], out=tmp_path, base_overrides=base, log=lambda *a: None)
+    unmoved = tmp_path / "unmoved"
+    shutil.copytree(toy_ws.folder("warmup_ce") / "model", unmoved / "reranker")
+    same = teacher_drift(toy_ws, unmoved, seed=1)
+    assert same["kl_warm_joint"]["q95"] == pytest.approx(0.0, abs=1e-4) and same["top1_agreement"] == 1.0
+    assert same["p_positive_joint"]["q50"] == pytest.approx(same["p_positive_warm"]["q50"], abs=1e-4)
+    assert teacher_drift(toy_ws, tmp_path, seed=1) is None               # no reranker/ here: a static run
+
+    path = tmp_path / "runs" / "power.dynamic.s1.json"
+    record = json.loads(path.read_text())
+    moved = record.pop("drift")
+    path.write_text(json.dumps(record))
+    assert add_drift("toy", tmp_path, base, log=lambda *a: None) == ["power.dynamic.s1"]
+    assert json.loads(path.read_text())["drift"] == moved                # the same folder, the same scores
+    assert add_drift("toy", tmp_path, base, log=lambda *a: None) == []
 
 
 def test_a_grid_condition_runs_its_candidates_then_every_seed_at_the_best_on_validation():
@@ -75,6 +102,12 @@ def test_the_report_comes_from_the_run_files_alone_and_words_follow_the_tests(tm
     ahead = [record("teacher-noise", "static", s, r["test"]["nDCG@10"] - 0.03 - 0.001 * s,
                     overrides={"joint.teacher_dropout": True})
              for s, r in ((r["seed"], r) for r in level if r["arm"] == "dynamic")]
+    q = {"mean": 0.02, "q05": 0.0, "q25": 0.005, "q50": 0.01, "q75": 0.02, "q95": 0.05}
+    for r in level:
+        if r["arm"] == "dynamic":    # seed s's re-ranker agrees with the warm one on 0.9 + s / 1000 of lists
+            r["drift"] = {"lists": 256, "temperature": 1.0, "kl_warm_joint": q, "top1_agreement": 0.9 + r["seed"] / 1000,
+                          "p_positive_warm": q, "p_positive_joint": q, "entropy_joint": q}
+            r["history"] = [{"step": i, "kl": 0.04 if i < 5 else 0.05} for i in range(20)]
     for r in level + ahead:
         (tmp_path / "runs").mkdir(exist_ok=True)
         (tmp_path / "runs" / f"{r['run']}.json").write_text(json.dumps(r))
@@ -92,6 +125,8 @@ def test_the_report_comes_from_the_run_files_alone_and_words_follow_the_tests(tm
     text = (tmp_path / "report.md").read_text()
     assert "dynamic better" in text and "Not run yet." in text and "beats" not in text
     assert "adjusted over 2 conditions, significant after adjustment" in text
+    # drift: means over the 8 dynamic runs, the retriever's loss over the last 10 steps only
+    assert "power 0.010 nats against 0.050, 90%" in text and "drift" in written["tables"]
     assert (tmp_path / "figures" / "differences.png").exists() and "conditions" in written["tables"]
     assert len(CONDITIONS) == text.count("\n### ")
 

@@ -22,7 +22,7 @@ from ..atomic import write_json
 from ..evaluation import paired_test
 from ..stages.teacher import verdict_line
 from ..stats import ALPHA, bootstrap_queries, compare_seeds, verdict
-from ..study import CONDITIONS, MEASURE, Condition, arm_runs, best_setting, chosen_point, condition
+from ..study import CONDITIONS, DRIFT_LISTS, MEASURE, Condition, arm_runs, best_setting, chosen_point, condition
 from .figures import save
 from .published import ROWS as PUBLISHED
 from .tables import write_table
@@ -223,6 +223,30 @@ def clip_table(records: list[dict], clip: float = 1.0) -> pd.DataFrame:
     return out
 
 
+KL_LOSS = "retriever's KL loss, last 10 steps"
+
+
+def drift_table(records: list[dict]) -> pd.DataFrame:
+    """Per condition, over its dynamic runs (`study.teacher_drift`, means over runs): how far the
+    joint re-ranker ended from the warm one on its training lists, beside the KL loss the retriever
+    was still being trained on (its last 10 steps)."""
+    rows = [{"condition": r["condition"], "steps": r.get("steps"),
+             "KL(warm || joint), median per list": r["drift"]["kl_warm_joint"]["q50"],
+             "KL(warm || joint), mean per list": r["drift"]["kl_warm_joint"]["mean"],
+             "same top passage": r["drift"]["top1_agreement"],
+             "p(positive) warm, median": r["drift"]["p_positive_warm"]["q50"],
+             "p(positive) joint, median": r["drift"]["p_positive_joint"]["q50"],
+             KL_LOSS: np.mean([h["kl"] for h in (r.get("history") or [])[-10:]
+                                                            if "kl" in h] or [np.nan])}
+            for r in records if r["arm"] == "dynamic" and r.get("drift")]
+    if not rows:
+        return pd.DataFrame()
+    frame = pd.DataFrame(rows).groupby("condition", sort=False)
+    out = frame.mean().reset_index()
+    out.insert(1, "runs", frame.size().values)
+    return out
+
+
 def teacher_table(out: Path) -> pd.DataFrame:
     """The static targets each warm re-ranker gives its training lists, per temperature."""
     import json
@@ -337,8 +361,9 @@ def paper_gap(static_mean: float) -> float:
     return static_mean * (PAPER_DYNAMIC / PAPER_STATIC - 1)
 
 
-def conclusions(comparisons: list[dict]) -> list[str]:
-    """What the study concludes, sentence by sentence, from the verdicts alone."""
+def conclusions(comparisons: list[dict], drift: pd.DataFrame | None = None) -> list[str]:
+    """What the study concludes, sentence by sentence, from the verdicts (and `drift_table`, where
+    the dynamic runs have it: how different the two arms' targets became)."""
     done = [c for c in comparisons if c["complete"] and c["p"] is not None]
     if not done:
         return ["No condition has two seeds or more in both arms yet: nothing is concluded."]
@@ -362,6 +387,14 @@ def conclusions(comparisons: list[dict]) -> list[str]:
                          + "; ".join(_adjusted_text(c) for c in better) + ".")
     if level:
         lines.append(f"No significant difference under: {', '.join(level)}.")
+    if drift is not None and not drift.empty:
+        lines.append(
+            "The dynamic arm's re-ranker ends close to where it started, so its last targets differ little from the "
+            "static arm's: median KL(warm || joint) per training list, against the retriever's own KL loss over its "
+            "last 10 steps, and the share of lists with the same top passage: "
+            + "; ".join(f"{r['condition']} {r['KL(warm || joint), median per list']:.3f} nats against "
+                        f"{r[KL_LOSS]:.3f}, {r['same top passage']:.0%}"
+                        for _, r in drift.iterrows()) + ".")
     if not better_dyn:
         lines.append("No condition run so far gives dynamic distillation a significant advantage on this collection; "
                      "what that cannot say is listed below.")
@@ -423,7 +456,8 @@ def write_study(records: list[dict], out: str | Path, profile: str = "scifact") 
         fig = curves_figure(records, cond)
         if fig is not None:
             figs[f"curves_{cond.key}"] = save(fig, figures / f"curves_{cond.key}.png")
-    extra = {"teachers": teacher_table(out), "clipping": clip_table(records), "wall_time": wall_time_table(records)}
+    extra = {"teachers": teacher_table(out), "drift": drift_table(records), "clipping": clip_table(records),
+             "wall_time": wall_time_table(records)}
     for name, frame in extra.items():
         if not frame.empty:
             written[name] = write_table(frame, tables, name, float_format="{:.3f}")
@@ -435,7 +469,7 @@ def write_study(records: list[dict], out: str | Path, profile: str = "scifact") 
     text = render(records, comparisons, bests, extra, figs, out, profile)
     (out / "report.md").write_text(text)
     return {"tables": {k: str(v) for k, v in written.items()}, "figures": {k: str(v) for k, v in figs.items()},
-            "conclusions": conclusions(comparisons)}
+            "conclusions": conclusions(comparisons, extra["drift"])}
 
 
 def _md(frame: pd.DataFrame, fmt: str = "{:.3f}") -> str:
@@ -465,7 +499,7 @@ def render(records, comparisons, bests, extra, figs, out: Path, profile: str) ->
              "test queries' noise, not the runs', so it is narrower and is not the test of the claim. p adjusted: "
              "the run-level p after Benjamini-Hochberg over the conditions tested, the one to read before calling "
              "any single condition's difference a finding.", "",
-             "## What the study concludes", "", *[f"- {s}" for s in conclusions(comparisons)], "",
+             "## What the study concludes", "", *[f"- {s}" for s in conclusions(comparisons, extra["drift"])], "",
              "What it cannot conclude:", "", *[f"- {s}" for s in LIMITS], "",
              "## Before any new run: what the profile's own runs show", ""]
     if not extra["teachers"].empty:
@@ -473,6 +507,12 @@ def render(records, comparisons, bests, extra, figs, out: Path, profile: str) ->
                   "train on), by temperature.", "", _md(extra["teachers"]), ""]
     for checked in teacher_checks(out):
         lines += [f"Teacher check, {checked['teacher']}: {verdict_line(checked['leads'])}.", ""]
+    if not extra["drift"].empty:
+        lines += ["Drift: how far each dynamic run's re-ranker ended from the warm one it started as, on "
+                  f"{DRIFT_LISTS} of its training lists (a fixed sample) at its distillation temperature. "
+                  "KL(warm || joint) is the distance between the static arm's targets and the dynamic arm's last "
+                  "ones; the retriever's own KL loss beside it is the scale of what it was still learning.", "",
+                  _md(extra["drift"]), ""]
     if not extra["clipping"].empty:
         lines += ["Gradient clipping (global norm 1.0 over both towers): share of steps clipped and each tower's "
                   "median gradient norm before the clip.", "", _md(extra["clipping"]), ""]
