@@ -189,9 +189,9 @@ DRIFT_LISTS = 256   # lists sampled (fixed seed) to measure a re-ranker's drift;
 def teacher_drift(ws, folder: Path, seed: int, n_lists: int = DRIFT_LISTS) -> dict | None:
     """How far a dynamic run's re-ranker moved from the warm one it started as, on a fixed sample of
     the lists it trained on, at its distillation temperature: its list softmax P_joint (the last
-    dynamic targets) against P_warm (the static arm's targets). Per list KL(P_warm || P_joint) in
-    nats, the share of lists whose top passage both put first, and p(positive) under each. None for
-    a run that saved no re-ranker (static)."""
+    dynamic targets, read in eval mode) against P_warm (the static arm's targets). Per list
+    KL(P_warm || P_joint) in nats, the share of lists whose top passage both put first, and
+    p(positive) under each. None for a run that saved no re-ranker (static)."""
     from scipy.special import log_softmax
 
     from .mining.files import training_lists

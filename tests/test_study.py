@@ -126,7 +126,7 @@ def test_the_report_comes_from_the_run_files_alone_and_words_follow_the_tests(tm
     assert "dynamic better" in text and "Not run yet." in text and "beats" not in text
     assert "adjusted over 2 conditions, significant after adjustment" in text
     # drift: means over the 8 dynamic runs, the retriever's loss over the last 10 steps only
-    assert "power 0.010 nats against 0.050, 90%" in text and "drift" in written["tables"]
+    assert "power 0.010 nats (0.20x), 90%" in text and "drift" in written["tables"]
     assert (tmp_path / "figures" / "differences.png").exists() and "conditions" in written["tables"]
     assert len(CONDITIONS) == text.count("\n### ")
 

@@ -236,8 +236,7 @@ def drift_table(records: list[dict]) -> pd.DataFrame:
              "same top passage": r["drift"]["top1_agreement"],
              "p(positive) warm, median": r["drift"]["p_positive_warm"]["q50"],
              "p(positive) joint, median": r["drift"]["p_positive_joint"]["q50"],
-             KL_LOSS: np.mean([h["kl"] for h in (r.get("history") or [])[-10:]
-                                                            if "kl" in h] or [np.nan])}
+             KL_LOSS: np.mean([h["kl"] for h in (r.get("history") or [])[-10:] if "kl" in h] or [np.nan])}
             for r in records if r["arm"] == "dynamic" and r.get("drift")]
     if not rows:
         return pd.DataFrame()
@@ -389,11 +388,11 @@ def conclusions(comparisons: list[dict], drift: pd.DataFrame | None = None) -> l
         lines.append(f"No significant difference under: {', '.join(level)}.")
     if drift is not None and not drift.empty:
         lines.append(
-            "The dynamic arm's re-ranker ends close to where it started, so its last targets differ little from the "
-            "static arm's: median KL(warm || joint) per training list, against the retriever's own KL loss over its "
-            "last 10 steps, and the share of lists with the same top passage: "
-            + "; ".join(f"{r['condition']} {r['KL(warm || joint), median per list']:.3f} nats against "
-                        f"{r[KL_LOSS]:.3f}, {r['same top passage']:.0%}"
+            "How far the dynamic arm's targets moved from the static arm's by the end of its runs (median "
+            "KL(warm || joint) per training list, as a share of the retriever's own KL loss over its last 10 steps, "
+            "and the lists whose top passage both re-rankers put first): "
+            + "; ".join(f"{r['condition']} {r['KL(warm || joint), median per list']:.3f} nats "
+                        f"({r['KL(warm || joint), median per list'] / r[KL_LOSS]:.2f}x), {r['same top passage']:.0%}"
                         for _, r in drift.iterrows()) + ".")
     if not better_dyn:
         lines.append("No condition run so far gives dynamic distillation a significant advantage on this collection; "
