@@ -188,16 +188,21 @@ def test_the_best_retriever_waits_for_its_conditions_then_retrains_the_best_arm_
     assert "passages up to 256 tokens" in text and "bge-small-en-v1.5" in text and "0.645" in text
 
 
-def test_a_condition_significant_alone_but_not_after_adjusting_for_the_others_is_called_a_lead():
+def test_a_condition_significant_alone_but_not_after_adjusting_is_a_lead_and_one_still_running_is_named():
     from rqakit.report.study import conclusions
 
-    lead = {"condition": "two-epochs", "complete": True, "p": 0.04, "p_adjusted": 0.08, "family": 2,
-            "diff": 0.02, "ci": [0.001, 0.039], "verdict": "dynamic better"}
-    level = {"condition": "soft-targets", "complete": True, "p": 0.5, "p_adjusted": 0.5, "family": 2,
-             "diff": 0.0, "ci": [-0.01, 0.01], "verdict": "no difference larger than 0.010"}
+    lead = {"condition": "two-epochs", "complete": True, "in_progress": False, "p": 0.04, "p_adjusted": 0.08,
+            "family": 2, "diff": 0.02, "ci": [0.001, 0.039], "verdict": "dynamic better"}
+    level = {"condition": "soft-targets", "complete": True, "in_progress": False, "p": 0.5, "p_adjusted": 0.5,
+             "family": 2, "diff": 0.0, "ci": [-0.01, 0.01], "verdict": "no difference larger than 0.010"}
+    running = {"condition": "ce-optimizer", "complete": True, "in_progress": True, "seeds_dynamic": [1, 2], "seeds_planned": 8,
+               "p": 0.3, "diff": 0.02, "ci": [-0.02, 0.06], "verdict": "no difference larger than 0.060"}
     text = " ".join(conclusions([lead, level]))
     assert "two-epochs (+0.020, p = 0.04; 0.08 adjusted over 2 conditions, not significant after adjustment" in text
     assert "No significant difference under: soft-targets." in text
+    text = " ".join(conclusions([level, running]))
+    assert "No significant difference under: soft-targets." in text
+    assert "Still running, so its numbers will move: ce-optimizer (2 of 8 seed pairs, +0.020, 95 % CI [-0.020, +0.060])" in text
 
 
 def test_the_gap_by_step_pairs_seeds_and_gives_the_run_level_interval():

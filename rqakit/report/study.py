@@ -56,6 +56,7 @@ def compare_condition(records: list[dict], cond: Condition, measure: str = MEASU
     own = [r for r in dyn_all + sta_all if r["condition"] == cond.key]
     out = {"condition": cond.key, "title": cond.title, "extension": cond.extension, "precision": precision,
            "other_precisions": others, "seeds_dynamic": sorted(dyn), "seeds_static": sorted(sta),
+           "seeds_planned": len(cond.seeds), "in_progress": len(paired) < len(cond.seeds),
            "chosen": chosen_point(records, cond),
            "wall_time_s": float(sum(r.get("wall_time_s") or 0.0 for r in own))}
     if not dyn or not sta:
@@ -102,7 +103,8 @@ def conditions_table(comparisons: list[dict]) -> pd.DataFrame:
         rows.append({
             "condition": c["condition"] + (" (extension)" if c["extension"] else ""),
             "precision": c["precision"],
-            "seeds (dyn/static)": f"{len(c['seeds_dynamic'])}/{len(c['seeds_static'])}",
+            "seeds (dyn/static)": f"{len(c['seeds_dynamic'])}/{len(c['seeds_static'])}"
+                                  + (f" of {c['seeds_planned']}" if c["in_progress"] else ""),
             "static": _mean_sd(c["static"], c["static_sd"]), "dynamic": _mean_sd(c["dynamic"], c["dynamic_sd"]),
             "dynamic - static": f"{c['diff']:+.3f}", "95 % CI (seeds)": _interval(c["ci"]),
             "95 % CI (queries, bootstrap)": _interval(c["query_ci"]),
@@ -243,6 +245,7 @@ def drift_table(records: list[dict]) -> pd.DataFrame:
     frame = pd.DataFrame(rows).groupby("condition", sort=False)
     out = frame.mean().reset_index()
     out.insert(1, "runs", frame.size().values)
+    out["steps"] = out["steps"].round().astype("Int64")
     return out
 
 
@@ -379,13 +382,18 @@ def conclusions(comparisons: list[dict], drift: pd.DataFrame | None = None) -> l
             + ("" if power["detectable"] is None else f" The design detects {power['detectable']:.3f} at 80 % power."))
     better_dyn = [c for c in done if c["verdict"] == "dynamic better"]
     better_sta = [c for c in done if c["verdict"] == "static better"]
-    level = [c["condition"] for c in done if c["verdict"].startswith("no difference")]
+    level = [c["condition"] for c in done if c["verdict"].startswith("no difference") and not c["in_progress"]]
+    running = [c for c in done if c["in_progress"]]
     for arm, better in (("Dynamic", better_dyn), ("Static", better_sta)):
         if better:
             lines.append(f"{arm} distillation is significantly better under: "
                          + "; ".join(_adjusted_text(c) for c in better) + ".")
     if level:
         lines.append(f"No significant difference under: {', '.join(level)}.")
+    if running:
+        lines.append("Still running, so its numbers will move: " + "; ".join(
+            f"{c['condition']} ({len(c['seeds_dynamic'])} of {c['seeds_planned']} seed pairs, {c['diff']:+.3f}, "
+            f"95 % CI {_interval(c['ci'])})" for c in running) + ".")
     if drift is not None and not drift.empty:
         lines.append(
             "How far the dynamic arm's targets moved from the static arm's by the end of its runs (median "
