@@ -127,6 +127,14 @@ def test_the_report_comes_from_the_run_files_alone_and_words_follow_the_tests(tm
     assert "adjusted over 2 conditions, significant after adjustment" in text
     # drift: means over the 8 dynamic runs, the retriever's loss over the last 10 steps only
     assert "power 0.010 nats (0.20x), 90%" in text and "drift" in written["tables"]
+    assert "A teacher that leads is not tested" not in text           # no teacher check exported here
+    (tmp_path / "teachers").mkdir()
+    rows = [{"candidates": "bm25 top 30", "retriever": 0.69, "teacher": 0.72}]
+    (tmp_path / "teachers" / "listwise-warm.json").write_text(json.dumps(
+        {"teacher": "listwise-warm", "leads": {"leads": False, "measure": "nDCG@10", "queries": 81, "rows": rows,
+                                               "split": "validation"}}))
+    write_study(read_runs(tmp_path), tmp_path, "toy")
+    assert "does not lead the warm retriever on every validation candidate set (listwise-warm" in (tmp_path / "report.md").read_text()
     assert (tmp_path / "figures" / "differences.png").exists() and "conditions" in written["tables"]
     assert len(CONDITIONS) == text.count("\n### ")
 
