@@ -134,7 +134,8 @@ def test_the_report_comes_from_the_run_files_alone_and_words_follow_the_tests(tm
         {"teacher": "listwise-warm", "leads": {"leads": False, "measure": "nDCG@10", "queries": 81, "rows": rows,
                                                "split": "validation"}}))
     write_study(read_runs(tmp_path), tmp_path, "toy")
-    assert "does not lead the warm retriever on every validation candidate set (listwise-warm" in (tmp_path / "report.md").read_text()
+    text = (tmp_path / "report.md").read_text()
+    assert "does not lead the warm retriever on every validation candidate set (listwise-warm" in text
     assert (tmp_path / "figures" / "differences.png").exists() and "conditions" in written["tables"]
     assert len(CONDITIONS) == text.count("\n### ")
 

@@ -279,9 +279,9 @@ def _teacher_limits(out: Path) -> tuple[str, ...]:
     weak = [t["teacher"] for t in teacher_checks(out) if not t["leads"]["leads"]]
     if not weak:
         return ()
-    return (f"The warm re-ranker does not lead the warm retriever on every validation candidate set ({', '.join(weak)}; the teacher "
-            "checks below), where the paper's re-ranker leads its retriever by 3.1 MRR@10 (41.9 against 38.8 on "
-            "MS MARCO dev, Tables 3 and 2). A teacher that leads is not tested here "
+    return (f"The warm re-ranker does not lead the warm retriever on every validation candidate set "
+            f"({', '.join(weak)}; the teacher checks below), where the paper's re-ranker leads its retriever by "
+            "3.1 MRR@10 (41.9 against 38.8 on MS MARCO dev, Tables 3 and 2). A teacher that leads is not tested here "
             "(`--set warmup_ce.lead_epochs=N` trains one).",)
 
 
