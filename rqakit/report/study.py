@@ -204,6 +204,16 @@ def curves_figure(records: list[dict], cond: Condition) -> Figure | None:
     return fig
 
 
+def _means_per_run(rows: list[dict], keys: list[str]) -> pd.DataFrame:
+    """One row per group of `keys`: the mean of every other column over its runs, and their count."""
+    if not rows:
+        return pd.DataFrame()
+    frame = pd.DataFrame(rows).groupby(keys, sort=False)
+    out = frame.mean().reset_index()
+    out.insert(len(keys), "runs", frame.size().values)
+    return out
+
+
 def clip_table(records: list[dict], clip: float = 1.0) -> pd.DataFrame:
     """Per condition and arm: the share of steps whose gradient norm (before clipping, over all
     parameters) exceeded the clip, and each tower's median norm."""
@@ -217,12 +227,7 @@ def clip_table(records: list[dict], clip: float = 1.0) -> pd.DataFrame:
                "re-ranker norm (median)": (np.median([x["grad_norm_ce"] for x in h]) if "grad_norm_ce" in h[0]
                                            else np.nan)}
         rows.append(row)
-    if not rows:
-        return pd.DataFrame()
-    frame = pd.DataFrame(rows).groupby(["condition", "arm"], sort=False)
-    out = frame.mean().reset_index()
-    out.insert(2, "runs", frame.size().values)
-    return out
+    return _means_per_run(rows, ["condition", "arm"])
 
 
 KL_LOSS = "retriever's KL loss, last 10 steps"
@@ -240,12 +245,9 @@ def drift_table(records: list[dict]) -> pd.DataFrame:
              "p(positive) joint, median": r["drift"]["p_positive_joint"]["q50"],
              KL_LOSS: np.mean([h["kl"] for h in (r.get("history") or [])[-10:] if "kl" in h] or [np.nan])}
             for r in records if r["arm"] == "dynamic" and r.get("drift")]
-    if not rows:
-        return pd.DataFrame()
-    frame = pd.DataFrame(rows).groupby("condition", sort=False)
-    out = frame.mean().reset_index()
-    out.insert(1, "runs", frame.size().values)
-    out["steps"] = out["steps"].round().astype("Int64")
+    out = _means_per_run(rows, ["condition"])
+    if not out.empty:
+        out["steps"] = out["steps"].round().astype("Int64")
     return out
 
 
