@@ -123,7 +123,7 @@ def test_the_report_comes_from_the_run_files_alone_and_words_follow_the_tests(tm
     assert by["power"]["p_adjusted"] == pytest.approx(p_large) and by["power"]["family"] == 2
     assert by["teacher-noise"]["p_adjusted"] == pytest.approx(min(2 * p_small, p_large))
     text = (tmp_path / "report.md").read_text()
-    assert "dynamic better" in text and "Not run yet." in text and "beats" not in text
+    assert "| dynamic better |" in text and "Not run yet." in text and "beats" not in text
     assert "adjusted over 2 conditions, significant after adjustment" in text
     # drift: means over the 8 dynamic runs, the retriever's loss over the last 10 steps only
     assert "power 0.010 nats (0.20x), 90%" in text and "drift" in written["tables"]
@@ -212,6 +212,27 @@ def test_a_condition_significant_alone_but_not_after_adjusting_is_a_lead_and_one
     text = " ".join(conclusions([level, running]))
     assert "No significant difference under: soft-targets." in text
     assert "Still running, so its numbers will move: ce-optimizer (2 of 8 seed pairs, +0.020, 95 % CI [-0.020, +0.060])" in text
+
+
+def test_the_verdict_column_and_the_main_report_say_when_the_adjustment_undoes_a_verdict(tmp_path):
+    from rqakit.report.study import study_summary, verdict_text
+
+    lead = {"condition": "two-epochs", "complete": True, "in_progress": True, "p": 0.04, "p_adjusted": 0.08,
+            "diff": 0.02, "verdict": "dynamic better"}
+    assert verdict_text(lead) == "dynamic better alone; not after adjustment"
+    assert verdict_text({**lead, "p_adjusted": 0.04}) == "dynamic better"
+    assert verdict_text({**lead, "verdict": "no difference larger than 0.039"}) == "no difference larger than 0.039"
+    power = {"condition": "power", "complete": True, "ci": [-0.017, 0.011], "p": 0.66, "p_adjusted": 0.96,
+             "seeds_dynamic": list(range(1, 9)), "precision": "bfloat16", "dynamic": 0.694, "dynamic_sd": 0.012,
+             "static": 0.696, "static_sd": 0.014, "diff": -0.003, "test": "paired t over seeds",
+             "verdict": "no difference larger than 0.017", "detectable": 0.020}
+    (tmp_path / "results.json").write_text(json.dumps({"comparisons": [power, lead]}))
+    text = study_summary(tmp_path)
+    assert "verdict: no difference larger than 0.017" in text
+    assert ("Of its 1 other conditions tested so far (two-epochs), two-epochs: dynamic better alone; not after "
+            "adjustment (+0.020, p = 0.04, 0.08 adjusted, still running)") in text
+    (tmp_path / "results.json").write_text(json.dumps({"comparisons": [power, {**lead, "verdict": "no difference"}]}))
+    assert "none gives either arm a significant advantage" in study_summary(tmp_path)
 
 
 def test_the_gap_by_step_pairs_seeds_and_gives_the_run_level_interval():

@@ -103,8 +103,7 @@ def conditions_table(comparisons: list[dict]) -> pd.DataFrame:
         rows.append({
             "condition": c["condition"] + (" (extension)" if c["extension"] else ""),
             "precision": c["precision"],
-            "seeds (dyn/static)": f"{len(c['seeds_dynamic'])}/{len(c['seeds_static'])}"
-                                  + (f" of {c['seeds_planned']}" if c["in_progress"] else ""),
+            "seeds (dyn/static)": _seeds_label(c),
             "static": _mean_sd(c["static"], c["static_sd"]), "dynamic": _mean_sd(c["dynamic"], c["dynamic_sd"]),
             "dynamic - static": f"{c['diff']:+.3f}", "95 % CI (seeds)": _interval(c["ci"]),
             "95 % CI (queries, bootstrap)": _interval(c["query_ci"]),
@@ -112,8 +111,21 @@ def conditions_table(comparisons: list[dict]) -> pd.DataFrame:
             "p adjusted (BH)": f"{c['p_adjusted']:.3g}" if "p_adjusted" in c else "",
             "p (query-level)": f"{c['query_p']:.3g}",
             "detectable at 80 %": "" if c["detectable"] is None else f"{c['detectable']:.3f}",
-            "verdict": c["verdict"]})
+            "verdict": verdict_text(c)})
     return pd.DataFrame(rows)
+
+
+def verdict_text(c: dict) -> str:
+    """The run-level verdict, qualified where Benjamini-Hochberg over the conditions undoes it."""
+    if c["verdict"].endswith(" better") and c.get("p_adjusted", 0.0) >= ALPHA:
+        return f"{c['verdict']} alone; not after adjustment"
+    return c["verdict"]
+
+
+def _seeds_label(c: dict) -> str:
+    """`5/5`, or `4/4 of 5` while a condition's seeds are still running."""
+    return (f"{len(c['seeds_dynamic'])}/{len(c['seeds_static'])}"
+            + (f" of {c['seeds_planned']}" if c["in_progress"] else ""))
 
 
 def differences_figure(comparisons: list[dict], paper_gap: float | None = None) -> Figure:
@@ -131,8 +143,7 @@ def differences_figure(comparisons: list[dict], paper_gap: float | None = None) 
     if paper_gap is not None:
         ax.axvline(paper_gap, color="tab:red", ls="--", lw=1, label=f"paper's relative gain here (+{paper_gap:.3f})")
         fig.legend(loc="outside lower center", fontsize=8, frameon=False)
-    ax.set_yticks(range(len(done)), [f"{c['condition']} ({len(c['seeds_dynamic'])}/{len(c['seeds_static'])})"
-                                     for c in reversed(done)])
+    ax.set_yticks(range(len(done)), [f"{c['condition']} ({_seeds_label(c)})" for c in reversed(done)])
     ax.set_xlabel(f"test {MEASURE}: dynamic - static (thick: 95 % CI over seeds; thin: over queries)")
     ax.set_title("Dynamic minus static distillation, by condition")
     ax.grid(axis="x", alpha=0.3)
@@ -447,17 +458,23 @@ def study_summary(folder: str | Path) -> str | None:
     path = Path(folder) / "results.json"
     if not path.exists():
         return None
-    power = next((c for c in json.loads(path.read_text())["comparisons"]
-                  if c["condition"] == "power" and c["complete"] and c["ci"] is not None), None)
+    comparisons = json.loads(path.read_text())["comparisons"]
+    power = next((c for c in comparisons if c["condition"] == "power" and c["complete"] and c["ci"] is not None), None)
     if power is None:
         return None
+    others = [c for c in comparisons if c["condition"] != "power" and c["complete"] and c.get("p") is not None]
+    better = [c for c in others if c["verdict"].endswith(" better")]
+    across = (f" Of its {len(others)} other conditions tested so far ({', '.join(c['condition'] for c in others)}), "
+              + ("; ".join(f"{c['condition']}: {verdict_text(c)} ({c['diff']:+.3f}, p = {c['p']:.3g}, "
+                           f"{c['p_adjusted']:.3g} adjusted{', still running' if c['in_progress'] else ''})"
+                           for c in better) if better else "none gives either arm a significant advantage")
+              + "; the verdicts of all are in its report.")
     return (f"The distillation study ([{Path(folder).name}/report.md](../{Path(folder).name}/report.md)) reruns "
             f"this comparison over {len(power['seeds_dynamic'])} seeds per arm ({power['precision']}): dynamic "
             f"{power['dynamic']:.3f} ± {power['dynamic_sd']:.3f}, static {power['static']:.3f} ± {power['static_sd']:.3f} "
             f"{MEASURE}; dynamic - static {power['diff']:+.3f} (95 % CI {_interval(power['ci'])}, {power['test']}, "
             f"p = {power['p']:.3g}); verdict: {power['verdict']}, against a detectable difference of "
-            f"{power['detectable']:.3f}. Its other conditions (teacher noise, the re-ranker's optimiser, a pointwise "
-            "warm re-ranker, soft targets, two epochs) are in its report.")
+            f"{power['detectable']:.3f}." + across)
 
 
 def write_study(records: list[dict], out: str | Path, profile: str = "scifact") -> dict:
@@ -550,7 +567,7 @@ def render(records, comparisons, bests, extra, figs, out: Path, profile: str) ->
             lines += [_md(seeds, "{:.4f}"), ""]
         if comp["complete"]:
             tested = "" if comp["p"] is None else f", 95 % CI {_interval(comp['ci'])}, p = {comp['p']:.3g}"
-            lines += [f"Verdict: **{comp['verdict']}** (dynamic - static {comp['diff']:+.3f}{tested}; "
+            lines += [f"Verdict: **{verdict_text(comp)}** (dynamic - static {comp['diff']:+.3f}{tested}; "
                       f"precision {comp['precision']}"
                       + (f"; runs in {', '.join(comp['other_precisions'])} left out" if comp["other_precisions"] else "")
                       + ").", ""]
