@@ -148,6 +148,25 @@ def measure_lengths(ws) -> Lengths:
                    mnrl_passage=mean_len(texts, max_len=ws.cfg.st_mnrl.max_length))
 
 
+def model_lengths(cfg) -> tuple[int, int, int, int]:
+    """The max lengths `Lengths` are measured under."""
+    m = cfg.model
+    return m.q_max_len, m.p_max_len, m.ce_max_len, cfg.st_mnrl.max_length
+
+
+def lengths_at(ws) -> Lengths:
+    """`measure_lengths` under the workspace's own max lengths; `max_lengths`, an upper bound,
+    where the data or the tokenizer is not here."""
+    from .data.irds import no_downloads
+    from .errors import RqaError
+
+    with no_downloads():
+        try:
+            return measure_lengths(ws)
+        except RqaError:
+            return max_lengths(ws.cfg)
+
+
 def stage_work(ws, lengths: Lengths, counts: Counts | None = None) -> dict[str, list[Work]]:
     """The work of every stage of the profile's report (joint runs as `ablations.planned_runs`);
     `counts` default to those of the workspace's data."""
@@ -206,8 +225,9 @@ def study_work(cfg, lengths: Lengths, counts: Counts, out=None) -> dict[str, tup
     """{name: (work, folder, exported)} of the distillation study (`rqakit.study`): each run it plans,
     named by its run id, and whether it is exported to the study folder (done, whether or not its
     stage folder is still here; a condition whose grid point is not chosen yet counts its later
-    seeds at the first point), and the stages a run needs under its condition's overrides, named
-    "<condition>: <stage>"."""
+    seeds at the first point, and the best-retriever condition, before its choice, the leader so
+    far), and the stages a run needs under its condition's overrides, named "<condition>: <stage>".
+    A run that reads texts at other lengths than the profile's is costed at its own (`lengths_at`)."""
     from . import study
     from .config import apply_overrides, validate
     from .stages import Workspace, joint
@@ -219,6 +239,8 @@ def study_work(cfg, lengths: Lengths, counts: Counts, out=None) -> dict[str, tup
         runs = study.planned(cond, records)
         if cond.grid and study.chosen_point(records, cond) is None:
             runs += study.planned(cond, records, assume=cond.grid[0])
+        if cond.best_of and not runs:
+            runs = study.planned(cond, records, assume=study.best_setting(records, cond, provisional=True))
         for arm_name, seed, point, rid in runs:
             if rid in work:
                 continue
@@ -226,13 +248,14 @@ def study_work(cfg, lengths: Lengths, counts: Counts, out=None) -> dict[str, tup
             run_cfg = apply_overrides(copy.deepcopy(cfg), {**arm.overrides, **(point or {})})
             validate(run_cfg)
             ws, m = Workspace(run_cfg), run_cfg.joint.list_size
+            own = lengths_at(ws) if model_lengths(run_cfg) != model_lengths(cfg) else lengths
             name = f"joint-{arm.variant}-m{m}-s{seed}"
             reads = study.evaluates(cond, seed, run_cfg) or joint.report_reads(run_cfg, arm.variant, m, seed)
             for stage in joint.NEEDS:   # the stages this condition's overrides rebuild
                 key, folder = f"{cond.key}: {stage}", ws.folder(stage)
                 if key not in work and folder != base.folder(stage):
-                    work[key] = (stage_work(ws, lengths, counts)[stage], folder, False)
-            work[rid] = (joint_work(run_cfg, lengths, counts, arm.variant, m, reads),
+                    work[key] = (stage_work(ws, own, counts)[stage], folder, False)
+            work[rid] = (joint_work(run_cfg, own, counts, arm.variant, m, reads),
                          ws.folder(name, joint.stage_hash(ws, name, reads)), rid in exported)
     return work
 

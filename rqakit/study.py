@@ -281,30 +281,33 @@ def arm_runs(records: list[dict], cond: Condition, arm: str) -> list[dict]:
     return mine
 
 
-def best_setting(records: list[dict], cond: Condition) -> dict | None:
+def best_setting(records: list[dict], cond: Condition, provisional: bool = False) -> dict | None:
     """The arm of `cond.best_of` with the highest mean validation score over its seeds (never test):
     {"condition", "arm", "overrides", "val", "seeds"}; None until each of those conditions has
-    exported every run it plans."""
+    exported every run it plans (`provisional`: the leader among the runs exported so far, which
+    `rqakit plan` costs before the choice is made; None before any)."""
     exported = {r["run"] for r in records}
     candidates = []
     for key in cond.best_of:
         source = condition(key)
-        if not all(t[3] in exported for t in planned(source, records)):
+        if not all(t[3] in exported for t in planned(source, records)) and not provisional:
             return None
         for arm in ("dynamic", "static"):
             runs = arm_runs(records, source, arm)
+            if not runs:
+                continue
             candidates.append({"condition": key, "arm": arm, "overrides": runs[0]["overrides"],
                                "val": float(np.mean([r["val"][MEASURE] for r in runs])), "seeds": len(runs)})
-    return max(candidates, key=lambda c: c["val"])
+    return max(candidates, key=lambda c: c["val"]) if candidates else None
 
 
 def planned(cond: Condition, records: list[dict], assume: dict | None = None) -> list[tuple[str, int, dict | None, str]]:
     """(arm, seed, grid point, run id) of every run the condition needs, in queue order; a grid
     condition lists its selection runs until a point is chosen (or `assume`d, to plan the rest); a
-    `best_of` condition nothing until its setting is chosen, then that arm's overrides and its own
-    as the point."""
+    `best_of` condition nothing until its setting is chosen (or a `best_setting` is `assume`d), then
+    that arm's overrides and its own as the point."""
     if cond.best_of:
-        best = best_setting(records, cond)
+        best = best_setting(records, cond) or assume
         if best is None:
             return []
         point = {**best["overrides"], **cond.overrides}
