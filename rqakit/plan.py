@@ -225,8 +225,8 @@ def study_work(cfg, lengths: Lengths, counts: Counts, out=None) -> dict[str, tup
     """{name: (work, folder, exported)} of the distillation study (`rqakit.study`): each run it plans,
     named by its run id, and whether it is exported to the study folder (done, whether or not its
     stage folder is still here; a condition whose grid point is not chosen yet counts its later
-    seeds at the first point, and the best-retriever condition, before its choice, the leader so
-    far), and the stages a run needs under its condition's overrides, named "<condition>: <stage>".
+    seeds at the first point, and a condition chosen from others' results, before its choice, what
+    leads so far), and the stages a run needs under its condition's overrides, named "<condition>: <stage>".
     A run that reads texts at other lengths than the profile's is costed at its own (`lengths_at`)."""
     from . import study
     from .config import apply_overrides, validate
@@ -236,11 +236,9 @@ def study_work(cfg, lengths: Lengths, counts: Counts, out=None) -> dict[str, tup
     exported, base = {r["run"] for r in records}, Workspace(cfg)
     work: dict[str, tuple[list[Work], Path, bool]] = {}
     for cond in study.CONDITIONS:
-        runs = study.planned(cond, records)
+        runs = study.planned(cond, records, provisional=True)
         if cond.grid and study.chosen_point(records, cond) is None:
             runs += study.planned(cond, records, assume=cond.grid[0])
-        if cond.best_of and not runs:
-            runs = study.planned(cond, records, assume=study.best_setting(records, cond, provisional=True))
         for arm_name, seed, point, rid in runs:
             if rid in work:
                 continue

@@ -112,7 +112,8 @@ def test_the_study_plan_lists_its_runs_exported_ones_done_and_the_stages_they_ne
     out = tmp_path / "reports" / "toy-study" / "runs"
     out.mkdir(parents=True)
     (out / "power.dynamic.s4.json").write_text(json.dumps({"run": "power.dynamic.s4", "condition": "power", "arm": "dynamic",
-                                                           "seed": 4, "overrides": {}, "val": {"nDCG@10": 0.7}}))
+                                                           "seed": 4, "overrides": {}, "precision": "float32",
+                                                           "val": {"nDCG@10": 0.7}, "test": {"nDCG@10": 0.7}}))
     left = [r["stage"] for r in plan(cfg, peak_gflops=50.0, study=True)["stages"] if not r["done"]]
     assert "power.dynamic.s4" not in left and "power.static.s4" in left   # exported: done, its folder here or not
     assert study.run_id("two-epochs", "static", 1) == "two-epochs.static.s1"
@@ -131,7 +132,8 @@ def test_the_study_plan_costs_the_best_retriever_at_the_leader_so_far_and_its_ow
     for arm, val in (("dynamic", 0.8), ("static", 0.7)):   # two-epochs has 1 of its 5 seeds: not chosen yet
         rid = f"two-epochs.{arm}.s1"
         (out / f"{rid}.json").write_text(json.dumps({"run": rid, "condition": "two-epochs", "arm": arm, "seed": 1,
-                                                     "overrides": {"joint.epochs": 2.0}, "val": {"nDCG@10": val}}))
+                                                     "overrides": {"joint.epochs": 2.0}, "precision": "float32",
+                                                     "val": {"nDCG@10": val}, "test": {"nDCG@10": val}}))
     rows = {r["stage"]: r for r in plan(cfg, peak_gflops=50.0, study=True)["stages"]}
     best = [rows[f"best-retriever.dynamic[epochs=2.0-p_max_len=256].s{s}"] for s in (1, 2, 3)]
     assert not any(r["done"] for r in best) and "best-retriever: warmup_de" in rows

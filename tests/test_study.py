@@ -252,3 +252,44 @@ def test_the_gap_by_step_pairs_seeds_and_gives_the_run_level_interval():
     assert gap.loc[30, "diff"] == pytest.approx(0.03)
     assert (gap.loc[30, "lo"], gap.loc[30, "hi"]) == (pytest.approx(0.03 - half, abs=1e-5),
                                                       pytest.approx(0.03 + half, abs=1e-5))
+
+
+def test_a_lead_is_tested_again_on_fresh_seeds_outside_the_family_and_confirmed_only_by_its_own_test(tmp_path):
+    from rqakit.report.study import compare_all, confirmation
+    from rqakit.study import lead_to_confirm
+
+    cond, records = condition("confirm"), []
+    for key in ("power", "teacher-noise", "ce-optimizer", "pointwise-warm"):
+        complete(records, key, {"dynamic": 0.70, "static": 0.70})
+    for r in records:   # test scores: level, a seed-to-seed spread and no direction
+        r["test"] = {"nDCG@10": 0.70 + 0.01 * ((r["seed"] * 3 + (r["arm"] == "dynamic")) % 4)}
+    assert lead_to_confirm(records, cond) is None and planned(cond, records) == []       # two-epochs has not run
+    two = condition("two-epochs")
+    for seed in two.seeds:   # dynamic ahead by 0.02 +- 0.002 on every seed: p far below 0.05
+        for arm, score in (("dynamic", 0.72 + 0.002 * (seed % 2)), ("static", 0.70)):
+            records.append(record("two-epochs", arm, seed, score + 0.01 * seed, overrides=two.arms()[arm].overrides))
+    lead = lead_to_confirm(records, cond)
+    assert lead["condition"] == "two-epochs" and lead["p"] < 0.001 and lead["diff"] == pytest.approx(0.0212)
+    runs = planned(cond, records)
+    assert [(arm, seed) for arm, seed, _, _ in runs[:3]] == [("dynamic", 11), ("static", 11), ("dynamic", 12)]
+    assert len(runs) == 10 and all(point == {"joint.epochs": 2.0} for _, _, point, _ in runs)
+    assert runs[0][3] == "confirm.dynamic[epochs=2.0].s11"
+
+    def tested_again(gap):
+        fresh = [record("confirm", arm, seed, 0.70 + 0.01 * (seed % 3) + (gap + 0.003 * (seed % 2)) * (arm == "dynamic"),
+                        point=point) for arm, seed, point, _ in runs]
+        return {c["condition"]: c for c in compare_all(records + fresh)}
+
+    by = tested_again(0.02)
+    assert "p_adjusted" not in by["confirm"] and by["two-epochs"]["family"] == 5      # one pre-stated test
+    assert by["confirm"]["confirms"] == "two-epochs" and by["confirm"]["seeds_dynamic"] == [11, 12, 13, 14, 15]
+    assert confirmation(by["confirm"]).endswith("confirmed, dynamic better.")
+    assert "seeds 11-15" in confirmation(by["confirm"])
+    assert "not confirmed (static better)" in confirmation(tested_again(-0.02)["confirm"])   # reversed: not held
+    assert "not confirmed (no difference larger than" in confirmation(tested_again(0.0)["confirm"])
+    for r in records:
+        if r["condition"] == "two-epochs":
+            r["test"] = {"nDCG@10": 0.70 + 0.01 * ((r["seed"] * 3 + (r["arm"] == "dynamic")) % 4)}
+    assert lead_to_confirm(records, cond) is None and planned(cond, records) == []
+    again = next(c for c in compare_all(records) if c["condition"] == "confirm")
+    assert confirmation(again).startswith("No condition had a run-level p below 0.05")

@@ -22,7 +22,19 @@ from ..atomic import write_json
 from ..evaluation import paired_test
 from ..stages.teacher import verdict_line
 from ..stats import ALPHA, bootstrap_queries, compare_seeds, verdict
-from ..study import CONDITIONS, DRIFT_LISTS, MEASURE, Condition, arm_runs, best_setting, chosen_point, condition
+from ..study import (
+    CONDITIONS,
+    DRIFT_LISTS,
+    MEASURE,
+    Condition,
+    arm_runs,
+    best_setting,
+    chosen_point,
+    complete,
+    condition,
+    lead_to_confirm,
+    paired_runs,
+)
 from .figures import save
 from .published import ROWS as PUBLISHED
 from .tables import write_table
@@ -34,30 +46,18 @@ BEST_OF = tuple(c for c in CONDITIONS if c.best_of)        # one arm: the best r
 PAPER_DYNAMIC, PAPER_STATIC = 37.4, 36.0
 
 
-def _one_precision(dyn: list[dict], sta: list[dict]) -> tuple[str | None, list[str]]:
-    """The precision with the most seeds present in both arms, and the others seen."""
-    seen = sorted({str(r["precision"]) for r in dyn + sta})
-    pairs = {p: len({r["seed"] for r in dyn if str(r["precision"]) == p} & {r["seed"] for r in sta
-                                                                          if str(r["precision"]) == p}) for p in seen}
-    best = max(seen, key=lambda p: pairs[p]) if seen else None
-    return best, [p for p in seen if p != best]
-
-
 def compare_condition(records: list[dict], cond: Condition, measure: str = MEASURE) -> dict:
     """Dynamic minus static on test `measure`: arms' mean ± sd over seeds, the run-level test
     (paired by seed), its 95 % interval and detectable difference, the query-level paired test and
     bootstrap interval (per-query values averaged over each arm's seeds), and the verdict."""
+    precision, others, dyn, sta = paired_runs(records, cond)
     dyn_all, sta_all = arm_runs(records, cond, "dynamic"), arm_runs(records, cond, "static")
-    precision, others = _one_precision(dyn_all, sta_all)
-    dyn = {r["seed"]: r for r in dyn_all if str(r["precision"]) == precision}
-    sta = {r["seed"]: r for r in sta_all if str(r["precision"]) == precision}
-    paired = set(dyn) & set(sta)           # a seed one arm has not reached yet waits for its pair
-    dyn, sta = {s: dyn[s] for s in sorted(paired)}, {s: sta[s] for s in sorted(paired)}
     own = [r for r in dyn_all + sta_all if r["condition"] == cond.key]
     out = {"condition": cond.key, "title": cond.title, "extension": cond.extension, "precision": precision,
            "other_precisions": others, "seeds_dynamic": sorted(dyn), "seeds_static": sorted(sta),
-           "seeds_planned": len(cond.seeds), "in_progress": len(paired) < len(cond.seeds),
+           "seeds_planned": len(cond.seeds), "in_progress": len(dyn) < len(cond.seeds),
            "chosen": chosen_point(records, cond),
+           **(_lead(records, cond) if cond.confirms else {}),
            "wall_time_s": float(sum(r.get("wall_time_s") or 0.0 for r in own))}
     if not dyn or not sta:
         return {**out, "complete": False}
@@ -74,12 +74,21 @@ def compare_condition(records: list[dict], cond: Condition, measure: str = MEASU
             "val_dynamic": float(np.mean([r["val"][measure] for r in dyn.values()]))}
 
 
+def _lead(records: list[dict], cond: Condition) -> dict:
+    """What a confirmation tests again: the lead's condition, difference and p (None before it is
+    known or where there is none), and whether its conditions have all run."""
+    lead = lead_to_confirm(records, cond) or {}
+    return {"confirms": lead.get("condition"), "lead_diff": lead.get("diff"), "lead_p": lead.get("p"),
+            "decided": complete(records, cond.confirms)}
+
+
 def compare_all(records: list[dict]) -> list[dict]:
     """`compare_condition` for every condition that compares two arms (`COMPARED`), each with a
     run-level test given `p_adjusted`: Benjamini-Hochberg over the `family` conditions tested, since
-    a claim read off the best of several conditions needs more than p < 0.05 in one."""
+    a claim read off the best of several conditions needs more than p < 0.05 in one. A confirmation
+    on fresh seeds is one pre-stated test, outside the family."""
     comparisons = [compare_condition(records, c) for c in COMPARED]
-    tested = [c for c in comparisons if c["complete"] and c["p"] is not None]
+    tested = [c for c in comparisons if c["complete"] and c["p"] is not None and "confirms" not in c]
     if tested:
         for c, q in zip(tested, false_discovery_control([c["p"] for c in tested])):
             c["p_adjusted"], c["family"] = float(q), len(tested)
@@ -101,7 +110,8 @@ def conditions_table(comparisons: list[dict]) -> pd.DataFrame:
             rows.append({"condition": c["condition"], "seeds (dyn/static)": "0", "verdict": "not run yet"})
             continue
         rows.append({
-            "condition": c["condition"] + (" (extension)" if c["extension"] else ""),
+            "condition": c["condition"] + (f" ({c['confirms']})" if c.get("confirms") else "")
+                         + (" (extension)" if c["extension"] else ""),
             "precision": c["precision"],
             "seeds (dyn/static)": _seeds_label(c),
             "static": _mean_sd(c["static"], c["static_sd"]), "dynamic": _mean_sd(c["dynamic"], c["dynamic_sd"]),
@@ -391,7 +401,8 @@ def paper_gap(static_mean: float) -> float:
 def conclusions(comparisons: list[dict], drift: pd.DataFrame | None = None) -> list[str]:
     """What the study concludes, sentence by sentence, from the verdicts (and `drift_table`, where
     the dynamic runs have it: how different the two arms' targets became)."""
-    done = [c for c in comparisons if c["complete"] and c["p"] is not None]
+    confirm = next((c for c in comparisons if "confirms" in c), None)
+    done = [c for c in comparisons if c["complete"] and c["p"] is not None and "confirms" not in c]
     if not done:
         return ["No condition has two seeds or more in both arms yet: nothing is concluded."]
     lines = []
@@ -419,6 +430,8 @@ def conclusions(comparisons: list[dict], drift: pd.DataFrame | None = None) -> l
         lines.append("Still running, so its numbers will move: " + "; ".join(
             f"{c['condition']} ({len(c['seeds_dynamic'])} of {c['seeds_planned']} seed pairs, {c['diff']:+.3f}, "
             f"95 % CI {_interval(c['ci'])})" for c in running) + ".")
+    if confirm is not None and (line := confirmation(confirm)):
+        lines.append(line)
     if drift is not None and not drift.empty:
         lines.append(
             "How far the dynamic arm's targets moved from the static arm's by the end of its runs (median "
@@ -431,6 +444,26 @@ def conclusions(comparisons: list[dict], drift: pd.DataFrame | None = None) -> l
         lines.append("No condition run so far gives dynamic distillation a significant advantage on this collection; "
                      "what that cannot say is listed below.")
     return lines
+
+
+def confirmation(c: dict) -> str | None:
+    """The confirmation on fresh seeds in one sentence: confirmed only when its own test is
+    significant in the lead's direction; None before its lead is known."""
+    if c["confirms"] is None:
+        return ("No condition had a run-level p below 0.05, so no lead was tested again on fresh seeds."
+                if c["decided"] else None)
+    seeds = f"seeds {c['seeds_dynamic'][0]}-{c['seeds_dynamic'][-1]}" if c["complete"] else "fresh seeds"
+    head = f"The lead of {c['confirms']}, tested again on {seeds} (one pre-stated test, not adjusted over conditions)"
+    if not c["complete"] or c["p"] is None:
+        return f"{head}: still running."
+    tested = f"{c['diff']:+.3f}, 95 % CI {_interval(c['ci'])}, p = {c['p']:.3g}"
+    if c["in_progress"]:
+        return f"{head}: {len(c['seeds_dynamic'])} of {c['seeds_planned']} seed pairs so far, {tested}."
+    held = c["verdict"].endswith(" better") and c["diff"] * c["lead_diff"] > 0
+    return (f"{head} ({c['lead_diff']:+.3f} there, p = {c['lead_p']:.3g}): {tested}; "
+            + (f"confirmed, {c['verdict']}." if held else
+                                     f"not confirmed ({c['verdict']}); the detectable difference is "
+                                     f"{c['detectable']:.3f}."))
 
 
 def _adjusted_text(c: dict) -> str:
@@ -462,13 +495,15 @@ def study_summary(folder: str | Path) -> str | None:
     power = next((c for c in comparisons if c["condition"] == "power" and c["complete"] and c["ci"] is not None), None)
     if power is None:
         return None
-    others = [c for c in comparisons if c["condition"] != "power" and c["complete"] and c.get("p") is not None]
+    others = [c for c in comparisons if c["condition"] != "power" and c["complete"] and c.get("p") is not None
+              and "confirms" not in c]
+    confirm = next((confirmation(c) for c in comparisons if "confirms" in c), None)
     better = [c for c in others if c["verdict"].endswith(" better")]
     across = (f" Of its {len(others)} other conditions tested so far ({', '.join(c['condition'] for c in others)}), "
               + ("; ".join(f"{c['condition']}: {verdict_text(c)} ({c['diff']:+.3f}, p = {c['p']:.3g}, "
                            f"{c['p_adjusted']:.3g} adjusted{', still running' if c['in_progress'] else ''})"
                            for c in better) if better else "none gives either arm a significant advantage")
-              + "; the verdicts of all are in its report.")
+              + "; the verdicts of all are in its report." + (f" {confirm}" if confirm else ""))
     return (f"The distillation study ([{Path(folder).name}/report.md](../{Path(folder).name}/report.md)) reruns "
             f"this comparison over {len(power['seeds_dynamic'])} seeds per arm ({power['precision']}): dynamic "
             f"{power['dynamic']:.3f} ± {power['dynamic_sd']:.3f}, static {power['static']:.3f} ± {power['static_sd']:.3f} "
@@ -536,7 +571,8 @@ def render(records, comparisons, bests, extra, figs, out: Path, profile: str) ->
              "averaged over each arm's seeds, a paired t-test over queries and a bootstrap interval; it holds the "
              "test queries' noise, not the runs', so it is narrower and is not the test of the claim. p adjusted: "
              "the run-level p after Benjamini-Hochberg over the conditions tested, the one to read before calling "
-             "any single condition's difference a finding.", "",
+             "any single condition's difference a finding; the confirmation on fresh seeds is one test chosen "
+             "before its runs, so it stands outside that family.", "",
              "## What the study concludes", "", *[f"- {s}" for s in conclusions(comparisons, extra["drift"])], "",
              "What it cannot conclude:", "", *[f"- {s}" for s in LIMITS + _teacher_limits(out)], "",
              "## Before any new run: what the profile's own runs show", ""]
@@ -557,9 +593,16 @@ def render(records, comparisons, bests, extra, figs, out: Path, profile: str) ->
     lines += ["## Conditions", ""]
     for cond, comp in zip(COMPARED, comparisons):
         lines += [f"### {cond.title}{' (extension)' if cond.extension else ''}", "", cond.question, ""]
-        spec = "; ".join(f"{arm}: {arm_text(a)}"
-                         for arm, a in cond.arms().items())
-        lines += [f"Arms: {spec}.", ""]
+        if cond.confirms:
+            if comp["confirms"] is None:
+                lines += [(confirmation(comp) or "Not run yet: the lead is chosen once "
+                           f"{', '.join(cond.confirms)} are complete."), ""]
+                continue
+            lines += [f"Arms: those of {comp['confirms']} (dynamic - static {comp['lead_diff']:+.3f} there, run-level "
+                      f"p = {comp['lead_p']:.3g}), on seeds {', '.join(map(str, cond.seeds))}.", ""]
+        else:
+            spec = "; ".join(f"{arm}: {arm_text(a)}" for arm, a in cond.arms().items())
+            lines += [f"Arms: {spec}.", ""]
         if cond.grid:
             lines += [_md(grid_table(records, cond), "{:.4f}"), ""]
         seeds = seed_table(records, cond)
