@@ -19,7 +19,10 @@ survives the loss of `runs/`. A reader recomputes any of them with `rqakit stage
 
 The queue runs conditions in `CONDITIONS` order, seed by seed with both arms of a seed together,
 so that an interrupted study always holds complete pairs; a condition with a `grid` first trains
-each grid point on the first seed and keeps the best on validation (never test).
+each grid point on the first seed and keeps the best on validation (never test). Two conditions are
+chosen from the others' results once those are complete: `confirm` retrains the lead of the paper's
+conditions (the smallest run-level p, if below 0.05) on fresh seeds, one test stated before its runs;
+`best-retriever` retrains the arm best on validation at MiniLM's own passage length.
 """
 from __future__ import annotations
 
