@@ -214,9 +214,9 @@ def curves_figure(records: list[dict], cond: Condition) -> Figure | None:
     teacher = bands["re-ranker, dynamic"]
     if not teacher.empty:
         right.axhline(float(teacher.iloc[0]["mean"]), color="grey", ls=":", label="warm re-ranker (step 0)")
-    for ax, title, ylabel in ((left, "retriever", f"validation {MEASURE}"),
-                              (middle, "retriever gap", f"validation {MEASURE}: dynamic - static"),
-                              (right, "re-ranker", f"validation {MEASURE}")):
+    for ax, title, ylabel in ((left, "retriever", f"{MEASURE} on the validation pool (mean ± sd)"),
+                              (middle, "retriever gap", f"{MEASURE} on the pool: dynamic - static"),
+                              (right, "re-ranker", f"{MEASURE} on the validation pool (mean ± sd)")):
         ax.set_xlabel("optimizer step")
         ax.set_ylabel(ylabel)
         ax.set_title(f"{title}: {cond.key}")
@@ -590,7 +590,11 @@ def render(records, comparisons, bests, extra, figs, out: Path, profile: str) ->
     if not extra["clipping"].empty:
         lines += ["Gradient clipping (global norm 1.0 over both towers): share of steps clipped and each tower's "
                   "median gradient norm before the clip.", "", _md(extra["clipping"]), ""]
-    lines += ["## Conditions", ""]
+    lines += ["## Conditions", "",
+              "Each condition's curves: every `joint.eval_every` steps, each model ranks a fixed pool per validation "
+              "query (the union of BM25's and the warm retriever's top 10), cheap enough to repeat through training; "
+              "bands are ± 1 sd over seeds, the gap's band its 95 % interval. The seed tables' val column is "
+              "retrieval over the whole corpus after training, so its level differs from the curves' last point.", ""]
     for cond, comp in zip(COMPARED, comparisons):
         lines += [f"### {cond.title}{' (extension)' if cond.extension else ''}", "", cond.question, ""]
         if cond.confirms:
