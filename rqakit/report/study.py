@@ -480,6 +480,8 @@ LIMITS = (
     "queries; an effect that needs its scale cannot show here.",
     "Each condition changes one thing; their combination is not run.",
     "Grid conditions choose their setting on the validation slice with one seed, then report test over seeds.",
+    "The confirmation is chosen by its lead's p on test, then run on fresh seeds over the same test queries: it "
+    "asks whether the lead survives new runs, not whether it holds on new queries.",
     "Runs of another precision are kept apart, never pooled; a condition with runs in two precisions reports "
     "the one with more complete seed pairs.",
 )
