@@ -460,10 +460,9 @@ def confirmation(c: dict) -> str | None:
     if c["in_progress"]:
         return f"{head}: {len(c['seeds_dynamic'])} of {c['seeds_planned']} seed pairs so far, {tested}."
     held = c["verdict"].endswith(" better") and c["diff"] * c["lead_diff"] > 0
-    return (f"{head} ({c['lead_diff']:+.3f} there, p = {c['lead_p']:.3g}): {tested}; "
-            + (f"confirmed, {c['verdict']}." if held else
-                                     f"not confirmed ({c['verdict']}); the detectable difference is "
-                                     f"{c['detectable']:.3f}."))
+    detectable = "" if c["detectable"] is None else f"; the detectable difference is {c['detectable']:.3f}"
+    outcome = f"confirmed, {c['verdict']}." if held else f"not confirmed ({c['verdict']}){detectable}."
+    return f"{head} ({c['lead_diff']:+.3f} there, p = {c['lead_p']:.3g}): {tested}; {outcome}"
 
 
 def _adjusted_text(c: dict) -> str:
