@@ -110,8 +110,7 @@ def conditions_table(comparisons: list[dict]) -> pd.DataFrame:
             rows.append({"condition": c["condition"], "seeds (dyn/static)": "0", "verdict": "not run yet"})
             continue
         rows.append({
-            "condition": c["condition"] + (f" ({c['confirms']})" if c.get("confirms") else "")
-                         + (" (extension)" if c["extension"] else ""),
+            "condition": _condition_label(c),
             "precision": c["precision"],
             "seeds (dyn/static)": _seeds_label(c),
             "static": _mean_sd(c["static"], c["static_sd"]), "dynamic": _mean_sd(c["dynamic"], c["dynamic_sd"]),
@@ -130,6 +129,12 @@ def verdict_text(c: dict) -> str:
     if c["verdict"].endswith(" better") and c.get("p_adjusted", 0.0) >= ALPHA:
         return f"{c['verdict']} alone; not after adjustment"
     return c["verdict"]
+
+
+def _condition_label(c: dict) -> str:
+    """`two-epochs`, `confirm (two-epochs)`, `soft-targets (extension)`."""
+    return (c["condition"] + (f" ({c['confirms']})" if c.get("confirms") else "")
+            + (" (extension)" if c["extension"] else ""))
 
 
 def _seeds_label(c: dict) -> str:
@@ -153,7 +158,7 @@ def differences_figure(comparisons: list[dict], paper_gap: float | None = None) 
     if paper_gap is not None:
         ax.axvline(paper_gap, color="tab:red", ls="--", lw=1, label=f"paper's relative gain here (+{paper_gap:.3f})")
         fig.legend(loc="outside lower center", fontsize=8, frameon=False)
-    ax.set_yticks(range(len(done)), [f"{c['condition']} ({_seeds_label(c)})" for c in reversed(done)])
+    ax.set_yticks(range(len(done)), [f"{_condition_label(c)} ({_seeds_label(c)})" for c in reversed(done)])
     ax.set_xlabel(f"test {MEASURE}: dynamic - static (thick: 95 % CI over seeds; thin: over queries)")
     ax.set_title("Dynamic minus static distillation, by condition")
     ax.grid(axis="x", alpha=0.3)
