@@ -293,3 +293,21 @@ def test_a_lead_is_tested_again_on_fresh_seeds_outside_the_family_and_confirmed_
     assert lead_to_confirm(records, cond) is None and planned(cond, records) == []
     again = next(c for c in compare_all(records) if c["condition"] == "confirm")
     assert confirmation(again).startswith("No condition had a run-level p below 0.05")
+
+
+def test_the_re_ranker_table_counts_the_runs_that_fall_below_their_teacher():
+    from rqakit.report.study import reranker_table
+
+    key = "reranker_nDCG@10"
+    falls = record("two-epochs", "dynamic", 1, 0.7, overrides={"joint.epochs": 2.0})
+    falls["curves"] = [{"step": 0, key: 0.70}, {"step": 30, key: 0.68}, {"step": 60, key: 0.74}]
+    rises = record("two-epochs", "dynamic", 2, 0.7, overrides={"joint.epochs": 2.0})
+    rises["curves"] = [{"step": 0, key: 0.70}, {"step": 30, key: 0.72}, {"step": 60, key: 0.76}]
+    reused = record("power", "dynamic", 1, 0.7)          # teacher-noise reuses it: counted once, under power
+    reused["curves"] = [{"step": 0, key: 0.70}, {"step": 30, key: 0.71}]
+    frame = reranker_table([falls, rises, reused]).set_index("condition")
+    assert list(frame.index) == ["power", "two-epochs"]
+    two = frame.loc["two-epochs"]
+    assert two["runs"] == 2 and two["runs that fall below step 0"] == 1 and two["lowest at step"] == 0
+    assert two["last step"] == pytest.approx(0.75) and two["last - step 0"] == pytest.approx(0.05)
+    assert frame.loc["power", "runs that fall below step 0"] == 0

@@ -277,6 +277,27 @@ def drift_table(records: list[dict]) -> pd.DataFrame:
     return out
 
 
+def reranker_table(records: list[dict]) -> pd.DataFrame:
+    """Per condition that trains its own dynamic arm, the joint re-ranker on the validation pool
+    (its curves, mean over the runs that drew them): at step 0 (the warm teacher), at its lowest and
+    at the last step; whether it falls below its teacher before it learns."""
+    rows = []
+    for cond in COMPARED:
+        if cond.dynamic.reuse is not None:
+            continue
+        key, runs = f"reranker_{MEASURE}", arm_runs(records, cond, "dynamic")
+        band = curve_band(runs, key)
+        if band.empty:
+            continue
+        low = band.loc[band["mean"].idxmin()]
+        curves = [[p[key] for p in r["curves"] if key in p] for r in runs if r.get("curves")]
+        rows.append({"condition": cond.key, "runs": int(band["n"].max()), "step 0 (warm)": band["mean"].iloc[0],
+                     "lowest": low["mean"], "lowest at step": int(low["step"]), "last step": band["mean"].iloc[-1],
+                     "last - step 0": band["mean"].iloc[-1] - band["mean"].iloc[0],
+                     "runs that fall below step 0": sum(min(c[1:], default=c[0]) < c[0] for c in curves if c)})
+    return pd.DataFrame(rows)
+
+
 def teacher_table(out: Path) -> pd.DataFrame:
     """The static targets each warm re-ranker gives its training lists, per temperature."""
     import json
@@ -535,7 +556,8 @@ def write_study(records: list[dict], out: str | Path, profile: str = "scifact") 
         fig = curves_figure(records, cond)
         if fig is not None:
             figs[f"curves_{cond.key}"] = save(fig, figures / f"curves_{cond.key}.png")
-    extra = {"teachers": teacher_table(out), "drift": drift_table(records), "clipping": clip_table(records),
+    extra = {"teachers": teacher_table(out), "drift": drift_table(records), "reranker": reranker_table(records),
+             "clipping": clip_table(records),
              "wall_time": wall_time_table(records)}
     for name, frame in extra.items():
         if not frame.empty:
@@ -593,6 +615,12 @@ def render(records, comparisons, bests, extra, figs, out: Path, profile: str) ->
                   "KL(warm || joint) is the distance between the static arm's targets and the dynamic arm's last "
                   "ones; the retriever's own KL loss beside it is the scale of what it was still learning.", "",
                   _md(extra["drift"]), ""]
+    if not extra["reranker"].empty:
+        lines += ["The joint re-ranker against its teacher: its validation curve (each dynamic arm's runs that drew "
+                  f"one, {MEASURE} on the validation pool) at step 0, where it is the warm re-ranker, at its lowest "
+                  "and at the last step (means over runs), and how many runs fall below the teacher at some step: the fall "
+                  "a cold optimizer can cause.", "",
+                  _md(extra["reranker"]), ""]
     if not extra["clipping"].empty:
         lines += ["Gradient clipping (global norm 1.0 over both towers): share of steps clipped and each tower's "
                   "median gradient norm before the clip.", "", _md(extra["clipping"]), ""]
