@@ -335,8 +335,8 @@ def best_setting(records: list[dict], cond: Condition, provisional: bool = False
 
 def lead_to_confirm(records: list[dict], cond: Condition, provisional: bool = False) -> dict | None:
     """The condition of `cond.confirms` whose dynamic - static difference on test has the smallest
-    run-level p (paired t over seeds), when that p is below 0.05: {"condition", "diff", "p",
-    "overrides": {arm: the overrides its runs trained with}}. None until each of those conditions
+    run-level p (paired t over seeds), when that p is below 0.05: {"condition", "diff", "p", "sd"
+    (of its per-seed differences), "overrides": {arm: the overrides its runs trained with}}. None until each of those conditions
     has exported every run it plans (`provisional`: the lead so far), or when none is below 0.05."""
     from .stats import ALPHA, compare_seeds
 
@@ -349,7 +349,8 @@ def lead_to_confirm(records: list[dict], cond: Condition, provisional: bool = Fa
             continue
         c = compare_seeds({s: r["test"][MEASURE] for s, r in sta.items()}, {s: r["test"][MEASURE] for s, r in dyn.items()})
         if c["p"] is not None and c["p"] < ALPHA:
-            leads.append({"condition": key, "diff": c["diff"], "p": c["p"],
+            diffs = [dyn[seed]["test"][MEASURE] - sta[seed]["test"][MEASURE] for seed in dyn]
+            leads.append({"condition": key, "diff": c["diff"], "p": c["p"], "sd": float(np.std(diffs, ddof=1)),
                           "overrides": {"dynamic": dyn[min(dyn)]["overrides"], "static": sta[min(sta)]["overrides"]}})
     return min(leads, key=lambda lead: lead["p"]) if leads else None
 

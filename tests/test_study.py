@@ -283,6 +283,11 @@ def test_a_lead_is_tested_again_on_fresh_seeds_outside_the_family_and_confirmed_
     by = tested_again(0.02)
     assert "p_adjusted" not in by["confirm"] and by["two-epochs"]["family"] == 5      # one pre-stated test
     assert by["confirm"]["confirms"] == "two-epochs" and by["confirm"]["seeds_dynamic"] == [11, 12, 13, 14, 15]
+    # stated before the fresh runs: what 5 pairs detect if they spread as the lead's did (sd 0.0011 here)
+    from rqakit.stats import detectable_difference
+    sd = float(np.std([0.022, 0.020, 0.022, 0.020, 0.022], ddof=1))
+    assert lead["sd"] == pytest.approx(sd) and by["confirm"]["planned_detectable"] == pytest.approx(
+        detectable_difference(sd / np.sqrt(5), 4))
     assert confirmation(by["confirm"]).endswith("confirmed, dynamic better.")
     assert "seeds 11-15" in confirmation(by["confirm"])
     assert "not confirmed (static better)" in confirmation(tested_again(-0.02)["confirm"])   # reversed: not held

@@ -21,7 +21,7 @@ from scipy.stats import false_discovery_control
 from ..atomic import write_json
 from ..evaluation import paired_test
 from ..stages.teacher import verdict_line
-from ..stats import ALPHA, bootstrap_queries, compare_seeds, verdict
+from ..stats import ALPHA, bootstrap_queries, compare_seeds, detectable_difference, verdict
 from ..study import (
     CONDITIONS,
     DRIFT_LISTS,
@@ -76,9 +76,11 @@ def compare_condition(records: list[dict], cond: Condition, measure: str = MEASU
 
 def _lead(records: list[dict], cond: Condition) -> dict:
     """What a confirmation tests again: the lead's condition, difference and p (None before it is
-    known or where there is none), and whether its conditions have all run."""
-    lead = lead_to_confirm(records, cond) or {}
+    known or where there is none), the difference its seeds detect at 80 % power if they spread as
+    the lead's did (stated before they run), and whether its conditions have all run."""
+    lead, n = lead_to_confirm(records, cond) or {}, len(cond.seeds)
     return {"confirms": lead.get("condition"), "lead_diff": lead.get("diff"), "lead_p": lead.get("p"),
+            "planned_detectable": detectable_difference(lead["sd"] / math.sqrt(n), n - 1) if lead else None,
             "decided": complete(records, cond.confirms)}
 
 
@@ -636,8 +638,12 @@ def render(records, comparisons, bests, extra, figs, out: Path, profile: str) ->
                 lines += [(confirmation(comp) or "Not run yet: the lead is chosen once "
                            f"{', '.join(cond.confirms)} are complete."), ""]
                 continue
+            planned = comp["planned_detectable"]
             lines += [f"Arms: those of {comp['confirms']} (dynamic - static {comp['lead_diff']:+.3f} there, run-level "
-                      f"p = {comp['lead_p']:.3g}), on seeds {', '.join(map(str, cond.seeds))}.", ""]
+                      f"p = {comp['lead_p']:.3g}), on seeds {', '.join(map(str, cond.seeds))}."
+                      + ("" if planned is None else f" If they spread as the lead's seeds did, {len(cond.seeds)} fresh "
+                         f"pairs detect {planned:.3f} at 80 % power; a lead read off the smallest of several p "
+                         "overstates its effect, so the design may miss a smaller true one."), ""]
         else:
             spec = "; ".join(f"{arm}: {arm_text(a)}" for arm, a in cond.arms().items())
             lines += [f"Arms: {spec}.", ""]
