@@ -449,9 +449,15 @@ def conclusions(comparisons: list[dict], drift: pd.DataFrame | None = None) -> l
     level = [c["condition"] for c in done if c["verdict"].startswith("no difference") and not c["in_progress"]]
     running = [c for c in done if c["in_progress"]]
     for arm, better in (("Dynamic", better_dyn), ("Static", better_sta)):
-        if better:
-            lines.append(f"{arm} distillation is significantly better under: "
-                         + "; ".join(_adjusted_text(c) for c in better) + ".")
+        kept = [c for c in better if c["p_adjusted"] < ALPHA]
+        leads = [c for c in better if c["p_adjusted"] >= ALPHA]
+        if kept:
+            lines.append(f"{arm} distillation is significantly better, after adjustment over {kept[0]['family']} "
+                         "conditions, under: " + "; ".join(_adjusted_text(c) for c in kept) + ".")
+        if leads:
+            lines.append(f"{arm} distillation leads, significant alone but not after adjustment over "
+                         f"{leads[0]['family']} conditions (a lead for fresh seeds, not a finding), under: "
+                         + "; ".join(_adjusted_text(c) for c in leads) + ".")
     if level:
         lines.append(f"No significant difference under: {', '.join(level)}.")
     if running:
@@ -471,6 +477,9 @@ def conclusions(comparisons: list[dict], drift: pd.DataFrame | None = None) -> l
     if not better_dyn:
         lines.append("No condition run so far gives dynamic distillation a significant advantage on this collection; "
                      "what that cannot say is listed below.")
+    elif not any(c["p_adjusted"] < ALPHA for c in better_dyn):
+        lines.append("No condition run so far gives dynamic distillation an advantage that survives the adjustment "
+                     "over conditions; what that cannot say is listed below.")
     return lines
 
 
@@ -495,10 +504,7 @@ def confirmation(c: dict) -> str | None:
 
 def _adjusted_text(c: dict) -> str:
     """A significant condition with its p before and after the adjustment over conditions."""
-    kept = c["p_adjusted"] < ALPHA
-    return (f"{c['condition']} ({c['diff']:+.3f}, p = {c['p']:.3g}; {c['p_adjusted']:.3g} adjusted over "
-            f"{c['family']} conditions, " + ("significant after adjustment)" if kept else
-                                            "not significant after adjustment: a lead for fresh seeds, not a finding)"))
+    return f"{c['condition']} ({c['diff']:+.3f}, p = {c['p']:.3g}; {c['p_adjusted']:.3g} adjusted)"
 
 
 LIMITS = (
