@@ -587,6 +587,21 @@ def _md(frame: pd.DataFrame, fmt: str = "{:.3f}") -> str:
     return markdown_table(frame, fmt)
 
 
+# What the report says above each of the tables read off the runs' records.
+TABLE_PROSE = {
+    "drift": f"Drift: how far each dynamic run's re-ranker ended from the warm one it started as, on {DRIFT_LISTS} of "
+             "its training lists (a fixed sample) at its distillation temperature. KL(warm || joint) is the distance "
+             "between the static arm's targets and the dynamic arm's last ones; the retriever's own KL loss beside it "
+             "is the scale of what it was still learning.",
+    "reranker": f"The joint re-ranker against its teacher: its validation curve (each dynamic arm's runs that drew one, "
+                f"{MEASURE} on the validation pool) at step 0, where it is the warm re-ranker, at its lowest and at the "
+                "last step (means over runs), and how many runs fall below the teacher at some step: the fall a cold "
+                "optimizer can cause.",
+    "clipping": "Gradient clipping (global norm 1.0 over both towers): share of steps clipped and each tower's median "
+                "gradient norm before the clip.",
+}
+
+
 def render(records, comparisons, bests, extra, figs, out: Path, profile: str) -> str:
     machines = sorted({r["machine"] for r in records if r.get("machine")})
     commits = sorted({r["commit"] for r in records if r.get("commit")})
@@ -617,21 +632,9 @@ def render(records, comparisons, bests, extra, figs, out: Path, profile: str) ->
                   "train on), by temperature.", "", _md(extra["teachers"]), ""]
     for checked in teacher_checks(out):
         lines += [f"Teacher check, {checked['teacher']}: {verdict_line(checked['leads'])}.", ""]
-    if not extra["drift"].empty:
-        lines += ["Drift: how far each dynamic run's re-ranker ended from the warm one it started as, on "
-                  f"{DRIFT_LISTS} of its training lists (a fixed sample) at its distillation temperature. "
-                  "KL(warm || joint) is the distance between the static arm's targets and the dynamic arm's last "
-                  "ones; the retriever's own KL loss beside it is the scale of what it was still learning.", "",
-                  _md(extra["drift"]), ""]
-    if not extra["reranker"].empty:
-        lines += ["The joint re-ranker against its teacher: its validation curve (each dynamic arm's runs that drew "
-                  f"one, {MEASURE} on the validation pool) at step 0, where it is the warm re-ranker, at its lowest "
-                  "and at the last step (means over runs), and how many runs fall below the teacher at some step: the fall "
-                  "a cold optimizer can cause.", "",
-                  _md(extra["reranker"]), ""]
-    if not extra["clipping"].empty:
-        lines += ["Gradient clipping (global norm 1.0 over both towers): share of steps clipped and each tower's "
-                  "median gradient norm before the clip.", "", _md(extra["clipping"]), ""]
+    for name, text in TABLE_PROSE.items():
+        if not extra[name].empty:
+            lines += [text, "", _md(extra[name]), ""]
     lines += ["## Conditions", "",
               "Each condition's curves: every `joint.eval_every` steps, each model ranks a fixed pool per validation "
               "query (the union of BM25's and the warm retriever's top 10), cheap enough to repeat through training; "
