@@ -277,10 +277,14 @@ def test_a_lead_is_tested_again_on_fresh_seeds_outside_the_family_and_confirmed_
     assert len(runs) == 10 and all(point == {"joint.epochs": 2.0} for _, _, point, _ in runs)
     assert runs[0][3] == "confirm.dynamic[epochs=2.0].s11"
 
-    def tested_again(gap):
+    def tested_again(gap, pairs=5):
         fresh = [record("confirm", arm, seed, 0.70 + 0.01 * (seed % 3) + (gap + 0.003 * (seed % 2)) * (arm == "dynamic"),
-                        point=point) for arm, seed, point, _ in runs]
+                        point=point) for arm, seed, point, _ in runs[:2 * pairs]]
         return {c["condition"]: c for c in compare_all(records + fresh)}
+
+    assert confirmation(tested_again(0.02, pairs=1)["confirm"]).endswith(
+        "on fresh seeds (one pre-stated test, not adjusted over conditions): still running, 1 of 5 seed pairs so far.")
+    assert "): 3 of 5 seed pairs so far, +0.02" in confirmation(tested_again(0.02, pairs=3)["confirm"])
 
     by = tested_again(0.02)
     assert "p_adjusted" not in by["confirm"] and by["two-epochs"]["family"] == 5      # one pre-stated test

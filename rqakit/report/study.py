@@ -489,10 +489,12 @@ def confirmation(c: dict) -> str | None:
     if c["confirms"] is None:
         return ("No condition had a run-level p below 0.05, so no lead was tested again on fresh seeds."
                 if c["decided"] else None)
-    seeds = f"seeds {c['seeds_dynamic'][0]}-{c['seeds_dynamic'][-1]}" if c["complete"] else "fresh seeds"
+    seeds = (f"seeds {c['seeds_dynamic'][0]}-{c['seeds_dynamic'][-1]}" if c["complete"] and not c["in_progress"]
+             else "fresh seeds")
     head = f"The lead of {c['confirms']}, tested again on {seeds} (one pre-stated test, not adjusted over conditions)"
     if not c["complete"] or c["p"] is None:
-        return f"{head}: still running."
+        pairs = len(c["seeds_dynamic"]) if c["complete"] else 0
+        return f"{head}: still running, {pairs} of {c['seeds_planned']} seed pairs so far."
     tested = f"{c['diff']:+.3f}, 95 % CI {_interval(c['ci'])}, p = {c['p']:.3g}"
     if c["in_progress"]:
         return f"{head}: {len(c['seeds_dynamic'])} of {c['seeds_planned']} seed pairs so far, {tested}."
