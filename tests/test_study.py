@@ -321,4 +321,5 @@ def test_the_re_ranker_table_counts_the_runs_that_fall_below_their_teacher():
     two = frame.loc["two-epochs"]
     assert two["runs"] == 2 and two["runs that fall below step 0"] == 1 and two["lowest at step"] == 0
     assert two["last step"] == pytest.approx(0.75) and two["last - step 0"] == pytest.approx(0.05)
-    assert frame.loc["power", "runs that fall below step 0"] == 0
+    assert two["largest fall"] == pytest.approx(0.02)
+    assert frame.loc["power", "runs that fall below step 0"] == 0 and frame.loc["power", "largest fall"] < 0

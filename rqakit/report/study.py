@@ -296,7 +296,8 @@ def reranker_table(records: list[dict]) -> pd.DataFrame:
         rows.append({"condition": cond.key, "runs": int(band["n"].max()), "step 0 (warm)": band["mean"].iloc[0],
                      "lowest": low["mean"], "lowest at step": int(low["step"]), "last step": band["mean"].iloc[-1],
                      "last - step 0": band["mean"].iloc[-1] - band["mean"].iloc[0],
-                     "runs that fall below step 0": sum(min(c[1:], default=c[0]) < c[0] for c in curves if c)})
+                     "runs that fall below step 0": sum(min(c[1:], default=c[0]) < c[0] for c in curves if c),
+                     "largest fall": max((c[0] - min(c[1:], default=c[0]) for c in curves if c), default=0.0)})
     return pd.DataFrame(rows)
 
 
@@ -597,8 +598,8 @@ TABLE_PROSE = {
              "is the scale of what it was still learning.",
     "reranker": f"The joint re-ranker against its teacher: its validation curve (each dynamic arm's runs that drew one, "
                 f"{MEASURE} on the validation pool) at step 0, where it is the warm re-ranker, at its lowest and at the "
-                "last step (means over runs), and how many runs fall below the teacher at some step: the fall a cold "
-                "optimizer can cause.",
+                "last step (means over runs), how many runs fall below the teacher at some step and the largest fall "
+                "(negative: none fell): what a cold optimizer can cause.",
     "clipping": "Gradient clipping (global norm 1.0 over both towers): share of steps clipped and each tower's median "
                 "gradient norm before the clip.",
 }
