@@ -258,6 +258,7 @@ def test_the_gap_by_step_pairs_seeds_and_gives_the_run_level_interval():
 
 def test_a_lead_is_tested_again_on_fresh_seeds_outside_the_family_and_confirmed_only_by_its_own_test(tmp_path):
     from rqakit.report.study import compare_all, confirmation
+    from rqakit.stats import detectable_difference
     from rqakit.study import lead_to_confirm
 
     cond, records = condition("confirm"), []
@@ -290,7 +291,6 @@ def test_a_lead_is_tested_again_on_fresh_seeds_outside_the_family_and_confirmed_
     assert "p_adjusted" not in by["confirm"] and by["two-epochs"]["family"] == 5      # one pre-stated test
     assert by["confirm"]["confirms"] == "two-epochs" and by["confirm"]["seeds_dynamic"] == [11, 12, 13, 14, 15]
     # stated before the fresh runs: what 5 pairs detect if they spread as the lead's did (sd 0.0011 here)
-    from rqakit.stats import detectable_difference
     sd = float(np.std([0.022, 0.020, 0.022, 0.020, 0.022], ddof=1))
     assert lead["sd"] == pytest.approx(sd) and by["confirm"]["planned_detectable"] == pytest.approx(
         detectable_difference(sd / np.sqrt(5), 4))
