@@ -154,17 +154,17 @@ def model_lengths(cfg) -> tuple[int, int, int, int]:
     return m.q_max_len, m.p_max_len, m.ce_max_len, cfg.st_mnrl.max_length
 
 
-def lengths_at(ws) -> Lengths:
-    """`measure_lengths` under the workspace's own max lengths; `max_lengths`, an upper bound,
-    where the data or the tokenizer is not here."""
+def lengths_at(ws) -> tuple[Lengths, str]:
+    """(`measure_lengths` under the workspace's own max lengths, "data"); `max_lengths`, an upper
+    bound, where the data or the tokenizer is not here, with where it came from."""
     from .data.irds import no_downloads
     from .errors import RqaError
 
     with no_downloads():
         try:
-            return measure_lengths(ws)
+            return measure_lengths(ws), "data"
         except RqaError:
-            return max_lengths(ws.cfg)
+            return max_lengths(ws.cfg), "max lengths (data or tokenizer not here): an upper bound"
 
 
 def stage_work(ws, lengths: Lengths, counts: Counts | None = None) -> dict[str, list[Work]]:
@@ -246,7 +246,7 @@ def study_work(cfg, lengths: Lengths, counts: Counts, out=None) -> dict[str, tup
             run_cfg = apply_overrides(copy.deepcopy(cfg), {**arm.overrides, **(point or {})})
             validate(run_cfg)
             ws, m = Workspace(run_cfg), run_cfg.joint.list_size
-            own = lengths_at(ws) if model_lengths(run_cfg) != model_lengths(cfg) else lengths
+            own = lengths_at(ws)[0] if model_lengths(run_cfg) != model_lengths(cfg) else lengths
             name = f"joint-{arm.variant}-m{m}-s{seed}"
             reads = study.evaluates(cond, seed, run_cfg) or joint.report_reads(run_cfg, arm.variant, m, seed)
             for stage in joint.NEEDS:   # the stages this condition's overrides rebuild
@@ -305,10 +305,7 @@ def plan(cfg, *, peak_gflops: float | None = None, study: bool = False) -> dict:
             counts, counts_from = data_counts(ws), "data"
         except RqaError:
             counts, counts_from = metadata_counts(cfg), "ir_datasets metadata (data not cached)"
-        try:
-            lengths, lengths_from = measure_lengths(ws), "data"
-        except RqaError:
-            lengths, lengths_from = max_lengths(cfg), "max lengths (data or tokenizer not here): an upper bound"
+    lengths, lengths_from = lengths_at(ws)
     work = {stage: (parts, ws.folder(stage), False) for stage, parts in stage_work(ws, lengths, counts).items()}
     if study:   # a study run that is one of the report's (power's first seeds) counts once
         folders = {folder for _, folder, _ in work.values()}
