@@ -149,6 +149,10 @@ class JointConfig:
     ce_warmup_ratio: float = _f(0.0, "linear warm-up share of steps for the re-ranker's learning rate (official: 0)")
     teacher_dropout: bool = _f(False, "static only: the frozen teacher scores every step in train mode (dropout on, "
                                       "no updates), so the targets are as noisy as a dynamic run's without learning")
+    teacher: str = _f("warm", "static only: the frozen teacher: warm (the warm re-ranker, Table 4) | joint (the "
+                              "re-ranker of the dynamic run with these settings and seed, after its last step)")
+    clip_per_tower: bool = _f(False, "clip each tower's gradient norm to joint.clip apart (official: one global norm "
+                                     "over both towers, so the re-ranker's larger gradient shrinks the retriever's)")
     teacher_temperature: float = _f(1.0, "the re-ranker's logits are divided by this before the KL's list softmax "
                                          "(paper: 1; above 1 softens the targets, an extension)")
     eval_every: int = _f(0, "evaluate both models on the validation slice every N steps (0: off)")
@@ -439,6 +443,7 @@ CHOICES = {
     "joint.ce_loss": ("listwise", "pointwise"),
     "joint.kl_direction": ("code", "paper"),
     "joint.kl_reduction": ("mean", "batchmean"),
+    "joint.teacher": ("warm", "joint"),
     "model.pooling": ("cls", "mean"),
     "model.ce_pooling": ("cls", "mean"),
     "augment.calibration": ("platt", "sigmoid", "rank"),
@@ -580,7 +585,8 @@ NEUTRAL = ("evaluate.batch_size", "warmup_de.checkpoint_every", "warmup_ce.check
 # Fields added after stage folders were committed: at these values they stay out of every stage
 # and report hash, so a folder built before the field existed keeps its name.
 HASHED_WHEN_SET = {"joint.ce_lr": None, "joint.ce_warmup_ratio": 0.0, "joint.teacher_dropout": False,
-                   "joint.teacher_temperature": 1.0, "warmup_ce.lead_epochs": 0}
+                   "joint.teacher_temperature": 1.0, "warmup_ce.lead_epochs": 0, "joint.teacher": "warm",
+                   "joint.clip_per_tower": False}
 
 
 def at_default(key: str, value) -> bool:

@@ -213,6 +213,8 @@ def joint_work(cfg, lengths: Lengths, c: Counts, variant: str, m: int, reads: di
     if reads["rerank"]:   # BM25's candidates too: about half of them are the retriever's, scored once
         share = 1.5 if reads["rerank_bm25"] else 1.0
         parts.append(Work("score", share * c.test * cfg.evaluate.rerank_depth * pair, pair))
+    if not dynamic and j.teacher == "joint":   # the trained teacher scores every list row itself
+        parts.append(Work("score", lists * m * pair, pair))
     if reads["curves"]:   # both models over a pool of about 20 passages per validation query
         points = steps // j.eval_every + 2
         parts.append(Work("encode", points * c.val * 20 * p, p))
@@ -255,6 +257,13 @@ def study_work(cfg, lengths: Lengths, counts: Counts, out=None) -> dict[str, tup
                     work[key] = (stage_work(ws, own, counts)[stage], folder, False)
             work[rid] = (joint_work(run_cfg, own, counts, arm.variant, m, reads),
                          ws.folder(name, joint.stage_hash(ws, name, reads)), rid in exported)
+            if run_cfg.joint.teacher == "joint":   # the dynamic run it distils from, unless planned already
+                j = joint.variant_config(ws, arm.variant, m, seed)
+                teacher_ws, teacher_name, teacher_reads = joint.teacher_run(ws, j, reads)
+                folder = teacher_ws.folder(teacher_name, joint.stage_hash(teacher_ws, teacher_name, teacher_reads))
+                if all(folder != item[1] for item in work.values()):
+                    work[f"{cond.key}: {teacher_name}"] = (joint_work(teacher_ws.cfg, own, counts, "dynamic", m,
+                                                                      teacher_reads), folder, False)
     return work
 
 

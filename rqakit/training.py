@@ -41,6 +41,7 @@ class OptimSettings:
     warmup_ratio: float = 0.0   # 0 with schedule "constant" = the official joint code's constant LR
     schedule: str = "constant"  # constant | linear (warm-up then linear decay to 0)
     clip: float = 1.0
+    clip_per_tower: bool = False  # each top-level submodule's gradient norm clipped apart (default: one global norm)
     optimizer: str = "adamw"    # adamw (the paper's Adam with decoupled decay) | sgd (tests: no
                                 # per-parameter normalisation, so loss scale errors show)
     towers: dict = field(default_factory=dict)  # {"ce": {"lr": 5e-6, "warmup_ratio": 0.1}}: a top-level
@@ -242,6 +243,23 @@ def tower_grad_norms(model: nn.Module) -> dict[str, float]:
     return out
 
 
+def clip_gradients(model: nn.Module, trainable: list, optim: OptimSettings) -> float | None:
+    """Clip the gradients to `optim.clip` and return their global norm before it (None: no clip).
+
+    One norm over every trainable parameter, as the official code's global-norm clip: in joint
+    training the re-ranker's gradient, several times the retriever's in the kit's runs, then sets
+    how far both are scaled. `clip_per_tower`: each top-level submodule (`de`, `ce`) is clipped by
+    its own norm, so one tower's gradient never scales the other's."""
+    if not optim.clip:
+        return None
+    if not optim.clip_per_tower:
+        return float(torch.nn.utils.clip_grad_norm_(trainable, optim.clip))
+    groups = [list(child.parameters()) for child in model.children()] + [list(model.parameters(recurse=False))]
+    norms = [torch.nn.utils.clip_grad_norm_(g, optim.clip) for g in
+             ([p for p in group if p.grad is not None] for group in groups) if g]
+    return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
+
+
 def train(model: nn.Module, plan: Sequence[Sequence[Any]], collate: Callable[[Any], Any], *,
           optim: OptimSettings, device: torch.device | None = None, precision: bool = True,
           checkpoint_dir: Path | None = None, checkpoint_every: int = 0, stop_after: int | None = None,
@@ -303,7 +321,7 @@ def train(model: nn.Module, plan: Sequence[Sequence[Any]], collate: Callable[[An
         if scaler is not None:
             scaler.unscale_(optimizer)   # clip the true gradients
         towers = tower_grad_norms(model)  # before the clip: how often, and where, it fires
-        norm = torch.nn.utils.clip_grad_norm_(trainable, optim.clip) if optim.clip else None
+        norm = clip_gradients(model, trainable, optim)
         if scaler is None:
             optimizer.step()
         else:

@@ -102,13 +102,17 @@ def test_the_study_plan_lists_its_runs_exported_ones_done_and_the_stages_they_ne
     # power 8 seeds x 2 arms less the report's 3 seeds of each (the same folders): 10; teacher-noise's static
     # arm: 5; ce-optimizer: 3 grid points on seed 1, then seeds 2-5 at the first point: 7; pointwise-warm: 10
     # and its own warmup_ce and augment; soft-targets: 2 grid points on static seed 1, then 9 more: 11;
-    # two-epochs: 10
-    assert len(names) == len(set(names)) == 10 + 5 + 7 + 12 + 11 + 10
+    # two-epochs: 10; trained-teacher's static arm: 5, its teachers two-epochs' dynamic runs (counted once);
+    # tower-clip's dynamic arm: 5
+    assert len(names) == len(set(names)) == 10 + 5 + 7 + 12 + 11 + 10 + 5 + 5
+    assert not any(n.startswith("trained-teacher: ") for n in names)
     assert "power.dynamic.s1" not in names and "power.dynamic.s4" in names
     assert {"pointwise-warm: warmup_ce", "pointwise-warm: augment"} <= set(names)
     assert "pointwise-warm: warmup_de" not in names                           # the profile's own, in the report
     two = {r["stage"]: r for r in rows if r["stage"].startswith("two-epochs")}
     assert two["two-epochs.static.s1"]["tflop"] > next(r for r in rows if r["stage"] == "power.static.s4")["tflop"]
+    trained = next(r for r in rows if r["stage"] == "trained-teacher.static.s1")   # its teacher scores every row
+    assert trained["tokens"] > two["two-epochs.static.s1"]["tokens"]
     out = tmp_path / "reports" / "toy-study" / "runs"
     out.mkdir(parents=True)
     (out / "power.dynamic.s4.json").write_text(json.dumps({"run": "power.dynamic.s4", "condition": "power", "arm": "dynamic",

@@ -106,8 +106,28 @@ def test_stage_folders_keep_their_names(monkeypatch, profile, dtype, kernels):
 
 
 @pytest.mark.parametrize("key, value", [("joint.ce_lr", 5e-6), ("joint.ce_warmup_ratio", 0.2),
-                                        ("joint.teacher_temperature", 2.0)])
+                                        ("joint.teacher_temperature", 2.0), ("joint.clip_per_tower", True)])
 def test_a_study_switch_enters_the_joint_hash_only_when_set(key, value):
     default, switched = Workspace(load_config("toy")), Workspace(load_config("toy", {key: value}))
     assert default.folder("joint-dynamic-m4-s1") != switched.folder("joint-dynamic-m4-s1")
     assert all(default.hash(s) == switched.hash(s) for s in ("baselines", "warmup_de", "warmup_ce", "augment"))
+
+
+def test_a_static_run_on_the_trained_teacher_hashes_apart_and_names_its_teacher_run(monkeypatch):
+    """joint.teacher: joint puts the dynamic run's last re-ranker in the warm one's place: the static
+    folder moves, and moves again when its teacher run is another, while the dynamic variant
+    refuses the switch."""
+    from rqakit.errors import RqaError
+
+    warm, trained = Workspace(load_config("toy")), Workspace(load_config("toy", {"joint.teacher": "joint"}))
+    assert warm.folder("joint-static-m4-s1") != trained.folder("joint-static-m4-s1")
+    curves = {"curves": True, "rerank": False, "rerank_bm25": False}
+    teacher_ws, name, reads = joint.teacher_run(trained, joint.variant_config(trained, "static", None, 2), curves)
+    assert (name, reads) == ("joint-dynamic-m4-s2", curves)   # the run the study's static arm pairs with
+    assert joint.stage_hash(teacher_ws, name, reads) == joint.stage_hash(warm, name, reads)
+    before = joint.stage_hash(trained, "joint-static-m4-s1", curves)
+    real = joint.teacher_run
+    monkeypatch.setattr(joint, "teacher_run", lambda ws, j, ev: (*real(ws, j, ev)[:2], {**curves, "curves": False}))
+    assert joint.stage_hash(trained, "joint-static-m4-s1", curves) != before
+    with pytest.raises(RqaError, match="joint.teacher"):
+        trained.folder("joint-dynamic-m4-s1")

@@ -139,6 +139,34 @@ def test_static_run_keeps_the_teacher_and_reports_only_the_retriever(ws):
     assert all(0.0 <= v <= 1.0 for v in metrics["retriever"].values())
 
 
+def test_a_static_run_on_the_trained_teacher_distils_from_its_dynamic_pair_s_last_re_ranker(ws, monkeypatch):
+    """joint.teacher: joint: the frozen teacher is the re-ranker the dynamic run of the same settings
+    and seed saved (trained once, for both), and it scores every list row itself, none of augment's
+    warm scores kept."""
+    from rqakit.models import CrossEncoder
+
+    quiet = lambda *_: None  # noqa: E731
+    seen = {}
+    real = joint.teacher_scores
+
+    def spy(lists, ws_, ce, batch_size):
+        seen["unscored"] = bool(np.isnan(lists.ce_scores).all())
+        seen["teacher"] = {k: v.clone() for k, v in ce.state_dict().items()}
+        return real(lists, ws_, ce, batch_size)
+
+    monkeypatch.setattr(joint, "teacher_scores", spy)
+    trained = Workspace(load_config("toy", {**SMALL, "runtime.workdir": ws.config.runtime.workdir,
+                                            "joint.teacher": "joint"}))
+    static = joint.run(trained, "static", seed=2, log=quiet)
+    pair = joint.run(ws, "dynamic", seed=2, log=quiet)     # cached: the run the teacher came from
+    assert read_manifest(pair)["finished_at"] < read_manifest(static)["finished_at"]
+    last = CrossEncoder.from_pretrained(pair / "reranker").state_dict()
+    warm = CrossEncoder.from_pretrained(ws.folder("warmup_ce") / "model").state_dict()
+    assert seen["unscored"] and all(torch.equal(seen["teacher"][k], v) for k, v in last.items())
+    assert not all(torch.equal(warm[k], v) for k, v in last.items())   # it trained: not the warm one
+    assert static != joint.run(ws, "static", seed=2, log=quiet)
+
+
 def test_a_killed_stage_leaves_only_a_temporary_folder_that_the_next_run_removes(tmp_path):
     import subprocess
     import sys

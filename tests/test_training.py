@@ -427,6 +427,36 @@ def test_the_history_names_each_towers_gradient_norm_before_the_clip():
     assert all("grad_norm_ce" not in h for h in static.history)            # a frozen teacher has no gradient
 
 
+def test_a_global_clip_scales_both_towers_by_one_factor_and_a_per_tower_clip_each_by_its_own():
+    """Gradients of norm 0.6 (retriever) and 8.0 (re-ranker), clip 1: one global norm of 8.02
+    shrinks the retriever's to 0.6 / 8.02; clipped apart, the retriever keeps its 0.6 and the
+    re-ranker is cut to 1. Both report the global norm before the clip (float32 sums of a million
+    equal terms: 1e-3)."""
+    model = joint_model()
+
+    def set_grads():
+        for tower, norm in (("de", 0.6), ("ce", 8.0)):
+            params = [p for p in getattr(model, tower).parameters() if p.requires_grad]
+            size = sum(p.numel() for p in params)
+            for p in params:
+                p.grad = torch.full_like(p, norm / math.sqrt(size))
+
+    def norms():
+        return [float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in getattr(model, t).parameters()
+                                                            if p.grad is not None]))) for t in ("de", "ce")]
+
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    total = math.hypot(0.6, 8.0)
+    set_grads()
+    assert training.clip_gradients(model, trainable, OptimSettings(clip=1.0)) == pytest.approx(total, rel=1e-3)
+    assert norms() == pytest.approx([0.6 / total, 8.0 / total], rel=1e-3)
+    set_grads()
+    assert training.clip_gradients(model, trainable, OptimSettings(clip=1.0, clip_per_tower=True)) == pytest.approx(
+        total, rel=1e-3)
+    assert norms() == pytest.approx([0.6, 1.0], rel=1e-3)
+    assert training.clip_gradients(model, trainable, OptimSettings(clip=0.0)) is None
+
+
 def test_a_frozen_teacher_in_train_mode_gets_no_update_and_varies_with_dropout():
     """teacher_dropout: the static teacher rescored at each step with dropout on (other scores on
     the same list), never updated, and no teacher scores needed in the examples."""

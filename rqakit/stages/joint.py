@@ -10,6 +10,10 @@ Both models start from the warm-up stages and read the lists of `augment`:
 | no-denoise   | undenoised lists only, for as many optimizer steps as the run on all lists   |
 |              | (`ablations.no_denoise_budget: steps`; `epochs`: same epochs, ~half the steps) |
 
+The static teacher is the warm re-ranker; `joint.teacher: joint` puts in its place the re-ranker
+of the dynamic run with the same settings and seed, after its last step (a better teacher that no
+longer moves), and that run's hash enters the static run's.
+
 A folder per (variant, m, seed): `retriever/`, `reranker/` (dynamic variants), `history.json`,
 `curves.json` (both models on the validation slice every `joint.eval_every` steps: mutual
 improvement, seen), `metrics.json` (test retrieval and re-ranking: `reranker` on the run's own
@@ -68,7 +72,21 @@ def variant_config(ws: Workspace, variant: str, list_size: int | None, seed: int
     if j.teacher_dropout and j.mode != "static":
         raise RqaError("joint.teacher_dropout reads a frozen teacher in train mode: it applies to the static "
                        "variant only (rqakit stage joint:static)")
+    if j.teacher != "warm" and j.mode != "static":
+        raise RqaError("joint.teacher chooses the frozen teacher of the static variant: set it with "
+                       "rqakit stage joint:static only")
     return j
+
+
+def teacher_run(ws: Workspace, j, evaluates: dict[str, bool] | None) -> tuple[Workspace, str, dict[str, bool]]:
+    """The dynamic run whose last re-ranker a `joint.teacher: joint` static run distils from:
+    (its Workspace, its run name, what it evaluates). It has the static run's settings and seed
+    in the dynamic variant and evaluates as `evaluates` (a study's runs) or as the report reads a
+    dynamic run, so it is the run the static one pairs with, trained once for both."""
+    joint_section = dataclasses.replace(ws.config.joint, mode="dynamic", teacher="warm", teacher_dropout=False)
+    teacher_ws = Workspace(dataclasses.replace(ws.config, joint=joint_section), root=ws.root, kernels=ws.kernels)
+    reads = evaluates or report_reads(teacher_ws.config, "dynamic", j.list_size, j.seed)
+    return teacher_ws, folder_name("dynamic", j.list_size, j.seed), reads
 
 
 def matched_epochs(n_reference: int, n_lists: int, batch_queries: int, epochs: float) -> float:
@@ -108,7 +126,10 @@ def stage_hash(ws: Workspace, name: str, evaluates: dict[str, bool] | None = Non
     extra = {"variant": variant, **(evaluates or report_reads(ws.config, variant, list_size, seed))}
     if variant == "no-denoise":  # how many steps it trains (ablations.no_denoise_budget)
         extra["no_denoise_budget"] = ws.cfg.ablations.no_denoise_budget
-    return ws.hash("joint", extra=extra, sections={"joint": variant_config(ws, variant, list_size, seed)})
+    j = variant_config(ws, variant, list_size, seed)
+    if j.teacher == "joint":     # the dynamic run whose re-ranker it distils from
+        extra["teacher"] = stage_hash(*teacher_run(ws, j, evaluates))
+    return ws.hash("joint", extra=extra, sections={"joint": j})
 
 
 class ListExamples(Sequence):
@@ -187,13 +208,20 @@ def run(ws: Workspace, variant: str = "dynamic", *, list_size: int | None = None
     reads = evaluates or report_reads(ws.config, variant, j.list_size, j.seed)
 
     def build(tmp: Path) -> dict:
+        teacher = wce / "model"
+        if j.teacher == "joint":
+            teacher_ws, _, teacher_reads = teacher_run(ws, j, evaluates)
+            teacher = run(teacher_ws, "dynamic", list_size=j.list_size, seed=j.seed, evaluates=teacher_reads,
+                          log=log) / "reranker"
         lists = training_lists(aug / "lists.parquet", use_denoised=j.use_denoised, list_size=j.list_size)
+        if j.teacher == "joint":  # augment's scores are the warm re-ranker's: the trained one scores every row
+            lists = dataclasses.replace(lists, ce_scores=np.full_like(lists.ce_scores, np.nan))
         epochs = j.epochs
         if budget == "steps":  # w/o denoised: the steps of the run on all lists, not half of them
             n_all = pq.ParquetFile(aug / "lists.parquet").metadata.num_rows
             epochs = matched_epochs(n_all, len(lists), j.batch_queries, j.epochs)
         de = DualEncoder.from_pretrained(wde / "model").train()
-        ce = CrossEncoder.from_pretrained(wce / "model")
+        ce = CrossEncoder.from_pretrained(teacher if j.mode == "static" else wce / "model")
         batch_size = cfg.evaluate.batch_size
         fixed_teacher = j.mode == "static" and not j.teacher_dropout
         examples = ListExamples(ws, lists, teacher_scores(lists, ws, ce, batch_size) if fixed_teacher else None)
@@ -213,7 +241,7 @@ def run(ws: Workspace, variant: str = "dynamic", *, list_size: int | None = None
             evaluator = curve_evaluator(ws, de, None if j.mode == "static" else ce, pools, batch_size)
         result = fit(objective, examples, plan, ws=ws, section=j, folder=folder, desc=name, log=log,
                      optim=OptimSettings(lr=j.lr, weight_decay=j.weight_decay, warmup_ratio=0.0,
-                                         schedule="constant", clip=j.clip,
+                                         schedule="constant", clip=j.clip, clip_per_tower=j.clip_per_tower,
                                          towers={"ce": ce_own} if ce_own and j.mode != "static" else {}),
                      stop_after=stop_after, eval_fn=evaluator, eval_every=j.eval_every)
         if stop_after is not None and result.resumed_from + result.steps < len(plan):
