@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import SMALL_TOY
 
-from rqakit.report.study import compare_condition, write_study
+from rqakit.report.study import arm_shift, compare_condition, write_study
 from rqakit.study import CONDITIONS, arm_runs, best_setting, condition, planned, read_runs, run_id, run_queue
 
 QUERIES = [f"q{i}" for i in range(40)]
@@ -323,3 +323,18 @@ def test_the_re_ranker_table_counts_the_runs_that_fall_below_their_teacher():
     assert two["last step"] == pytest.approx(0.75) and two["last - step 0"] == pytest.approx(0.05)
     assert two["largest fall"] == pytest.approx(0.02)
     assert frame.loc["power", "runs that fall below step 0"] == 0 and frame.loc["power", "largest fall"] < 0
+
+
+def test_a_one_arm_change_is_set_against_the_same_arm_of_the_condition_it_reuses():
+    """teacher-noise changes the static arm only: its static runs minus power's static runs, paired by
+    seed in one precision (a run of another precision never pairs); a condition that changes both
+    arms has no such shift."""
+    records = [record("power", arm, s, 0.70 + 0.01 * s) for s in (1, 2, 3) for arm in ("dynamic", "static")]
+    records += [record("teacher-noise", "static", s, 0.70 + 0.01 * s - d, overrides={"joint.teacher_dropout": True})
+                for s, d in ((1, 0.010), (2, 0.020), (3, 0.030))]
+    records.append(record("teacher-noise", "static", 4, 0.9, precision="float32"))
+    shift = compare_condition(records, condition("teacher-noise"))["arm_shift"]
+    assert (shift["arm"], shift["reference"], shift["seeds"]) == ("static", "power", [1, 2, 3])
+    assert shift["diff"] == pytest.approx(-0.020) and shift["ci"][0] < -0.020 < shift["ci"][1]
+    assert arm_shift(records, condition("two-epochs"), "bfloat16") is None     # both arms its own
+    assert arm_shift(records[:6] + records[6:7], condition("teacher-noise"), "bfloat16") is None   # one seed

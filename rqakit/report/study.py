@@ -59,6 +59,9 @@ def compare_condition(records: list[dict], cond: Condition, measure: str = MEASU
            "chosen": chosen_point(records, cond),
            **(_lead(records, cond) if cond.confirms else {}),
            "wall_time_s": float(sum(r.get("wall_time_s") or 0.0 for r in own))}
+    shift = arm_shift(records, cond, precision, measure)
+    if shift is not None:
+        out["arm_shift"] = shift
     if not dyn or not sta:
         return {**out, "complete": False}
     c = compare_seeds({s: r["test"][measure] for s, r in sta.items()}, {s: r["test"][measure] for s, r in dyn.items()})
@@ -72,6 +75,36 @@ def compare_condition(records: list[dict], cond: Condition, measure: str = MEASU
             "verdict": verdict(c, "static", "dynamic"),
             "val_static": float(np.mean([r["val"][measure] for r in sta.values()])),
             "val_dynamic": float(np.mean([r["val"][measure] for r in dyn.values()]))}
+
+
+def arm_shift(records: list[dict], cond: Condition, precision: str | None, measure: str = MEASURE) -> dict | None:
+    """For a condition that changes one arm and reuses the other: the changed arm's test `measure`
+    minus the same arm of the condition it reuses, paired by seed in `precision` (what the change
+    did to the arm it touched, beside what it did to the gap); None for a condition that changes
+    both arms, or before two seeds pair."""
+    changed = [name for name, arm in cond.arms().items() if arm.reuse is None]
+    reused = [arm.reuse for arm in cond.arms().values() if arm.reuse]
+    if len(changed) != 1 or len(reused) != 1:
+        return None
+
+    def by_seed(runs):
+        return {r["seed"]: r["test"][measure] for r in runs if str(r["precision"]) == precision}
+
+    mine = by_seed(arm_runs(records, cond, changed[0]))
+    reference = by_seed(arm_runs(records, condition(reused[0]), changed[0]))
+    seeds = sorted(set(mine) & set(reference))
+    if len(seeds) < 2:
+        return None
+    c = compare_seeds({s: reference[s] for s in seeds}, {s: mine[s] for s in seeds})
+    return {"arm": changed[0], "reference": reused[0], "seeds": seeds, "diff": c["diff"], "ci": c["ci"], "p": c["p"]}
+
+
+def shift_text(c: dict) -> str:
+    """`the static arm against two-epochs' static arm on the same 5 seeds: +0.004, 95 % CI [...], p = 0.5`."""
+    s = c["arm_shift"]
+    tested = "" if s["p"] is None else f", 95 % CI {_interval(s['ci'])}, p = {s['p']:.3g}"
+    return (f"the {s['arm']} arm against {s['reference']}'s {s['arm']} arm on the same {len(s['seeds'])} seeds: "
+            f"{s['diff']:+.3f}{tested}")
 
 
 def _lead(records: list[dict], cond: Condition) -> dict:
@@ -467,6 +500,10 @@ def conclusions(comparisons: list[dict], drift: pd.DataFrame | None = None) -> l
             f"95 % CI {_interval(c['ci'])})" for c in running) + ".")
     if confirm is not None and (line := confirmation(confirm)):
         lines.append(line)
+    shifted = [c for c in comparisons if c.get("arm_shift")]
+    if shifted:
+        lines.append("What each one-arm change did to the arm it touched (paired by seed, not adjusted over "
+                     "conditions): " + "; ".join(f"{c['condition']}: {shift_text(c)}" for c in shifted) + ".")
     if drift is not None and not drift.empty:
         lines.append(
             "How far the dynamic arm's targets moved from the static arm's by the end of its runs (median "
@@ -672,6 +709,8 @@ def render(records, comparisons, bests, extra, figs, out: Path, profile: str) ->
                       + ").", ""]
         else:
             lines += ["Not run yet.", ""]
+        if comp.get("arm_shift"):
+            lines += [f"What the change did to the arm it touched: {shift_text(comp)}.", ""]
         if f"curves_{cond.key}" in figs:
             lines += [f"![curves]({figs[f'curves_{cond.key}'].relative_to(out)})", ""]
     for cond, best in zip(BEST_OF, bests):
