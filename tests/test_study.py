@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import SMALL_TOY
 
-from rqakit.report.study import arm_shift, compare_condition, write_study
+from rqakit.report.study import arm_shift, clip_table, compare_condition, write_study
 from rqakit.study import CONDITIONS, arm_runs, best_setting, condition, planned, read_runs, run_id, run_queue
 
 QUERIES = [f"q{i}" for i in range(40)]
@@ -338,3 +338,22 @@ def test_a_one_arm_change_is_set_against_the_same_arm_of_the_condition_it_reuses
     assert shift["diff"] == pytest.approx(-0.020) and shift["ci"][0] < -0.020 < shift["ci"][1]
     assert arm_shift(records, condition("two-epochs"), "bfloat16") is None     # both arms its own
     assert arm_shift(records[:6] + records[6:7], condition("teacher-noise"), "bfloat16") is None   # one seed
+
+
+def test_the_clip_table_reads_the_norm_each_run_was_clipped_by():
+    """One global norm of 10 scales a retriever gradient of norm 1 by 0.1; clipped apart, that
+    gradient is left whole; a static run's norm of 2 alone is halved."""
+    def run(cond, arm, steps, overrides=None):
+        r = record(cond, arm, 1, 0.7, overrides=overrides)
+        r["history"] = steps
+        return r
+
+    records = [run("power", "dynamic", [{"grad_norm": 10.0, "grad_norm_de": 1.0, "grad_norm_ce": 9.95}] * 3),
+               run("tower-clip", "dynamic", [{"grad_norm": 10.0, "grad_norm_de": 0.5, "grad_norm_ce": 9.99}] * 3,
+                   {"joint.clip_per_tower": True}),
+               run("power", "static", [{"grad_norm": 2.0, "grad_norm_de": 2.0}] * 3)]
+    table = clip_table(records).set_index(["condition", "arm"])
+    scaled = table["retriever's gradient scaled by (median)"]
+    assert scaled["power", "dynamic"] == pytest.approx(0.1) and table.loc[("power", "dynamic"), "clipped"] == 1.0
+    assert scaled["tower-clip", "dynamic"] == 1.0 and table.loc[("tower-clip", "dynamic"), "clipped"] == 0.0
+    assert scaled["power", "static"] == pytest.approx(0.5)
