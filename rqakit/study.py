@@ -71,8 +71,8 @@ class Condition:
 # Ordered by what each decides per hour of a 2-core CPU, the paper's questions before the
 # extensions: the power question first (it shares its first seeds with the report), then the cheap
 # single-arm conditions, the new warm start, the long training runs, a lead among them tested
-# again on fresh seeds, two controls (the teacher the long runs end with; the clip the towers
-# share, at the profile's setting), and the extensions last.
+# again on fresh seeds, two controls (the clip the towers share, at the profile's setting; the
+# teacher the long runs end with), and the extensions last.
 CONDITIONS = (
     Condition("power", "Power at the profile's setting",
               "With 8 seeds per arm, is there a difference of the paper's relative size?",
@@ -102,17 +102,17 @@ CONDITIONS = (
               "on seeds no condition used, and tested once, with no adjustment over conditions.",
               Arm("dynamic"), Arm("static"), seeds=(11, 12, 13, 14, 15), curves=False,
               confirms=("power", "teacher-noise", "ce-optimizer", "pointwise-warm", "two-epochs")),
-    Condition("trained-teacher", "A better teacher that does not move",
-              "The static arm distilled from the re-ranker that the dynamic run of its seed ends with after 2 "
-              "epochs, frozen from the first step: does a dynamic lead at 2 epochs come from a teacher that learns "
-              "along the way, or from the better teacher it becomes?",
-              Arm("dynamic", reuse="two-epochs"), Arm("static", {"joint.epochs": 2.0, "joint.teacher": "joint"})),
     Condition("tower-clip", "Each tower's gradient clipped apart",
               "One gradient norm over both towers, as the official code clips, lets the dynamic arm's re-ranker "
               "(its gradient several times the retriever's) shrink the retriever's step, by a factor that varies "
               "from step to step; the static arm has no re-ranker gradient. With each tower clipped on its own, at "
               "the profile's setting, does a gap open?",
               Arm("dynamic", {"joint.clip_per_tower": True}), Arm("static", reuse="power")),
+    Condition("trained-teacher", "A better teacher that does not move",
+              "The static arm distilled from the re-ranker that the dynamic run of its seed ends with after 2 "
+              "epochs, frozen from the first step: does a dynamic lead at 2 epochs come from a teacher that learns "
+              "along the way, or from the better teacher it becomes?",
+              Arm("dynamic", reuse="two-epochs"), Arm("static", {"joint.epochs": 2.0, "joint.teacher": "joint"})),
     Condition("soft-targets", "Softer targets: a teacher temperature",
               "The re-ranker's list softmax at a temperature above 1 (chosen on validation with the "
               "static arm): do softer targets open a gap?",
