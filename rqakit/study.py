@@ -111,7 +111,8 @@ CONDITIONS = (
     Condition("trained-teacher", "A better teacher that does not move",
               "The static arm distilled from the re-ranker that the dynamic run of its seed ends with after 2 "
               "epochs, frozen from the first step: does a dynamic lead at 2 epochs come from a teacher that learns "
-              "along the way, or from the better teacher it becomes?",
+              "along the way, or from the better teacher it becomes? That teacher is also sharper (its target "
+              "entropy is in the drift table), so a static arm that gains from it gains from both.",
               Arm("dynamic", reuse="two-epochs"), Arm("static", {"joint.epochs": 2.0, "joint.teacher": "joint"})),
     Condition("soft-targets", "Softer targets: a teacher temperature",
               "The re-ranker's list softmax at a temperature above 1 (chosen on validation with the "

@@ -301,14 +301,15 @@ KL_LOSS = "retriever's KL loss, last 10 steps"
 
 def drift_table(records: list[dict]) -> pd.DataFrame:
     """Per condition, over its dynamic runs (`study.teacher_drift`, means over runs): how far the
-    joint re-ranker ended from the warm one on its training lists, beside the KL loss the retriever
-    was still being trained on (its last 10 steps)."""
+    joint re-ranker ended from the warm one on its training lists and how sharp its targets became,
+    beside the KL loss the retriever was still being trained on (its last 10 steps)."""
     rows = [{"condition": r["condition"], "steps": r.get("steps"),
              "KL(warm || joint), median per list": r["drift"]["kl_warm_joint"]["q50"],
              "KL(warm || joint), mean per list": r["drift"]["kl_warm_joint"]["mean"],
              "same top passage": r["drift"]["top1_agreement"],
              "p(positive) warm, median": r["drift"]["p_positive_warm"]["q50"],
              "p(positive) joint, median": r["drift"]["p_positive_joint"]["q50"],
+             "target entropy joint, median (nats)": r["drift"]["entropy_joint"]["q50"],
              KL_LOSS: np.mean([h["kl"] for h in (r.get("history") or [])[-10:] if "kl" in h] or [np.nan])}
             for r in records if r["arm"] == "dynamic" and r.get("drift")]
     out = _means_per_run(rows, ["condition"])
@@ -636,8 +637,8 @@ def _md(frame: pd.DataFrame, fmt: str = "{:.3f}") -> str:
 TABLE_PROSE = {
     "drift": f"Drift: how far each dynamic run's re-ranker ended from the warm one it started as, on {DRIFT_LISTS} of "
              "its training lists (a fixed sample) at its distillation temperature. KL(warm || joint) is the distance "
-             "between the static arm's targets and the dynamic arm's last ones; the retriever's own KL loss beside it "
-             "is the scale of what it was still learning.",
+             "between the static arm's targets and the dynamic arm's last ones (the warm targets' entropy is in the "
+             "table above); the retriever's own KL loss beside it is the scale of what it was still learning.",
     "reranker": f"The joint re-ranker against its teacher: its validation curve (each dynamic arm's runs that drew one, "
                 f"{MEASURE} on the validation pool) at step 0, where it is the warm re-ranker, at its lowest and at the "
                 "last step (means over runs), how many runs fall below the teacher at some step and the largest fall "
