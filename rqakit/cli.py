@@ -116,7 +116,8 @@ def _cmd_study(args) -> dict:
     trained = []
     if not args.report:
         try:
-            trained = run_queue(args.profile, conditions=args.conditions, out=args.out, base_overrides=args.set)
+            trained = run_queue(args.profile, conditions=args.conditions, seeds=args.seeds, out=args.out,
+                                base_overrides=args.set)
         except KeyboardInterrupt:
             raise Interrupted("interrupted; `rqakit study` again resumes: exported runs are kept, the run in "
                               "training restarts from its last checkpoint") from None
@@ -252,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "(trains what is missing, exports every run, writes reports/<profile>-study)")
     sy.add_argument("--profile", default=DEFAULT_PROFILE)
     sy.add_argument("--conditions", nargs="+", default=None, help="only these conditions (default: all, in order)")
+    sy.add_argument("--seeds", nargs="+", type=int, default=None, help="only these seeds (default: every seed planned)")
     sy.add_argument("--report", action="store_true", help="train nothing: the report from the exported runs alone")
     sy.add_argument("--out", type=writable_folder, default=None, help="study folder (default reports/<profile>-study)")
     sy.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")

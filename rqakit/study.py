@@ -14,8 +14,9 @@ on validation and test, validation curves where a condition draws them, no re-ra
 Each finished run is exported at once to `reports/<profile>-study/runs/<run id>.json` (metrics,
 per-query test and validation values, curves, per-step history, precision, machine, commit):
 small files meant to be committed as they appear, so the report is rebuilt from them alone and
-survives the loss of `runs/`. A reader recomputes any of them with `rqakit stage joint:VARIANT
---profile P --set <the run file's overrides> joint.seed=S` (the folder hash is in the file).
+survives the loss of `runs/`. A reader recomputes one by moving its file away and running `rqakit
+study --profile P --conditions C --seeds S`: it trains the run unless its stage folder is here, into
+the folder hash the file names on a CPU of the same precision.
 
 The queue runs conditions in `CONDITIONS` order, seed by seed with both arms of a seed together,
 so that an interrupted study always holds complete pairs; a condition with a `grid` first trains

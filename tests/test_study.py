@@ -160,6 +160,19 @@ def test_rqakit_study_report_runs_the_notebook_on_the_run_files_alone(tmp_path, 
     assert "no exported runs in" in capsys.readouterr().err
 
 
+def test_rqakit_study_trains_only_the_conditions_and_seeds_asked(monkeypatch, tmp_path, capsys):
+    """How a reader recomputes one run: its file moved away, `--conditions C --seeds S`."""
+    from rqakit import pipeline, study
+    from rqakit.cli import main
+
+    asked = {}
+    monkeypatch.setattr(study, "run_queue", lambda profile, **kw: asked.update(kw) or ["two-epochs.static.s3"])
+    monkeypatch.setattr(pipeline, "build_study", lambda profile, **kw: {"report": "report.md"})
+    assert main(["study", "--profile", "toy", "--conditions", "two-epochs", "--seeds", "3", "--out", str(tmp_path)]) == 0
+    assert (asked["conditions"], asked["seeds"]) == (["two-epochs"], [3])
+    assert json.loads(capsys.readouterr().out)["trained"] == ["two-epochs.static.s3"]
+
+
 def test_a_seed_without_its_pair_waits():
     records = [record("power", arm, s, 0.70 + 0.01 * s) for arm in ("dynamic", "static") for s in (1, 2, 3)]
     records.append(record("power", "dynamic", 4, 0.9))                  # its static run is still training

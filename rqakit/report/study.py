@@ -741,9 +741,10 @@ def render(records, comparisons, bests, extra, figs, out: Path, profile: str) ->
     if not extra["wall_time"].empty:
         lines += [_md(extra["wall_time"], "{:.2f}"), ""]
     lines += ["## Recomputing a run", "",
-              "Every file in `runs/` names its overrides, seed and stage folder hash; `rqakit stage joint:VARIANT "
-              f"--profile {profile} --set KEY=VALUE ... joint.seed=S` retrains it (the same folder hash on a CPU of the "
-              "same precision), and `rqakit study --profile "
-              f"{profile}` retrains and exports every missing one. `rqakit study --profile {profile} --report` "
-              "rebuilds this report from the run files alone.", ""]
+              "Every file in `runs/` names its condition, overrides, seed and stage folder hash. To recompute one, "
+              f"move its file away and run `rqakit study --profile {profile} --conditions CONDITION --seeds SEED`: "
+              "it trains the run unless its stage folder is here, into the folder hash the file names on a CPU of "
+              f"the same precision, and exports it again. `rqakit study --profile {profile}` trains and exports "
+              f"every missing run; `rqakit study --profile {profile} --report` rebuilds this report from the run "
+              "files alone.", ""]
     return "\n".join(lines)
