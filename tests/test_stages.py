@@ -167,6 +167,20 @@ def test_a_static_run_on_the_trained_teacher_distils_from_its_dynamic_pair_s_las
     assert static != joint.run(ws, "static", seed=2, log=quiet)
 
 
+def test_joint_clip_per_tower_reaches_the_training_loop(ws, monkeypatch):
+    from rqakit import training
+
+    seen = []
+    real = training.clip_gradients
+    monkeypatch.setattr(training, "clip_gradients",
+                        lambda model, trainable, optim: seen.append(optim.clip_per_tower) or real(model, trainable, optim))
+    apart = Workspace(load_config("toy", {**SMALL, "runtime.workdir": ws.config.runtime.workdir,
+                                          "joint.clip_per_tower": True}))
+    with pytest.raises(TrainingStopped):
+        joint.run(apart, "dynamic", seed=5, stop_after=1, log=lambda *_: None)
+    assert seen[-1] is True and seen.count(True) == 1   # the joint step; a warm-up stage built first clips globally
+
+
 def test_a_killed_stage_leaves_only_a_temporary_folder_that_the_next_run_removes(tmp_path):
     import subprocess
     import sys
