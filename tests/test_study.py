@@ -270,7 +270,7 @@ def test_the_gap_by_step_pairs_seeds_and_gives_the_run_level_interval():
 
 
 def test_a_lead_is_tested_again_on_fresh_seeds_outside_the_family_and_confirmed_only_by_its_own_test(tmp_path):
-    from rqakit.report.study import compare_all, confirmation
+    from rqakit.report.study import compare_all, conclusions, confirmation
     from rqakit.stats import detectable_difference
     from rqakit.study import lead_to_confirm
 
@@ -308,6 +308,9 @@ def test_a_lead_is_tested_again_on_fresh_seeds_outside_the_family_and_confirmed_
     assert lead["sd"] == pytest.approx(sd) and by["confirm"]["planned_detectable"] == pytest.approx(
         detectable_difference(sd / np.sqrt(5), 4))
     assert confirmation(by["confirm"]).endswith("confirmed, dynamic better.")
+    said = conclusions(list(by.values()))
+    assert said[-1].startswith("The one difference a test of its own confirms: dynamic better under two-epochs")
+    assert not conclusions(list(tested_again(-0.02).values()))[-1].startswith("The one difference")
     assert "seeds 11-15" in confirmation(by["confirm"])
     assert "not confirmed (static better)" in confirmation(tested_again(-0.02)["confirm"])   # reversed: not held
     assert "not confirmed (no difference larger than" in confirmation(tested_again(0.0)["confirm"])

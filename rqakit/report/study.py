@@ -518,13 +518,23 @@ def conclusions(comparisons: list[dict], drift: pd.DataFrame | None = None) -> l
             + "; ".join(f"{r['condition']} {r['KL(warm || joint), median per list']:.3f} nats "
                         f"({r['KL(warm || joint), median per list'] / r[KL_LOSS]:.2f}x), {r['same top passage']:.0%}"
                         for _, r in drift.iterrows()) + ".")
-    if not better_dyn:
+    if confirm is not None and confirmed(confirm):
+        lines.append(f"The one difference a test of its own confirms: {confirm['verdict']} under {confirm['confirms']}, "
+                     f"on its first seeds and again on fresh ones ({confirm['diff']:+.3f}, p = {confirm['p']:.3g}); "
+                     "what that cannot say is listed below.")
+    elif not better_dyn:
         lines.append("No condition run so far gives dynamic distillation a significant advantage on this collection; "
                      "what that cannot say is listed below.")
     elif not any(c["p_adjusted"] < ALPHA for c in better_dyn):
         lines.append("No condition run so far gives dynamic distillation an advantage that survives the adjustment "
                      "over conditions; what that cannot say is listed below.")
     return lines
+
+
+def confirmed(c: dict) -> bool:
+    """A finished confirmation whose own test is significant in its lead's direction."""
+    return (c.get("confirms") is not None and c["complete"] and not c["in_progress"] and c["p"] is not None
+            and c["verdict"].endswith(" better") and c["diff"] * c["lead_diff"] > 0)
 
 
 def confirmation(c: dict) -> str | None:
@@ -542,7 +552,7 @@ def confirmation(c: dict) -> str | None:
     tested = f"{c['diff']:+.3f}, 95 % CI {_interval(c['ci'])}, p = {c['p']:.3g}"
     if c["in_progress"]:
         return f"{head}: {len(c['seeds_dynamic'])} of {c['seeds_planned']} seed pairs so far, {tested}."
-    held = c["verdict"].endswith(" better") and c["diff"] * c["lead_diff"] > 0
+    held = confirmed(c)
     detectable = "" if c["detectable"] is None else f"; the detectable difference is {c['detectable']:.3f}"
     outcome = f"confirmed, {c['verdict']}." if held else f"not confirmed ({c['verdict']}){detectable}."
     return f"{head} ({c['lead_diff']:+.3f} there, p = {c['lead_p']:.3g}): {tested}; {outcome}"
