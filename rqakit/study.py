@@ -222,7 +222,7 @@ def teacher_drift(ws, folder: Path, seed: int, n_lists: int = DRIFT_LISTS) -> di
     from .mining.files import training_lists
     from .models.cross_encoder import CrossEncoder
     from .runtime import compute_dtype_name
-    from .stages.joint import teacher_scores, variant_config
+    from .stages.joint import teacher_scores, unscored, variant_config
 
     if not (folder / "reranker").is_dir():
         return None
@@ -232,10 +232,9 @@ def teacher_drift(ws, folder: Path, seed: int, n_lists: int = DRIFT_LISTS) -> di
     pick = np.sort(np.random.default_rng(0).choice(len(lists), size=min(n_lists, len(lists)), replace=False))
     sample = dataclasses.replace(lists, query_ids=lists.query_ids[pick], doc_index=lists.doc_index[pick],
                                  ce_scores=lists.ce_scores[pick])
-    unscored = dataclasses.replace(sample, ce_scores=np.full_like(sample.ce_scores, np.nan))
     batch = ws.cfg.evaluate.batch_size
     warm = teacher_scores(sample, ws, CrossEncoder.from_pretrained(ws.folder("warmup_ce") / "model").eval(), batch)
-    joint = teacher_scores(unscored, ws, CrossEncoder.from_pretrained(folder / "reranker").eval(), batch)
+    joint = teacher_scores(unscored(sample), ws, CrossEncoder.from_pretrained(folder / "reranker").eval(), batch)
     log_w, log_j = log_softmax(warm / j.teacher_temperature, axis=1), log_softmax(joint / j.teacher_temperature, axis=1)
     p_w, p_j = np.exp(log_w), np.exp(log_j)
     return {"lists": len(pick), "temperature": j.teacher_temperature, "precision": compute_dtype_name(ws.cfg.runtime.device),
@@ -312,6 +311,11 @@ def complete(records: list[dict], keys: tuple) -> bool:
     return all(t[3] in exported for key in keys for t in planned(condition(key), records))
 
 
+def runs_by_seed(runs: list[dict], precision: str | None) -> dict[int, dict]:
+    """{seed: run} of the runs computed in `precision` (runs of another are never mixed in)."""
+    return {r["seed"]: r for r in runs if str(r["precision"]) == precision}
+
+
 def paired_runs(records: list[dict], cond: Condition) -> tuple[str | None, list[str], dict, dict]:
     """The runs a condition's test reads: (precision, the other precisions seen, {seed: dynamic
     run}, {seed: static run}) on the seeds both arms have in the precision with the most such
@@ -319,14 +323,11 @@ def paired_runs(records: list[dict], cond: Condition) -> tuple[str | None, list[
     dyn_all, sta_all = arm_runs(records, cond, "dynamic"), arm_runs(records, cond, "static")
     seen = sorted({str(r["precision"]) for r in dyn_all + sta_all})
 
-    def by_seed(runs, precision):
-        return {r["seed"]: r for r in runs if str(r["precision"]) == precision}
-
-    pairs = {p: set(by_seed(dyn_all, p)) & set(by_seed(sta_all, p)) for p in seen}
+    pairs = {p: set(runs_by_seed(dyn_all, p)) & set(runs_by_seed(sta_all, p)) for p in seen}
     precision = max(seen, key=lambda p: len(pairs[p])) if seen else None
     if precision is None:
         return None, [], {}, {}
-    dyn, sta, shared = by_seed(dyn_all, precision), by_seed(sta_all, precision), sorted(pairs[precision])
+    dyn, sta, shared = runs_by_seed(dyn_all, precision), runs_by_seed(sta_all, precision), sorted(pairs[precision])
     return (precision, [p for p in seen if p != precision], {s: dyn[s] for s in shared}, {s: sta[s] for s in shared})
 
 

@@ -34,6 +34,7 @@ from ..study import (
     condition,
     lead_to_confirm,
     paired_runs,
+    runs_by_seed,
 )
 from .figures import save
 from .published import ROWS as PUBLISHED
@@ -87,15 +88,12 @@ def arm_shift(records: list[dict], cond: Condition, precision: str | None, measu
     if len(changed) != 1 or len(reused) != 1:
         return None
 
-    def by_seed(runs):
-        return {r["seed"]: r["test"][measure] for r in runs if str(r["precision"]) == precision}
-
-    mine = by_seed(arm_runs(records, cond, changed[0]))
-    reference = by_seed(arm_runs(records, condition(reused[0]), changed[0]))
+    mine = runs_by_seed(arm_runs(records, cond, changed[0]), precision)
+    reference = runs_by_seed(arm_runs(records, condition(reused[0]), changed[0]), precision)
     seeds = sorted(set(mine) & set(reference))
     if len(seeds) < 2:
         return None
-    c = compare_seeds({s: reference[s] for s in seeds}, {s: mine[s] for s in seeds})
+    c = compare_seeds({s: reference[s]["test"][measure] for s in seeds}, {s: mine[s]["test"][measure] for s in seeds})
     return {"arm": changed[0], "reference": reused[0], "seeds": seeds, "diff": c["diff"], "ci": c["ci"], "p": c["p"]}
 
 

@@ -160,6 +160,12 @@ def teacher_scores(lists: TrainingLists, ws: Workspace, ce: CrossEncoder, batch_
     return rows
 
 
+def unscored(lists: TrainingLists) -> TrainingLists:
+    """The lists with every row's score cleared, so that `teacher_scores` scores them all with the
+    re-ranker it is given (augment's scores are the warm one's)."""
+    return dataclasses.replace(lists, ce_scores=np.full_like(lists.ce_scores, np.nan))
+
+
 def curve_evaluator(ws: Workspace, de: DualEncoder, ce: CrossEncoder | None, pools: dict[str, list[str]], batch_size: int):
     """Both models on the validation slice: each ranks a fixed candidate pool per query (BM25 and
     warm-retriever top candidates), nDCG@10 and RR@10 of the pool ranking. Cheap enough to repeat."""
@@ -208,20 +214,19 @@ def run(ws: Workspace, variant: str = "dynamic", *, list_size: int | None = None
     reads = evaluates or report_reads(ws.config, variant, j.list_size, j.seed)
 
     def build(tmp: Path) -> dict:
-        teacher = wce / "model"
-        if j.teacher == "joint":
-            teacher_ws, _, teacher_reads = teacher_run(ws, j, evaluates)
-            teacher = run(teacher_ws, "dynamic", list_size=j.list_size, seed=j.seed, evaluates=teacher_reads,
-                          log=log) / "reranker"
         lists = training_lists(aug / "lists.parquet", use_denoised=j.use_denoised, list_size=j.list_size)
+        reranker_start = wce / "model"   # the warm re-ranker: both arms start from it or distil from it
         if j.teacher == "joint":  # augment's scores are the warm re-ranker's: the trained one scores every row
-            lists = dataclasses.replace(lists, ce_scores=np.full_like(lists.ce_scores, np.nan))
+            teacher_ws, _, teacher_reads = teacher_run(ws, j, evaluates)
+            reranker_start = run(teacher_ws, "dynamic", list_size=j.list_size, seed=j.seed, evaluates=teacher_reads,
+                                 log=log) / "reranker"
+            lists = unscored(lists)
         epochs = j.epochs
         if budget == "steps":  # w/o denoised: the steps of the run on all lists, not half of them
             n_all = pq.ParquetFile(aug / "lists.parquet").metadata.num_rows
             epochs = matched_epochs(n_all, len(lists), j.batch_queries, j.epochs)
         de = DualEncoder.from_pretrained(wde / "model").train()
-        ce = CrossEncoder.from_pretrained(teacher if j.mode == "static" else wce / "model")
+        ce = CrossEncoder.from_pretrained(reranker_start)
         batch_size = cfg.evaluate.batch_size
         fixed_teacher = j.mode == "static" and not j.teacher_dropout
         examples = ListExamples(ws, lists, teacher_scores(lists, ws, ce, batch_size) if fixed_teacher else None)
