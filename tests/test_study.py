@@ -127,7 +127,7 @@ def test_the_report_comes_from_the_run_files_alone_and_words_follow_the_tests(tm
     assert "significantly better, after adjustment over 2 conditions, under: teacher-noise (" in text
     # drift: means over the 8 dynamic runs, the retriever's loss over the last 10 steps only
     assert "power 0.010 nats (0.20x), 90%" in text and "drift" in written["tables"]
-    assert "A teacher that leads is not tested" not in text           # no teacher check exported here
+    assert "A warm teacher that leads is not tested" not in text      # no teacher check exported here
     (tmp_path / "teachers").mkdir()
     rows = [{"candidates": "bm25 top 30", "retriever": 0.69, "teacher": 0.72}]
     (tmp_path / "teachers" / "listwise-warm.json").write_text(json.dumps(
@@ -136,6 +136,18 @@ def test_the_report_comes_from_the_run_files_alone_and_words_follow_the_tests(tm
     write_study(read_runs(tmp_path), tmp_path, "toy")
     text = (tmp_path / "report.md").read_text()
     assert "does not lead the warm retriever on every validation candidate set (listwise-warm" in text
+    assert "trained-teacher distils" not in text                      # named once it has a run
+    key = "reranker_nDCG@10"
+    for s in (1, 2):    # the teachers: two-epochs' dynamic re-rankers, 0.70 at step 0, 0.74 and 0.76 at the end
+        teacher = record("two-epochs", "dynamic", s, 0.7, overrides={"joint.epochs": 2.0})
+        teacher["curves"] = [{"step": 0, key: 0.70}, {"step": 30, key: 0.72 + 0.02 * s}]
+        (tmp_path / "runs" / f"{teacher['run']}.json").write_text(json.dumps(teacher))
+    student = record("trained-teacher", "static", 1, 0.7, overrides={"joint.epochs": 2.0, "joint.teacher": "joint"})
+    (tmp_path / "runs" / f"{student['run']}.json").write_text(json.dumps(student))
+    write_study(read_runs(tmp_path), tmp_path, "toy")
+    text = (tmp_path / "report.md").read_text()
+    assert ("trained-teacher distils its static arm from a stronger one, the re-ranker the dynamic runs of two-epochs "
+            "end with (0.750 nDCG@10 on the validation pool against 0.700 for the warm one)") in text
     assert (tmp_path / "figures" / "differences.png").exists() and "conditions" in written["tables"]
     assert len(CONDITIONS) == text.count("\n### ")
 
