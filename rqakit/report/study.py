@@ -755,8 +755,9 @@ def render(records, comparisons, bests, extra, figs, out: Path, profile: str) ->
         lines += [f"{done}; precision of its runs: {', '.join(best.get('precision', [])) or 'none yet'}.", ""]
     lines += ["## Order and cost", "",
               "Conditions run in this order, by what each decides per hour of a 2-core CPU: the paper's questions "
-              "and a lead tested again, then what could hide an effect, the user's question last: " + ", ".join(c.key for c in CONDITIONS) + f". `rqakit plan --profile {profile} "
-              "--study` estimates what is left on the machine at hand.", ""]
+              "and a lead tested again, then what could hide an effect, the user's question last: "
+              + ", ".join(c.key for c in CONDITIONS)
+              + f". `rqakit plan --profile {profile} --study` estimates what is left on the machine at hand.", ""]
     if not extra["wall_time"].empty:
         lines += [_md(extra["wall_time"], "{:.2f}"), ""]
     lines += ["## Recomputing a run", "",
