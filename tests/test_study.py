@@ -76,6 +76,16 @@ def test_a_grid_condition_runs_its_candidates_then_every_seed_at_the_best_on_val
     assert {t[2] == cond.grid[1] for t in later} == {True}                 # the best validation score
     assert [t[1] for t in later] == list(cond.seeds) and {t[0] for t in later} == {"dynamic"}  # static is reused
     assert later[0][3] == records[1]["run"]                                 # its first-seed run is kept
+    # the report's grid table: the chosen candidate, and the profile's own run of that arm and seed
+    # below the candidates, in the grid's precision only
+    from rqakit.report.study import grid_table
+
+    profile = record("power", "dynamic", 1, 0.70, val=0.9)
+    table = grid_table(records + [profile], cond)
+    assert list(table["chosen"]) == ["", "yes", "", ""] and table.iloc[-1, 1] == 0.9
+    assert "not a candidate" in table.iloc[-1, 0]
+    profile["precision"] = "float32"
+    assert len(grid_table(records + [profile], cond)) == len(cond.grid)
 
 
 def test_a_reused_arm_reads_the_runs_of_its_condition():

@@ -407,15 +407,26 @@ def seed_table(records: list[dict], cond: Condition) -> pd.DataFrame:
 
 
 def grid_table(records: list[dict], cond: Condition) -> pd.DataFrame:
-    """The candidates of a grid condition with their first-seed validation score."""
+    """The candidates of a grid condition with their first-seed validation score, and below them the
+    profile's own setting on the same seed and arm (power's run), for reference: a grid of changes
+    chooses its best candidate, which may still fall short of not changing anything."""
     from ..study import run_id
 
-    rows = []
-    for point in cond.grid:
-        hit = [r for r in records if r["run"] == run_id(cond.key, cond.grid_arm, cond.seeds[0], point)]
-        rows.append({"setting": ", ".join(f"{k} = {v}" for k, v in point.items()),
-                     f"val {MEASURE} (seed {cond.seeds[0]}, {cond.grid_arm})": hit[0]["val"][MEASURE] if hit else None,
-                     "chosen": point == chosen_point(records, cond)})
+    seed, chosen = cond.seeds[0], chosen_point(records, cond)
+    score = f"val {MEASURE} (seed {seed}, {cond.grid_arm})"
+
+    def val(run: str, precisions=None) -> float | None:
+        hit = [r for r in records if r["run"] == run and (precisions is None or str(r["precision"]) in precisions)]
+        return hit[0]["val"][MEASURE] if hit else None
+
+    rows = [{"setting": ", ".join(f"{k} = {v}" for k, v in point.items()),
+             score: val(run_id(cond.key, cond.grid_arm, seed, point)), "chosen": "yes" if point == chosen else ""}
+            for point in cond.grid]
+    tried = {str(r["precision"]) for r in records if r["condition"] == cond.key and r["seed"] == seed}
+    profile = val(run_id("power", cond.grid_arm, seed), tried)       # a reference in the grid's precision only
+    if profile is not None:
+        rows.append({"setting": "the profile's setting (power's run; for reference, not a candidate)",
+                     score: profile, "chosen": ""})
     return pd.DataFrame(rows)
 
 
@@ -577,7 +588,9 @@ LIMITS = (
     "lists of 8 and half an epoch at the profile's setting: the paper's gain was measured on MS MARCO with 500k "
     "queries; an effect that needs its scale cannot show here.",
     "Each condition changes one thing; their combination is not run.",
-    "Grid conditions choose their setting on the validation slice with one seed, then report test over seeds.",
+    "Grid conditions choose their setting on the validation slice with one seed, then report test over seeds; "
+    "their tables show the profile's own run of that seed beside the candidates, since the best of a grid of "
+    "changes can still score below no change at all.",
     "The confirmation is chosen by its lead's p on test, then run on fresh seeds over the same test queries: it "
     "asks whether the lead survives new runs, not whether it holds on new queries.",
     "Runs of another precision are kept apart, never pooled; a condition with runs in two precisions reports "
