@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import SMALL_TOY
 
-from rqakit.report.study import arm_shift, clip_table, compare_condition, write_study
+from rqakit.report.study import arm_shifts, clip_table, compare_condition, write_study
 from rqakit.study import CONDITIONS, arm_runs, best_setting, condition, planned, read_runs, run_id, run_queue
 
 QUERIES = [f"q{i}" for i in range(40)]
@@ -137,6 +137,8 @@ def test_the_report_comes_from_the_run_files_alone_and_words_follow_the_tests(tm
     assert "significantly better, after adjustment over 2 conditions, under: teacher-noise (" in text
     # drift: means over the 8 dynamic runs, the retriever's loss over the last 10 steps only
     assert "power 0.010 nats (0.20x), 90%" in text and "drift" in written["tables"]
+    # each changed arm against the same arm of the runs it changes: teacher-noise's static arm against power's
+    assert "| teacher-noise | static | power's static arm | 8 |" in text and "shifts" in written["tables"]
     assert "A warm teacher that leads is not tested" not in text      # no teacher check exported here
     (tmp_path / "teachers").mkdir()
     rows = [{"candidates": "bm25 top 30", "retriever": 0.69, "teacher": 0.72}]
@@ -363,19 +365,26 @@ def test_the_re_ranker_table_counts_the_runs_that_fall_below_their_teacher():
     assert frame.loc["power", "runs that fall below step 0"] == 0 and frame.loc["power", "largest fall"] < 0
 
 
-def test_a_one_arm_change_is_set_against_the_same_arm_of_the_condition_it_reuses():
+def test_a_change_is_set_against_the_same_arm_of_the_runs_it_changes():
     """teacher-noise changes the static arm only: its static runs minus power's static runs, paired by
-    seed in one precision (a run of another precision never pairs); a condition that changes both
-    arms has no such shift."""
+    seed in one precision (a run of another precision never pairs). two-epochs changes both arms:
+    each against power's same arm. Fresh seeds, as a confirmation's, pair with nothing."""
     records = [record("power", arm, s, 0.70 + 0.01 * s) for s in (1, 2, 3) for arm in ("dynamic", "static")]
     records += [record("teacher-noise", "static", s, 0.70 + 0.01 * s - d, overrides={"joint.teacher_dropout": True})
                 for s, d in ((1, 0.010), (2, 0.020), (3, 0.030))]
     records.append(record("teacher-noise", "static", 4, 0.9, precision="float32"))
-    shift = compare_condition(records, condition("teacher-noise"))["arm_shift"]
+    (shift,) = compare_condition(records, condition("teacher-noise"))["arm_shifts"]
     assert (shift["arm"], shift["reference"], shift["seeds"]) == ("static", "power", [1, 2, 3])
     assert shift["diff"] == pytest.approx(-0.020) and shift["ci"][0] < -0.020 < shift["ci"][1]
-    assert arm_shift(records, condition("two-epochs"), "bfloat16") is None     # both arms its own
-    assert arm_shift(records[:6] + records[6:7], condition("teacher-noise"), "bfloat16") is None   # one seed
+    assert arm_shifts(records[:6] + records[6:7], condition("teacher-noise"), "bfloat16") == []   # one seed
+    longer = [record("two-epochs", arm, s, 0.70 + 0.01 * s + gain + 0.001 * s, overrides={"joint.epochs": 2.0})
+              for s in (1, 2, 3) for arm, gain in (("dynamic", 0.04), ("static", 0.02))]
+    both = {s["arm"]: s for s in arm_shifts(records + longer, condition("two-epochs"), "bfloat16")}
+    assert {s["reference"] for s in both.values()} == {"power"}
+    assert both["dynamic"]["diff"] == pytest.approx(0.042) and both["static"]["diff"] == pytest.approx(0.022)
+    fresh = [record("confirm", arm, s, 0.7, overrides={"joint.epochs": 2.0}) for s in (11, 12) for arm in both]
+    assert arm_shifts(records + fresh, condition("confirm"), "bfloat16") == []
+    assert arm_shifts(records, condition("power"), "bfloat16") == []
 
 
 def test_the_clip_table_reads_the_norm_each_run_was_clipped_by():

@@ -45,6 +45,7 @@ BEST_OF = tuple(c for c in CONDITIONS if c.best_of)        # one arm: the best r
 
 # The paper's Table 4 (MS MARCO dev, 8 instances per query, MRR@10): the claim under test.
 PAPER_DYNAMIC, PAPER_STATIC = 37.4, 36.0
+PROFILE_CONDITION = "power"   # the profile's own setting in both arms: what a change is set against
 
 
 def compare_condition(records: list[dict], cond: Condition, measure: str = MEASURE) -> dict:
@@ -60,9 +61,9 @@ def compare_condition(records: list[dict], cond: Condition, measure: str = MEASU
            "chosen": chosen_point(records, cond),
            **(_lead(records, cond) if cond.confirms else {}),
            "wall_time_s": float(sum(r.get("wall_time_s") or 0.0 for r in own))}
-    shift = arm_shift(records, cond, precision, measure)
-    if shift is not None:
-        out["arm_shift"] = shift
+    shifts = arm_shifts(records, cond, precision, measure)
+    if shifts:
+        out["arm_shifts"] = shifts
     if not dyn or not sta:
         return {**out, "complete": False}
     c = compare_seeds({s: r["test"][measure] for s, r in sta.items()}, {s: r["test"][measure] for s, r in dyn.items()})
@@ -78,31 +79,40 @@ def compare_condition(records: list[dict], cond: Condition, measure: str = MEASU
             "val_dynamic": float(np.mean([r["val"][measure] for r in dyn.values()]))}
 
 
-def arm_shift(records: list[dict], cond: Condition, precision: str | None, measure: str = MEASURE) -> dict | None:
-    """For a condition that changes one arm and reuses the other: the changed arm's test `measure`
-    minus the same arm of the condition it reuses, paired by seed in `precision` (what the change
-    did to the arm it touched, beside what it did to the gap); None for a condition that changes
-    both arms, or before two seeds pair."""
-    changed = [name for name, arm in cond.arms().items() if arm.reuse is None]
-    reused = [arm.reuse for arm in cond.arms().values() if arm.reuse]
-    if len(changed) != 1 or len(reused) != 1:
-        return None
-
-    mine = runs_by_seed(arm_runs(records, cond, changed[0]), precision)
-    reference = runs_by_seed(arm_runs(records, condition(reused[0]), changed[0]), precision)
-    seeds = sorted(set(mine) & set(reference))
-    if len(seeds) < 2:
-        return None
-    c = compare_seeds({s: reference[s]["test"][measure] for s in seeds}, {s: mine[s]["test"][measure] for s in seeds})
-    return {"arm": changed[0], "reference": reused[0], "seeds": seeds, "diff": c["diff"], "ci": c["ci"], "p": c["p"]}
+def arm_shifts(records: list[dict], cond: Condition, precision: str | None, measure: str = MEASURE) -> list[dict]:
+    """What a condition's change did to each arm it trains: the arm's test `measure` minus the same
+    arm of the runs it changes, paired by seed in `precision`, beside what the change did to the gap.
+    A condition that changes one arm and reuses the other is set against the condition it reuses;
+    one that changes both, against the profile's runs (`PROFILE_CONDITION`). An arm with fewer than
+    two seeds in common (fresh seeds, as a confirmation's) has none."""
+    reused = {arm.reuse for arm in cond.arms().values() if arm.reuse}
+    if cond.key == PROFILE_CONDITION or len(reused) > 1:
+        return []
+    reference = reused.pop() if reused else PROFILE_CONDITION
+    shifts = []
+    for name, arm in cond.arms().items():
+        if arm.reuse is not None:
+            continue
+        mine = runs_by_seed(arm_runs(records, cond, name), precision)
+        base = runs_by_seed(arm_runs(records, condition(reference), name), precision)
+        seeds = sorted(set(mine) & set(base))
+        if len(seeds) < 2:
+            continue
+        c = compare_seeds({s: base[s]["test"][measure] for s in seeds}, {s: mine[s]["test"][measure] for s in seeds})
+        shifts.append({"arm": name, "reference": reference, "seeds": seeds, "diff": c["diff"], "ci": c["ci"],
+                       "p": c["p"]})
+    return shifts
 
 
 def shift_text(c: dict) -> str:
-    """`the static arm against two-epochs' static arm on the same 5 seeds: +0.004, 95 % CI [...], p = 0.5`."""
-    s = c["arm_shift"]
-    tested = "" if s["p"] is None else f", 95 % CI {_interval(s['ci'])}, p = {s['p']:.3g}"
-    return (f"the {s['arm']} arm against {s['reference']}'s {s['arm']} arm on the same {len(s['seeds'])} seeds: "
-            f"{s['diff']:+.3f}{tested}")
+    """`the static arm against two-epochs' static arm on the same 5 seeds: +0.004, 95 % CI [...], p = 0.5`,
+    for each arm the condition changed."""
+    parts = []
+    for s in c["arm_shifts"]:
+        tested = "" if s["p"] is None else f", 95 % CI {_interval(s['ci'])}, p = {s['p']:.3g}"
+        parts.append(f"the {s['arm']} arm against {s['reference']}'s {s['arm']} arm on the same {len(s['seeds'])} "
+                     f"seeds: {s['diff']:+.3f}{tested}")
+    return "; ".join(parts)
 
 
 def _lead(records: list[dict], cond: Condition) -> dict:
@@ -154,6 +164,17 @@ def conditions_table(comparisons: list[dict]) -> pd.DataFrame:
             "p (query-level)": f"{c['query_p']:.3g}",
             "detectable at 80 %": "" if c["detectable"] is None else f"{c['detectable']:.3f}",
             "verdict": verdict_text(c)})
+    return pd.DataFrame(rows)
+
+
+def shift_table(comparisons: list[dict]) -> pd.DataFrame:
+    """Each arm a condition trains against the same arm of the runs it changes (`arm_shifts`), test
+    `MEASURE` paired by seed: what the change did to each arm, beside what it did to the gap."""
+    rows = [{"condition": c["condition"], "arm": s["arm"], "against": f"{s['reference']}'s {s['arm']} arm",
+             "seeds": len(s["seeds"]), "change": f"{s['diff']:+.3f}",
+             "95 % CI (seeds)": "" if s["ci"] is None else _interval(s["ci"]),
+             "p": "" if s["p"] is None else f"{s['p']:.3g}"}
+            for c in comparisons for s in c.get("arm_shifts", [])]
     return pd.DataFrame(rows)
 
 
@@ -423,7 +444,7 @@ def grid_table(records: list[dict], cond: Condition) -> pd.DataFrame:
              score: val(run_id(cond.key, cond.grid_arm, seed, point)), "chosen": "yes" if point == chosen else ""}
             for point in cond.grid]
     tried = {str(r["precision"]) for r in records if r["condition"] == cond.key and r["seed"] == seed}
-    profile = val(run_id("power", cond.grid_arm, seed), tried)       # a reference in the grid's precision only
+    profile = val(run_id(PROFILE_CONDITION, cond.grid_arm, seed), tried)       # a reference in the grid's precision only
     if profile is not None:
         rows.append({"setting": "the profile's setting (power's run; for reference, not a candidate)",
                      score: profile, "chosen": ""})
@@ -526,10 +547,6 @@ def conclusions(comparisons: list[dict], drift: pd.DataFrame | None = None) -> l
             f"95 % CI {_interval(c['ci'])})" for c in running) + ".")
     if confirm is not None and (line := confirmation(confirm)):
         lines.append(line)
-    shifted = [c for c in comparisons if c.get("arm_shift")]
-    if shifted:
-        lines.append("What each one-arm change did to the arm it touched (paired by seed, not adjusted over "
-                     "conditions): " + "; ".join(f"{c['condition']}: {shift_text(c)}" for c in shifted) + ".")
     if drift is not None and not drift.empty:
         lines.append(
             "How far the dynamic arm's targets moved from the static arm's by the end of its runs (median "
@@ -633,6 +650,10 @@ def write_study(records: list[dict], out: str | Path, profile: str = "scifact") 
     tables, figures = out / "tables", out / "figures"
     written = {"conditions": write_table(conditions_table(comparisons), tables, "conditions",
                                          f"Dynamic vs static distillation by condition, test {MEASURE}.")}
+    shifts = shift_table(comparisons)
+    if not shifts.empty:
+        written["shifts"] = write_table(shifts, tables, "shifts", f"Each arm against the same arm of the runs its "
+                                        f"condition changes, test {MEASURE}, paired by seed.")
     power = next((c for c in comparisons if c["condition"] == "power" and c["complete"]), None)
     figs = {"differences": save(differences_figure(comparisons, paper_gap(power["static"]) if power else None),
                                 figures / "differences.png")}
@@ -683,6 +704,16 @@ TABLE_PROSE = {
 }
 
 
+def _shift_lines(comparisons: list[dict]) -> list[str]:
+    """The report's lines for `shift_table`, none before a change has two seeds paired."""
+    frame = shift_table(comparisons)
+    if frame.empty:
+        return []
+    return ["What each change did to the arms it trains, against the same arm of the runs it changes (paired by "
+            "seed, not adjusted over conditions): a change can move both arms and leave the gap where it was.", "",
+            _md(frame), ""]
+
+
 def render(records, comparisons, bests, extra, figs, out: Path, profile: str) -> str:
     machines = sorted({r["machine"] for r in records if r.get("machine")})
     commits = sorted({r["commit"] for r in records if r.get("commit")})
@@ -706,6 +737,7 @@ def render(records, comparisons, bests, extra, figs, out: Path, profile: str) ->
              "any single condition's difference a finding; the confirmation on fresh seeds is one test chosen "
              "before its runs, so it stands outside that family.", "",
              "## What the study concludes", "", *[f"- {s}" for s in conclusions(comparisons, extra["drift"])], "",
+             *_shift_lines(comparisons),
              "What it cannot conclude:", "", *[f"- {s}" for s in LIMITS + _teacher_limits(out, records, extra["reranker"])], "",
              "## Before any new run: what the profile's own runs show", ""]
     if not extra["teachers"].empty:
@@ -750,8 +782,8 @@ def render(records, comparisons, bests, extra, figs, out: Path, profile: str) ->
                       + ").", ""]
         else:
             lines += ["Not run yet.", ""]
-        if comp.get("arm_shift"):
-            lines += [f"What the change did to the arm it touched: {shift_text(comp)}.", ""]
+        if comp.get("arm_shifts"):
+            lines += [f"What the change did to the arms it touched: {shift_text(comp)}.", ""]
         if f"curves_{cond.key}" in figs:
             lines += [f"![curves]({figs[f'curves_{cond.key}'].relative_to(out)})", ""]
     for cond, best in zip(BEST_OF, bests):
