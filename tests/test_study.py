@@ -138,7 +138,7 @@ def test_the_report_comes_from_the_run_files_alone_and_words_follow_the_tests(tm
     # drift: means over the 8 dynamic runs, the retriever's loss over the last 10 steps only
     assert "power 0.010 nats (0.20x), 90%" in text and "drift" in written["tables"]
     # each changed arm against the same arm of the runs it changes: teacher-noise's static arm against power's
-    assert "| teacher-noise | static | power's static arm | 8 |" in text and "shifts" in written["tables"]
+    assert "| teacher-noise | static | the static arm of power | 8 |" in text and "shifts" in written["tables"]
     assert "A warm teacher that leads is not tested" not in text      # no teacher check exported here
     (tmp_path / "teachers").mkdir()
     rows = [{"candidates": "bm25 top 30", "retriever": 0.69, "teacher": 0.72}]

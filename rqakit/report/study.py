@@ -105,12 +105,12 @@ def arm_shifts(records: list[dict], cond: Condition, precision: str | None, meas
 
 
 def shift_text(c: dict) -> str:
-    """`the static arm against two-epochs' static arm on the same 5 seeds: +0.004, 95 % CI [...], p = 0.5`,
+    """`the static arm against the static arm of two-epochs on the same 5 seeds: +0.004, 95 % CI [...], p = 0.5`,
     for each arm the condition changed."""
     parts = []
     for s in c["arm_shifts"]:
         tested = "" if s["p"] is None else f", 95 % CI {_interval(s['ci'])}, p = {s['p']:.3g}"
-        parts.append(f"the {s['arm']} arm against {s['reference']}'s {s['arm']} arm on the same {len(s['seeds'])} "
+        parts.append(f"the {s['arm']} arm against the {s['arm']} arm of {s['reference']} on the same {len(s['seeds'])} "
                      f"seeds: {s['diff']:+.3f}{tested}")
     return "; ".join(parts)
 
@@ -170,7 +170,7 @@ def conditions_table(comparisons: list[dict]) -> pd.DataFrame:
 def shift_table(comparisons: list[dict]) -> pd.DataFrame:
     """Each arm a condition trains against the same arm of the runs it changes (`arm_shifts`), test
     `MEASURE` paired by seed: what the change did to each arm, beside what it did to the gap."""
-    rows = [{"condition": c["condition"], "arm": s["arm"], "against": f"{s['reference']}'s {s['arm']} arm",
+    rows = [{"condition": c["condition"], "arm": s["arm"], "against": f"the {s['arm']} arm of {s['reference']}",
              "seeds": len(s["seeds"]), "change": f"{s['diff']:+.3f}",
              "95 % CI (seeds)": "" if s["ci"] is None else _interval(s["ci"]),
              "p": "" if s["p"] is None else f"{s['p']:.3g}"}
