@@ -650,10 +650,6 @@ def write_study(records: list[dict], out: str | Path, profile: str = "scifact") 
     tables, figures = out / "tables", out / "figures"
     written = {"conditions": write_table(conditions_table(comparisons), tables, "conditions",
                                          f"Dynamic vs static distillation by condition, test {MEASURE}.")}
-    shifts = shift_table(comparisons)
-    if not shifts.empty:
-        written["shifts"] = write_table(shifts, tables, "shifts", f"Each arm against the same arm of the runs its "
-                                        f"condition changes, test {MEASURE}, paired by seed.")
     power = next((c for c in comparisons if c["condition"] == "power" and c["complete"]), None)
     figs = {"differences": save(differences_figure(comparisons, paper_gap(power["static"]) if power else None),
                                 figures / "differences.png")}
@@ -664,7 +660,7 @@ def write_study(records: list[dict], out: str | Path, profile: str = "scifact") 
         if fig is not None:
             figs[f"curves_{cond.key}"] = save(fig, figures / f"curves_{cond.key}.png")
     extra = {"teachers": teacher_table(out), "drift": drift_table(records), "reranker": reranker_table(records),
-             "clipping": clip_table(records),
+             "clipping": clip_table(records), "shifts": shift_table(comparisons),
              "wall_time": wall_time_table(records)}
     for name, frame in extra.items():
         if not frame.empty:
@@ -704,9 +700,8 @@ TABLE_PROSE = {
 }
 
 
-def _shift_lines(comparisons: list[dict]) -> list[str]:
+def _shift_lines(frame: pd.DataFrame) -> list[str]:
     """The report's lines for `shift_table`, none before a change has two seeds paired."""
-    frame = shift_table(comparisons)
     if frame.empty:
         return []
     return ["What each change did to the arms it trains, against the same arm of the runs it changes (paired by "
@@ -737,7 +732,7 @@ def render(records, comparisons, bests, extra, figs, out: Path, profile: str) ->
              "any single condition's difference a finding; the confirmation on fresh seeds is one test chosen "
              "before its runs, so it stands outside that family.", "",
              "## What the study concludes", "", *[f"- {s}" for s in conclusions(comparisons, extra["drift"])], "",
-             *_shift_lines(comparisons),
+             *_shift_lines(extra["shifts"]),
              "What it cannot conclude:", "", *[f"- {s}" for s in LIMITS + _teacher_limits(out, records, extra["reranker"])], "",
              "## Before any new run: what the profile's own runs show", ""]
     if not extra["teachers"].empty:
