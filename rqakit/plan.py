@@ -228,7 +228,8 @@ def study_work(cfg, lengths: Lengths, counts: Counts, out=None) -> dict[str, tup
     named by its run id, and whether it is exported to the study folder (done, whether or not its
     stage folder is still here; a condition whose grid point is not chosen yet counts its later
     seeds at the first point, and a condition chosen from others' results, before its choice, what
-    leads so far), and the stages a run needs under its condition's overrides, named "<condition>: <stage>".
+    leads so far), and the stages a run needs under its condition's overrides, named "<condition>: <stage>"
+    (the dynamic run a trained teacher comes from among them, unless another item trains it).
     A run that reads texts at other lengths than the profile's is costed at its own (`lengths_at`)."""
     from . import study
     from .config import apply_overrides, validate
@@ -257,11 +258,13 @@ def study_work(cfg, lengths: Lengths, counts: Counts, out=None) -> dict[str, tup
                     work[key] = (stage_work(ws, own, counts)[stage], folder, False)
             work[rid] = (joint_work(run_cfg, own, counts, arm.variant, m, reads),
                          ws.folder(name, joint.stage_hash(ws, name, reads)), rid in exported)
-            if run_cfg.joint.teacher == "joint":   # the dynamic run it distils from, unless planned already
+            if run_cfg.joint.teacher == "joint" and rid not in exported:
+                # the dynamic run it distils from, unless planned already: one exported elsewhere whose
+                # folder is gone (a new machine) is trained again for its re-ranker
                 j = joint.variant_config(ws, arm.variant, m, seed)
                 teacher_ws, teacher_name, teacher_reads = joint.teacher_run(ws, j, reads)
                 folder = teacher_ws.folder(teacher_name, joint.stage_hash(teacher_ws, teacher_name, teacher_reads))
-                if all(folder != item[1] for item in work.values()):
+                if all(folder != item[1] or item[2] for item in work.values()):
                     work[f"{cond.key}: {teacher_name}"] = (joint_work(teacher_ws.cfg, own, counts, "dynamic", m,
                                                                       teacher_reads), folder, False)
     return work

@@ -405,7 +405,7 @@ def run_queue(profile: str, *, conditions=None, seeds=None, out=None, base_overr
     """Train and export every missing run of `conditions` (all by default; only `seeds` if given),
     in order. Returns the run ids exported by this call."""
     out = study_dir(profile, out)
-    add_drift(profile, out, base_overrides, log)
+    add_measures(profile, out, base_overrides, log)
     done = []
     for cond in [condition(k) for k in conditions] if conditions else CONDITIONS:
         while True:
@@ -420,6 +420,8 @@ def run_queue(profile: str, *, conditions=None, seeds=None, out=None, base_overr
                                 baselines=bool(cond.best_of))
             if arm == "dynamic":
                 record["drift"] = teacher_drift(ws, folder, seed)
+            if ws.cfg.joint.teacher == "joint":
+                record["teacher_run"] = teacher_source(ws, cond, seed)
             write_json(out / "runs" / f"{rid}.json", record)
             done.append(rid)
             if cond.key == "power" or (cond.key == "pointwise-warm" and seed == cond.seeds[0]):
@@ -427,25 +429,51 @@ def run_queue(profile: str, *, conditions=None, seeds=None, out=None, base_overr
     return done
 
 
-def add_drift(profile: str, out: Path, base_overrides=None, log=print) -> list[str]:
-    """`teacher_drift` for every exported dynamic run that lacks it and whose stage folder is still
-    here (runs exported before the measure existed); returns their run ids."""
+def add_measures(profile: str, out: Path, base_overrides=None, log=print) -> list[str]:
+    """The measures read off stage folders that an exported record lacks (it was exported before the
+    measure existed), where those folders are still here: `teacher_drift` of a dynamic run,
+    `teacher_source` of a run with a trained teacher. Returns the run ids it added to."""
     from .stages import Workspace
 
     added = []
     for record in read_runs(out):
-        if record["arm"] != "dynamic" or "drift" in record:
+        drift = record["arm"] == "dynamic" and "drift" not in record
+        source = record["overrides"].get("joint.teacher") == "joint" and not record.get("teacher_run")
+        if not (drift or source):
             continue
         ws = Workspace(run_config(profile, record["overrides"], base_overrides))
         folder = ws.root / record["stage"] / record["folder_hash"]
-        if not folder.is_dir():
-            continue
-        ws.apply()
-        log(f"[study] drift of {record['run']}")
-        record["drift"] = teacher_drift(ws, folder, record["seed"])
-        write_json(out / "runs" / f"{record['run']}.json", record)
-        added.append(record["run"])
+        new = {}
+        if drift and folder.is_dir():
+            ws.apply()
+            log(f"[study] drift of {record['run']}")
+            new["drift"] = teacher_drift(ws, folder, record["seed"])
+        if source and (found := teacher_source(ws, condition(record["condition"]), record["seed"])):
+            new["teacher_run"] = found
+        if new:
+            write_json(out / "runs" / f"{record['run']}.json", {**record, **new})
+            added.append(record["run"])
     return added
+
+
+def teacher_source(ws, cond: Condition, seed: int) -> dict | None:
+    """The dynamic run a `joint.teacher: joint` run distilled from, read off its stage folder: its
+    folder hash, precision, machine, commit and test scores (the same configuration as the exported
+    run it pairs with, so a teacher retrained on another machine shows how far that moved it). None
+    for a run with the warm teacher, or while that folder is not here."""
+    from .artifacts import read_manifest
+    from .stages import joint
+
+    if ws.cfg.joint.teacher != "joint":
+        return None
+    j = joint.variant_config(ws, "static", None, seed)
+    teacher_ws, name, reads = joint.teacher_run(ws, j, evaluates(cond, seed, ws.cfg))
+    folder = teacher_ws.folder(name, joint.stage_hash(teacher_ws, name, reads))
+    if (manifest := read_manifest(folder)) is None:
+        return None
+    return {"stage": name, "folder_hash": folder.name, "precision": manifest.get("compute_dtype"),
+            "machine": manifest.get("machine"), "commit": manifest.get("git_commit"),
+            "finished_at": manifest.get("finished_at"), "test": StageFolder(folder).metrics["retriever"]}
 
 
 def export_teacher(ws, out: Path, name: str) -> None:

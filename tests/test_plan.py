@@ -124,6 +124,20 @@ def test_the_study_plan_lists_its_runs_exported_ones_done_and_the_stages_they_ne
     # the one run with a validation score leads so far: teacher-noise's dynamic arm is power's
     assert "best-retriever.dynamic[p_max_len=256].s3" in left
 
+    # two-epochs' dynamic run exported, its folder not here (a new machine): trained-teacher trains it again for
+    # its re-ranker, until its own static run is exported too
+    for rid, cond, arm, overrides in (("two-epochs.dynamic.s1", "two-epochs", "dynamic", {"joint.epochs": 2.0}),
+                                      ("trained-teacher.static.s1", "trained-teacher", "static",
+                                       {"joint.epochs": 2.0, "joint.teacher": "joint"})):
+        (out / f"{rid}.json").write_text(json.dumps({"run": rid, "condition": cond, "arm": arm, "seed": 1,
+                                                     "overrides": overrides, "precision": "float32",
+                                                     "val": {"nDCG@10": 0.7}, "test": {"nDCG@10": 0.7}}))
+        left = [r["stage"] for r in plan(cfg, peak_gflops=50.0, study=True)["stages"] if not r["done"]]
+        assert "two-epochs.dynamic.s1" not in left
+        assert any(n.startswith("trained-teacher: joint-dynamic-") and n.endswith("-s1") for n in left) == (
+            cond == "two-epochs")
+        assert any(n.startswith("trained-teacher: joint-dynamic-") and n.endswith("-s2") for n in left) is False
+
 
 def test_the_study_plan_costs_the_best_retriever_at_the_leader_so_far_and_its_own_lengths(tmp_path, tiny_cache,
                                                                                            monkeypatch):

@@ -47,7 +47,7 @@ def test_a_re_ranker_that_never_moved_has_no_drift_and_the_drift_of_one_that_did
     on every list; a run file exported without the measure gets it from its folder."""
     import shutil
 
-    from rqakit.study import add_drift, teacher_drift
+    from rqakit.study import add_measures, teacher_drift
 
     base = [f"{k}={v}" for k, v in {**SMALL_TOY, "runtime.workdir": toy_ws.config.runtime.workdir}.items()]
     run_queue("toy", conditions=["power"], seeds=[1], out=tmp_path, base_overrides=base, log=lambda *a: None)
@@ -62,9 +62,61 @@ def test_a_re_ranker_that_never_moved_has_no_drift_and_the_drift_of_one_that_did
     record = json.loads(path.read_text())
     moved = record.pop("drift")
     path.write_text(json.dumps(record))
-    assert add_drift("toy", tmp_path, base, log=lambda *a: None) == ["power.dynamic.s1"]
+    assert add_measures("toy", tmp_path, base, log=lambda *a: None) == ["power.dynamic.s1"]
     assert json.loads(path.read_text())["drift"] == moved                # the same folder, the same scores
-    assert add_drift("toy", tmp_path, base, log=lambda *a: None) == []
+    assert add_measures("toy", tmp_path, base, log=lambda *a: None) == []
+
+
+def test_a_static_run_with_a_trained_teacher_names_the_dynamic_run_it_distilled_from(toy_ws, tmp_path):
+    """trained-teacher's static arm distils from the run two-epochs exports for its seed (one folder,
+    trained once); its record names that run, and a record exported without the name gets it later."""
+    from rqakit.study import add_measures
+
+    base = [f"{k}={v}" for k, v in {**SMALL_TOY, "runtime.workdir": toy_ws.config.runtime.workdir}.items()]
+    quiet = {"out": tmp_path, "base_overrides": base, "log": lambda *a: None}
+    assert run_queue("toy", conditions=["trained-teacher"], seeds=[1], **quiet) == ["trained-teacher.static.s1"]
+    path = tmp_path / "runs" / "trained-teacher.static.s1.json"
+    source = json.loads(path.read_text())["teacher_run"]
+    teacher = toy_ws.root / source["stage"] / source["folder_hash"]
+    assert (teacher / "reranker").is_dir() and source["stage"].startswith("joint-dynamic-")
+    assert source["test"] == json.loads((teacher / "metrics.json").read_text())["retriever"]
+    assert source["machine"] and source["precision"] in ("float32", "bfloat16")
+    run_queue("toy", conditions=["two-epochs"], seeds=[1], **quiet)
+    paired = json.loads((tmp_path / "runs" / "two-epochs.dynamic.s1.json").read_text())
+    assert (paired["folder_hash"], paired["finished_at"]) == (source["folder_hash"], source["finished_at"])
+
+    record = json.loads(path.read_text())
+    record.pop("teacher_run")
+    path.write_text(json.dumps(record))
+    assert add_measures("toy", tmp_path, base, log=lambda *a: None) == ["trained-teacher.static.s1"]
+    assert json.loads(path.read_text())["teacher_run"] == source
+    assert add_measures("toy", tmp_path, base, log=lambda *a: None) == []
+
+
+def test_the_report_sets_a_retrained_teacher_against_the_run_it_pairs_with():
+    from rqakit.report.study import _teacher_source_lines, teacher_source_table
+
+    cond = condition("trained-teacher")
+    trained = {"joint.epochs": 2.0, "joint.teacher": "joint"}
+    records, sources = [], {}
+    for seed, score in ((1, 0.74), (2, 0.72), (3, 0.73)):
+        dyn = record("two-epochs", "dynamic", seed, score, overrides={"joint.epochs": 2.0})
+        dyn.update(folder_hash=f"h{seed}", finished_at=f"t{seed}", machine="xeon")
+        sources[seed] = {"stage": f"joint-dynamic-m8-s{seed}", "folder_hash": f"h{seed}", "machine": "epyc",
+                         "precision": "bfloat16", "commit": "c", "finished_at": f"t{seed}", "test": {"nDCG@10": score}}
+        records += [dyn, record("trained-teacher", "static", seed, 0.75, overrides=trained)]
+        records[-1]["machine"] = "xeon"
+    records[3]["teacher_run"] = sources[2]                                        # the exported run itself
+    records[5]["teacher_run"] = {**sources[3], "finished_at": "later", "test": {"nDCG@10": 0.70}}   # trained again
+    frame = teacher_source_table(records, cond)
+    assert list(frame["seed"]) == [2, 3]
+    assert list(frame["teacher"]) == ["the exported run", "retrained on epyc"]
+    assert list(frame["teacher - exported"]) == pytest.approx([0.0, -0.03])
+    text = "\n".join(_teacher_source_lines(records, cond))
+    assert "Seed 1 was exported before run records named the teacher run; each trained on the machine" in text
+    records[1]["machine"] = "epyc"                                               # seed 1's static run moved machine
+    assert "each trained on" not in "\n".join(_teacher_source_lines(records, cond))
+    assert _teacher_source_lines(records, condition("two-epochs")) == []         # the warm teacher: nothing to name
 
 
 def test_a_grid_condition_runs_its_candidates_then_every_seed_at_the_best_on_validation():

@@ -427,6 +427,47 @@ def seed_table(records: list[dict], cond: Condition) -> pd.DataFrame:
     return frame.sort_values(["precision", "seed"]).reset_index(drop=True) if not frame.empty else frame
 
 
+def teacher_source_table(records: list[dict], cond: Condition) -> pd.DataFrame:
+    """A condition whose static arm distils from a trained teacher: per seed whose record names the
+    run it distilled from (`teacher_run`), that run's test score beside the exported dynamic run of
+    the same configuration it pairs with. Where the two differ in when and where they trained, the
+    teacher was retrained (its workspace lost), and the difference is that of the machine alone."""
+    paired = {r["seed"]: r for r in arm_runs(records, cond, "dynamic")}
+    rows = []
+    for r in sorted(arm_runs(records, cond, "static"), key=lambda r: r["seed"]):
+        source, pair = r.get("teacher_run"), paired.get(r["seed"])
+        if not source or pair is None or source["folder_hash"] != pair["folder_hash"]:
+            continue
+        same = source["finished_at"] == pair["finished_at"]
+        rows.append({"seed": r["seed"], "teacher": "the exported run" if same else f"retrained on {source['machine']}",
+                     f"teacher test {MEASURE}": source["test"][MEASURE],
+                     f"exported dynamic test {MEASURE}": pair["test"][MEASURE],
+                     "teacher - exported": source["test"][MEASURE] - pair["test"][MEASURE]})
+    return pd.DataFrame(rows)
+
+
+def _teacher_source_lines(records: list[dict], cond: Condition) -> list[str]:
+    """The report's lines for `teacher_source_table`, none for a condition with the warm teacher."""
+    if cond.static.overrides.get("joint.teacher") != "joint":
+        return []
+    frame = teacher_source_table(records, cond)
+    paired = {r["seed"]: r for r in arm_runs(records, cond, "dynamic")}
+    unnamed = [r for r in sorted(arm_runs(records, cond, "static"), key=lambda r: r["seed"]) if not r.get("teacher_run")]
+    lines = []
+    if not frame.empty:
+        lines += ["The teacher each static run distilled from, against the dynamic run it pairs with (the same "
+                  "configuration and stage folder): a retrained teacher is the same run computed again in the same "
+                  "precision on another machine, so its difference is what the machine alone moves a run by.", "",
+                  _md(frame), ""]
+    if unnamed:
+        same = all(r["seed"] in paired and r.get("machine") == paired[r["seed"]].get("machine") for r in unnamed)
+        many = len(unnamed) > 1
+        lines += [f"{'Seeds' if many else 'Seed'} {', '.join(str(r['seed']) for r in unnamed)} "
+                  f"{'were' if many else 'was'} exported before run records named the teacher run"
+                  + ("; each trained on the machine of the dynamic run it pairs with." if same else "."), ""]
+    return lines
+
+
 def grid_table(records: list[dict], cond: Condition) -> pd.DataFrame:
     """The candidates of a grid condition with their first-seed validation score, and below them the
     profile's own setting on the same seed and arm (power's run), for reference: a grid of changes
@@ -779,6 +820,7 @@ def render(records, comparisons, bests, extra, figs, out: Path, profile: str) ->
             lines += ["Not run yet.", ""]
         if comp.get("arm_shifts"):
             lines += [f"What the change did to the arms it touched: {shift_text(comp)}.", ""]
+        lines += _teacher_source_lines(records, cond)
         if f"curves_{cond.key}" in figs:
             lines += [f"![curves]({figs[f'curves_{cond.key}'].relative_to(out)})", ""]
     for cond, best in zip(BEST_OF, bests):
