@@ -82,6 +82,12 @@ def machine() -> str:
             f"torch {torch.__version__}")
 
 
+def machine_cpu(line: str | None) -> str:
+    """The CPU model a `machine()` line names ("Linux x86_64, AMD EPYC, 2 cores, ..." -> "AMD EPYC")."""
+    parts = str(line).split(", ")
+    return parts[1] if len(parts) > 1 else str(line)
+
+
 def read_manifest(folder: Path) -> dict | None:
     """The folder's manifest; None while it has none (the stage has not finished there)."""
     return StageFolder(folder).manifest

@@ -94,7 +94,8 @@ def test_a_static_run_with_a_trained_teacher_names_the_dynamic_run_it_distilled_
 
 
 def test_the_report_sets_a_retrained_teacher_against_the_run_it_pairs_with():
-    from rqakit.report.study import _teacher_source_lines, teacher_source_table
+    from rqakit.artifacts import machine_cpu
+    from rqakit.report.study import _teacher_source_lines, seed_table, teacher_source_table
 
     cond = condition("trained-teacher")
     trained = {"joint.epochs": 2.0, "joint.teacher": "joint"}
@@ -117,6 +118,13 @@ def test_the_report_sets_a_retrained_teacher_against_the_run_it_pairs_with():
     records[1]["machine"] = "epyc"                                               # seed 1's static run moved machine
     assert "each trained on" not in "\n".join(_teacher_source_lines(records, cond))
     assert _teacher_source_lines(records, condition("two-epochs")) == []         # the warm teacher: nothing to name
+    # a condition whose runs span machines names each seed's CPU, and says so beside its verdict
+    table = seed_table(records, cond).set_index("seed")
+    assert table.loc[1, "CPU"] == "static: epyc; dynamic: xeon" and table.loc[2, "CPU"] == "xeon"
+    assert compare_condition(records, cond)["machines"] == ["epyc", "xeon"]
+    records[1]["machine"] = "xeon"
+    assert "CPU" not in seed_table(records, cond).columns
+    assert machine_cpu("Linux x86_64, AMD EPYC, 2 cores, native bf16, no GPU, torch 2.13.0+cpu") == "AMD EPYC"
 
 
 def test_a_grid_condition_runs_its_candidates_then_every_seed_at_the_best_on_validation():

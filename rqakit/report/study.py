@@ -18,6 +18,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from scipy.stats import false_discovery_control
 
+from ..artifacts import machine_cpu
 from ..atomic import write_json
 from ..evaluation import paired_test
 from ..stages.teacher import verdict_line
@@ -75,6 +76,7 @@ def compare_condition(records: list[dict], cond: Condition, measure: str = MEASU
             "dynamic_sd": c["sd_b"], "diff": c["diff"], "ci": c["ci"], "p": c["p"], "test": c["test"],
             "detectable": c["detectable"], "query_ci": bootstrap_queries(a, b), "query_p": q["p_ttest"],
             "verdict": verdict(c, "static", "dynamic"),
+            "machines": sorted({str(r.get("machine")) for r in [*dyn.values(), *sta.values()]}),
             "val_static": float(np.mean([r["val"][measure] for r in sta.values()])),
             "val_dynamic": float(np.mean([r["val"][measure] for r in dyn.values()]))}
 
@@ -416,11 +418,17 @@ def arm_text(arm) -> str:
 def seed_table(records: list[dict], cond: Condition) -> pd.DataFrame:
     """Per seed: each arm's test and validation score and precision (one row per seed)."""
     rows: dict = {}
+    cpus: dict = {}
     for arm in ("static", "dynamic"):
         for r in arm_runs(records, cond, arm):
             row = rows.setdefault((r["seed"], str(r["precision"])), {"seed": r["seed"], "precision": r["precision"]})
             row[f"{arm} test"] = r["test"][MEASURE]
             row[f"{arm} val"] = r["val"][MEASURE]
+            cpus.setdefault((r["seed"], str(r["precision"])), {})[arm] = machine_cpu(r.get("machine"))
+    if len({cpu for arms in cpus.values() for cpu in arms.values()}) > 1:   # named only where runs span machines
+        for key, arms in cpus.items():
+            rows[key]["CPU"] = (next(iter(arms.values())) if len(set(arms.values())) == 1
+                                else "; ".join(f"{arm}: {cpu}" for arm, cpu in arms.items()))
     frame = pd.DataFrame(list(rows.values()))
     if {"static test", "dynamic test"} <= set(frame.columns):
         frame["dynamic - static"] = frame["dynamic test"] - frame["static test"]
@@ -815,6 +823,8 @@ def render(records, comparisons, bests, extra, figs, out: Path, profile: str) ->
             lines += [f"Verdict: **{verdict_text(comp)}** (dynamic - static {comp['diff']:+.3f}{tested}; "
                       f"precision {comp['precision']}"
                       + (f"; runs in {', '.join(comp['other_precisions'])} left out" if comp["other_precisions"] else "")
+                      + (f"; its runs come from {len(comp['machines'])} machines of that precision, paired by seed "
+                         "whichever each ran on" if len(comp.get("machines", ())) > 1 else "")
                       + ").", ""]
         else:
             lines += ["Not run yet.", ""]
