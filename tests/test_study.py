@@ -95,7 +95,7 @@ def test_a_static_run_with_a_trained_teacher_names_the_dynamic_run_it_distilled_
 
 def test_the_report_sets_a_retrained_teacher_against_the_run_it_pairs_with():
     from rqakit.artifacts import machine_cpu
-    from rqakit.report.study import _teacher_source_lines, seed_table, teacher_source_table
+    from rqakit.report.study import _machine_limits, _teacher_source_lines, seed_table, teacher_source_table
 
     cond = condition("trained-teacher")
     trained = {"joint.epochs": 2.0, "joint.teacher": "joint"}
@@ -122,8 +122,12 @@ def test_the_report_sets_a_retrained_teacher_against_the_run_it_pairs_with():
     table = seed_table(records, cond).set_index("seed")
     assert table.loc[1, "CPU"] == "static: epyc; dynamic: xeon" and table.loc[2, "CPU"] == "xeon"
     assert compare_condition(records, cond)["machines"] == ["epyc", "xeon"]
+    limit = _machine_limits(records, [compare_condition(records, cond)])[0]
+    assert limit.startswith("trained-teacher pairs runs of one precision from 2 CPUs (epyc; xeon)")
+    assert limit.endswith("Measured: 1 run retrained on another CPU (trained teachers) moved test nDCG@10 by -0.030.")
     records[1]["machine"] = "xeon"
     assert "CPU" not in seed_table(records, cond).columns
+    assert _machine_limits(records, [compare_condition(records, cond)]) == ()
     assert machine_cpu("Linux x86_64, AMD EPYC, 2 cores, native bf16, no GPU, torch 2.13.0+cpu") == "AMD EPYC"
 
 

@@ -385,6 +385,25 @@ def teacher_checks(out: Path) -> list[dict]:
     return [t for t in found if "leads" in t]
 
 
+def _machine_limits(records: list[dict], comparisons: list[dict]) -> tuple[str, ...]:
+    """A limit for conditions that pair runs of one precision from several CPUs, with what the same
+    run computed again on another CPU moved by, where a retrained teacher measured it."""
+    mixed = [c for c in comparisons if len(c.get("machines", ())) > 1]
+    if not mixed:
+        return ()
+    cpus = sorted({machine_cpu(m) for c in mixed for m in c["machines"]})
+    text = (f"{', '.join(c['condition'] for c in mixed)} pair{'s' if len(mixed) == 1 else ''} runs of one precision "
+            f"from {len(cpus)} CPUs ({'; '.join(cpus)}), by seed whichever each ran on: the same run on another CPU "
+            "rounds differently and drifts apart in training, which adds noise to a pair but no direction.")
+    again = pd.concat([teacher_source_table(records, cond) for cond in COMPARED], ignore_index=True)
+    again = again[again["teacher"] != "the exported run"] if not again.empty else again
+    if not again.empty:
+        moved = again["teacher - exported"]
+        text += (f" Measured: {len(moved)} run{'s' if len(moved) > 1 else ''} retrained on another CPU "
+                 f"(trained teachers) moved test {MEASURE} by " + ", ".join(f"{v:+.3f}" for v in moved) + ".")
+    return (text,)
+
+
 def _teacher_limits(out: Path, records: list[dict], reranker: pd.DataFrame) -> tuple[str, ...]:
     """A limit for the teachers that do not lead the retriever they teach on validation: no warm
     teacher that does is tested; a condition whose static arm distils from a trained re-ranker
@@ -782,7 +801,9 @@ def render(records, comparisons, bests, extra, figs, out: Path, profile: str) ->
              "before its runs, so it stands outside that family.", "",
              "## What the study concludes", "", *[f"- {s}" for s in conclusions(comparisons, extra["drift"])], "",
              *_shift_lines(extra["shifts"]),
-             "What it cannot conclude:", "", *[f"- {s}" for s in LIMITS + _teacher_limits(out, records, extra["reranker"])], "",
+             "What it cannot conclude:", "",
+             *[f"- {s}" for s in (*LIMITS, *_teacher_limits(out, records, extra["reranker"]),
+                                  *_machine_limits(records, comparisons))], "",
              "## Before any new run: what the profile's own runs show", ""]
     if not extra["teachers"].empty:
         lines += ["Static targets: the warm re-ranker's softmax over each training list (the same lists both arms "
