@@ -252,9 +252,9 @@ def study_work(cfg, lengths: Lengths, counts: Counts, out=None) -> dict[str, tup
             own = lengths_at(ws)[0] if model_lengths(run_cfg) != model_lengths(cfg) else lengths
             name = f"joint-{arm.variant}-m{m}-s{seed}"
             reads = study.evaluates(cond, seed, run_cfg) or joint.report_reads(run_cfg, arm.variant, m, seed)
-            for stage in joint.NEEDS:   # the stages this condition's overrides rebuild
+            for stage in joint.NEEDS:   # the stages this condition's overrides rebuild, for a run still to train
                 key, folder = f"{cond.key}: {stage}", ws.folder(stage)
-                if key not in work and folder != base.folder(stage):
+                if key not in work and folder != base.folder(stage) and rid not in exported:
                     work[key] = (stage_work(ws, own, counts)[stage], folder, False)
             work[rid] = (joint_work(run_cfg, own, counts, arm.variant, m, reads),
                          ws.folder(name, joint.stage_hash(ws, name, reads)), rid in exported)

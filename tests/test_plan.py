@@ -124,6 +124,16 @@ def test_the_study_plan_lists_its_runs_exported_ones_done_and_the_stages_they_ne
     # the one run with a validation score leads so far: teacher-noise's dynamic arm is power's
     assert "best-retriever.dynamic[p_max_len=256].s3" in left
 
+    # a condition with its own warm start, every run exported: its stages are not needed again
+    warm = {"warmup_ce.loss": "pointwise", "augment.calibration": "sigmoid"}
+    for seed in range(1, 6):
+        for arm in ("dynamic", "static"):
+            rid = f"pointwise-warm.{arm}.s{seed}"
+            (out / f"{rid}.json").write_text(json.dumps({"run": rid, "condition": "pointwise-warm", "arm": arm,
+                                                         "seed": seed, "overrides": warm, "precision": "float32",
+                                                         "val": {"nDCG@10": 0.6}, "test": {"nDCG@10": 0.6}}))
+        left = [r["stage"] for r in plan(cfg, peak_gflops=50.0, study=True)["stages"] if not r["done"]]
+        assert ("pointwise-warm: warmup_ce" in left) == (seed < 5)
     # two-epochs' dynamic run exported, its folder not here (a new machine): trained-teacher trains it again for
     # its re-ranker, until its own static run is exported too
     for rid, cond, arm, overrides in (("two-epochs.dynamic.s1", "two-epochs", "dynamic", {"joint.epochs": 2.0}),
