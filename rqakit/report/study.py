@@ -465,8 +465,9 @@ def teacher_source_table(records: list[dict], cond: Condition) -> pd.DataFrame:
         source, pair = r.get("teacher_run"), paired.get(r["seed"])
         if not source or pair is None or source["folder_hash"] != pair["folder_hash"]:
             continue
-        same = source["finished_at"] == pair["finished_at"]
-        rows.append({"seed": r["seed"], "teacher": "the exported run" if same else f"retrained on {source['machine']}",
+        again = source["finished_at"] != pair["finished_at"]
+        rows.append({"seed": r["seed"], "teacher": f"retrained on {machine_cpu(source['machine'])}" if again
+                     else "the exported run",
                      f"teacher test {MEASURE}": source["test"][MEASURE],
                      f"exported dynamic test {MEASURE}": pair["test"][MEASURE],
                      "teacher - exported": source["test"][MEASURE] - pair["test"][MEASURE]})
