@@ -458,7 +458,7 @@ def add_measures(profile: str, out: Path, base_overrides=None, log=print) -> lis
 
 def teacher_source(ws, cond: Condition, seed: int) -> dict | None:
     """The dynamic run a `joint.teacher: joint` run distilled from, read off its stage folder: its
-    folder hash, precision, machine, commit and test scores (the same configuration as the exported
+    folder hash, precision, machine, commit, wall time and test scores (the same configuration as the exported
     run it pairs with, so a teacher retrained on another machine shows how far that moved it). None
     for a run with the warm teacher, or while that folder is not here."""
     from .artifacts import read_manifest
@@ -473,7 +473,8 @@ def teacher_source(ws, cond: Condition, seed: int) -> dict | None:
         return None
     return {"stage": name, "folder_hash": folder.name, "precision": manifest.get("compute_dtype"),
             "machine": manifest.get("machine"), "commit": manifest.get("git_commit"),
-            "finished_at": manifest.get("finished_at"), "test": StageFolder(folder).metrics["retriever"]}
+            "finished_at": manifest.get("finished_at"), "wall_time_s": manifest.get("wall_time_s"),
+            "test": StageFolder(folder).metrics["retriever"]}
 
 
 def export_teacher(ws, out: Path, name: str) -> None:

@@ -80,7 +80,7 @@ def test_a_static_run_with_a_trained_teacher_names_the_dynamic_run_it_distilled_
     teacher = toy_ws.root / source["stage"] / source["folder_hash"]
     assert (teacher / "reranker").is_dir() and source["stage"].startswith("joint-dynamic-")
     assert source["test"] == json.loads((teacher / "metrics.json").read_text())["retriever"]
-    assert source["machine"] and source["precision"] in ("float32", "bfloat16")
+    assert source["machine"] and source["precision"] in ("float32", "bfloat16") and source["wall_time_s"] > 0
     run_queue("toy", conditions=["two-epochs"], seeds=[1], **quiet)
     paired = json.loads((tmp_path / "runs" / "two-epochs.dynamic.s1.json").read_text())
     assert (paired["folder_hash"], paired["finished_at"]) == (source["folder_hash"], source["finished_at"])
@@ -108,11 +108,13 @@ def test_the_report_sets_a_retrained_teacher_against_the_run_it_pairs_with():
         records += [dyn, record("trained-teacher", "static", seed, 0.75, overrides=trained)]
         records[-1]["machine"] = "xeon"
     records[3]["teacher_run"] = sources[2]                                        # the exported run itself
-    records[5]["teacher_run"] = {**sources[3], "finished_at": "later", "test": {"nDCG@10": 0.70}}   # trained again
+    records[5]["teacher_run"] = {**sources[3], "finished_at": "later", "test": {"nDCG@10": 0.70},   # trained again
+                                 "wall_time_s": 5400.0}
     frame = teacher_source_table(records, cond)
     assert list(frame["seed"]) == [2, 3]
     assert list(frame["teacher"]) == ["the exported run", "retrained on epyc"]
     assert list(frame["teacher - exported"]) == pytest.approx([0.0, -0.03])
+    assert frame["teacher wall time (h)"].iloc[1] == 1.5
     text = "\n".join(_teacher_source_lines(records, cond))
     assert "Seed 1 was exported before run records named the teacher run; each trained on the machine" in text
     records[1]["machine"] = "epyc"                                               # seed 1's static run moved machine

@@ -470,7 +470,8 @@ def teacher_source_table(records: list[dict], cond: Condition) -> pd.DataFrame:
                      else "the exported run",
                      f"teacher test {MEASURE}": source["test"][MEASURE],
                      f"exported dynamic test {MEASURE}": pair["test"][MEASURE],
-                     "teacher - exported": source["test"][MEASURE] - pair["test"][MEASURE]})
+                     "teacher - exported": source["test"][MEASURE] - pair["test"][MEASURE],
+                     "teacher wall time (h)": (source.get("wall_time_s") or 0.0) / 3600})
     return pd.DataFrame(rows)
 
 
