@@ -170,9 +170,7 @@ def export_run(ws, folder: Path, rid: str, *, cond: str, arm: str, seed: int, ov
     manifest = read_manifest(folder) or {}
     record = {"run": rid, "condition": cond, "arm": arm, "seed": seed, "overrides": overrides,
               "stage": folder.parent.name, "folder_hash": folder.name,
-              "precision": manifest.get("compute_dtype"), "machine": manifest.get("machine"),
-              "commit": manifest.get("git_commit"), "finished_at": manifest.get("finished_at"),
-              "wall_time_s": manifest.get("wall_time_s"), "steps": manifest.get("steps"),
+              **provenance(manifest), "steps": manifest.get("steps"),
               "lists": manifest.get("lists"), "epochs": manifest.get("epochs")}
     measures = list(ws.cfg.evaluate.measures)
     for split_name, split in (("test", ws.test), ("val", ws.val)):
@@ -187,6 +185,14 @@ def export_run(ws, folder: Path, rid: str, *, cond: str, arm: str, seed: int, ov
     record["curves"] = stage.curves
     record["history"] = _history(stage.history or [])
     return record
+
+
+def provenance(manifest: dict) -> dict:
+    """Where and how a stage folder was computed, as a run record keeps it: precision, machine,
+    commit, when it finished and its wall time."""
+    return {"precision": manifest.get("compute_dtype"), "machine": manifest.get("machine"),
+            "commit": manifest.get("git_commit"), "finished_at": manifest.get("finished_at"),
+            "wall_time_s": manifest.get("wall_time_s")}
 
 
 def teacher_record(lists_path: Path, temperatures=(1.0, 2.0, 4.0)) -> dict:
@@ -471,9 +477,7 @@ def teacher_source(ws, cond: Condition, seed: int) -> dict | None:
     folder = teacher_ws.folder(name, joint.stage_hash(teacher_ws, name, reads))
     if (manifest := read_manifest(folder)) is None:
         return None
-    return {"stage": name, "folder_hash": folder.name, "precision": manifest.get("compute_dtype"),
-            "machine": manifest.get("machine"), "commit": manifest.get("git_commit"),
-            "finished_at": manifest.get("finished_at"), "wall_time_s": manifest.get("wall_time_s"),
+    return {"stage": name, "folder_hash": folder.name, **provenance(manifest),
             "test": StageFolder(folder).metrics["retriever"]}
 
 

@@ -395,10 +395,9 @@ def _machine_limits(records: list[dict], comparisons: list[dict]) -> tuple[str, 
     text = (f"{', '.join(c['condition'] for c in mixed)} pair{'s' if len(mixed) == 1 else ''} runs of one precision "
             f"from {len(cpus)} CPUs ({'; '.join(cpus)}), by seed whichever each ran on: the same run on another CPU "
             "rounds differently and drifts apart in training, which adds noise to a pair but no direction.")
-    again = pd.concat([teacher_source_table(records, cond) for cond in COMPARED], ignore_index=True)
-    again = again[again["teacher"] != "the exported run"] if not again.empty else again
-    if not again.empty:
-        moved = again["teacher - exported"]
+    moved = [row["teacher - exported"] for cond in COMPARED for _, row in teacher_source_table(records, cond).iterrows()
+             if row["teacher"] != "the exported run"]
+    if moved:
         text += (f" Measured: {len(moved)} run{'s' if len(moved) > 1 else ''} retrained on another CPU "
                  f"(trained teachers) moved test {MEASURE} by " + ", ".join(f"{v:+.3f}" for v in moved) + ".")
     return (text,)
