@@ -470,3 +470,27 @@ def test_the_clip_table_reads_the_norm_each_run_was_clipped_by():
     assert scaled["power", "dynamic"] == pytest.approx(0.1) and table.loc[("power", "dynamic"), "clipped"] == 1.0
     assert scaled["tower-clip", "dynamic"] == 1.0 and table.loc[("tower-clip", "dynamic"), "clipped"] == 0.0
     assert scaled["power", "static"] == pytest.approx(0.5)
+
+
+def test_the_main_report_quotes_the_study_again_from_its_results_alone(tmp_path):
+    from rqakit.report.build import refresh_study_summary
+
+    study, main = tmp_path / "toy-study", tmp_path / "toy"
+    study.mkdir(), main.mkdir()
+    power = {"condition": "power", "complete": True, "ci": [-0.017, 0.011], "p": 0.66, "seeds_dynamic": [1, 2, 3],
+             "precision": "bfloat16", "dynamic": 0.694, "dynamic_sd": 0.012, "static": 0.696, "static_sd": 0.014,
+             "diff": -0.003, "test": "paired t over seeds", "verdict": "no difference larger than 0.017",
+             "detectable": 0.020}
+    (study / "results.json").write_text(json.dumps({"comparisons": [power]}))
+    before = ("## Ablations\n\ntable\n\n<!-- study:start -->\nThe distillation study, an older verdict.\n"
+              "<!-- study:end -->\n\nThe run-level test decides.\n")
+    (main / "report.md").write_text(before)
+    assert refresh_study_summary(main, study)
+    text = (main / "report.md").read_text()
+    assert "older verdict" not in text and "over 3 seeds per arm (bfloat16): dynamic 0.694 ± 0.012" in text
+    assert text.startswith("## Ablations\n\ntable\n\n<!-- study:start -->\nThe distillation study ([toy-study/report.md]")
+    assert text.endswith(".\n<!-- study:end -->\n\nThe run-level test decides.\n")
+    assert refresh_study_summary(main, study) and (main / "report.md").read_text() == text   # idempotent
+    (main / "report.md").write_text("## Ablations\n\ntable\n")           # a report built before the study had runs
+    assert not refresh_study_summary(main, study) and (main / "report.md").read_text() == "## Ablations\n\ntable\n"
+    assert not refresh_study_summary(tmp_path / "absent", study)

@@ -8,7 +8,8 @@ Submodules load on first use, so a notebook that only writes its chapter record 
 """
 from importlib import import_module
 
-_EXPORTS = {"build_report": "build", "refresh_wall_times": "build", "update_run_rows": "build",
+_EXPORTS = {"build_report": "build", "refresh_wall_times": "build", "refresh_study_summary": "build",
+            "update_run_rows": "build",
             "is_current": "chapter", "read_chapter": "chapter", "write_chapter": "chapter",
             "work_from_repository_root": "chapter", "open_chapter": "chapter", "quiet_libraries": "chapter"}
 

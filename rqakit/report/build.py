@@ -33,6 +33,7 @@ from .chapter import read_chapter, read_chapter_times
 from .study import study_summary
 
 WALL_START, WALL_END = "<!-- wall-time:start -->", "<!-- wall-time:end -->"
+STUDY_START, STUDY_END = "<!-- study:start -->", "<!-- study:end -->"
 
 
 def stamp(ws) -> dict:
@@ -332,6 +333,13 @@ def _num(v, digits: int = 1) -> str:
     return "" if v is None else f"{float(v):.{digits}f}"
 
 
+def study_section(study_folder: str | Path) -> list[str]:
+    """The Table 4 section's paragraph on the distillation study, between markers so that
+    `refresh_study_summary` can replace it; empty where the study has no power comparison."""
+    summary = study_summary(study_folder)
+    return [STUDY_START, summary, STUDY_END, ""] if summary else []
+
+
 def render_report(ws, out_dir: Path, head: list[str], data: dict, written: dict, figs: dict, stamp_: dict) -> str:
     from ..stages.ablations import ablation_list_size
 
@@ -373,7 +381,7 @@ def render_report(ws, out_dir: Path, head: list[str], data: dict, written: dict,
               *([f"Teacher check, before the warm re-ranker's scores were used (`rqakit.stages.teacher`): "
                  f"{checked['line']}.", ""] if (checked := teacher.read(ws)) else []),
               "## Ablations (Table 4 analogue)", "", md("table4"), "", md("paired"), "",
-              *([study, ""] if (study := study_summary(out_dir.parent / f"{cfg.profile}-study")) else []),
+              *study_section(out_dir.parent / f"{cfg.profile}-study"),
               "The run-level test decides the claim: each run is one number, dynamic and static runs pair by seed "
               "(same data order and initial random state), and the detectable difference is the smallest true "
               "difference that test finds at 80 % power with these seeds. The query-level tests average each "
@@ -426,6 +434,20 @@ def build_report(ws, out_dir: str | Path) -> dict:
     return {"results": str(results_path), "report": str(report), "tables": {k: str(v) for k, v in written.items()},
             "figures": {k: str(v) for k, v in figs.items()}, "headline": head,
             "paired_test": data["paired"], "hybrid": data["choices"], "stamp": stamp_}
+
+
+def refresh_study_summary(out_dir: str | Path, study_folder: str | Path) -> bool:
+    """Re-render the study's paragraph in report.md from the study's results.json alone (no stage
+    folders needed); False where report.md has no such paragraph to replace."""
+    report = Path(out_dir) / "report.md"
+    section = study_section(study_folder)
+    text = report.read_text() if report.exists() else ""
+    start, end = text.find(STUDY_START), text.find(STUDY_END)
+    if not section or start < 0 or end < start:
+        return False
+    text = text[:start] + "\n".join(section[:-1]) + text[end + len(STUDY_END):]
+    report.write_text(text)
+    return True
 
 
 def refresh_wall_times(ws, out_dir: str | Path) -> None:
