@@ -292,12 +292,20 @@ def test_the_best_retriever_waits_for_its_conditions_then_retrains_the_best_arm_
     for arm, seed, point, _ in runs:
         r = record(cond.key, arm, seed, 0.72 + 0.01 * seed, point=point)
         records.append({**r, "baselines_test": {"bm25": 0.686, "zeroshot-mean": 0.645}})
+    complete(records, "trained-teacher", {"static": 0.76})              # a control, higher on validation
+    complete(records, "tower-clip", {"dynamic": 0.73})                  # a control, lower
+    records.append(record("confirm", "dynamic", 11, 0.70, val=0.80))   # a candidate's setting on fresh seeds
+    assert best_setting(records, cond)["condition"] == "two-epochs"     # controls never become the choice
     write_study(records, tmp_path, "toy")
     got = json.loads((tmp_path / "results.json").read_text())["best"][0]
     assert got["complete"] and got["test"] == pytest.approx(0.74) and got["source_test"] == pytest.approx(0.70)
     text = (tmp_path / "report.md").read_text()
     assert "Chosen on validation: two-epochs, static arm" in text
     assert "passages up to 256 tokens" in text and "bge-small-en-v1.5" in text and "0.645" in text
+    assert ("Higher on validation, but not a candidate: trained-teacher, static arm (mean validation 0.760 over 5 "
+            "seeds; test 0.700 ± 0.000 at the profile's passage length). It belongs to \"A better teacher that does "
+            "not move\"") in text
+    assert text.count("but not a candidate") == 1                        # not tower-clip (lower), not confirm
 
 
 def test_a_condition_significant_alone_but_not_after_adjusting_is_a_lead_and_one_still_running_is_named():

@@ -543,7 +543,26 @@ def best_retriever(records: list[dict], cond: Condition) -> dict:
     if runs:
         out["test"], out["test_sd"] = _test_spread(runs)
         out.update({"complete": len(runs) == len(cond.seeds), "baselines_test": runs[0].get("baselines_test") or {}})
+    out["outside"] = higher_outside(records, cond, best["val"])
     return out
+
+
+def higher_outside(records: list[dict], cond: Condition, val: float) -> list[dict]:
+    """The arms trained by conditions that are not candidates of `cond.best_of` (controls, and
+    runs that need another run first) whose mean validation score is above `val`: a user weighing
+    the chosen setting should see them, with their test scores at the profile's passage length.
+    A confirmation's arms repeat a candidate's setting and are left out."""
+    rows = []
+    for other in CONDITIONS:
+        if other.key in cond.best_of or other.best_of or other.confirms:
+            continue
+        for arm, spec in other.arms().items():
+            runs = arm_runs(records, other, arm) if spec.reuse is None else []
+            if runs and (mean := float(np.mean([r["val"][MEASURE] for r in runs]))) > val:
+                test, sd = _test_spread(runs)
+                rows.append({"condition": other.key, "arm": arm, "val": mean, "seeds": len(runs), "test": test,
+                             "test_sd": sd})
+    return sorted(rows, key=lambda r: -r["val"])
 
 
 def _test_spread(runs: list[dict]) -> tuple[float, float | None]:
@@ -865,6 +884,13 @@ def render(records, comparisons, bests, extra, figs, out: Path, profile: str) ->
                   f"{chosen['val']:.3f} over {chosen['seeds']} seeds), retrained with "
                   + ", ".join(f"{k} = {v}" for k, v in cond.overrides.items())
                   + f" on seeds {', '.join(map(str, cond.seeds))}.", "", _md(best_table(best, cond)), ""]
+        for o in best.get("outside", []):
+            lines += [f"Higher on validation, but not a candidate: {o['condition']}, {o['arm']} arm (mean validation "
+                      f"{o['val']:.3f} over {o['seeds']} seeds; test {o['test']:.3f}"
+                      + (f" ± {o['test_sd']:.3f}" if o["test_sd"] is not None else "")
+                      + f" at the profile's passage length). It belongs to \"{condition(o['condition']).title}\", a "
+                      "question about distillation, not a setting of the recipe; its section says what it needs to "
+                      "train.", ""]
         done = f"{len(best.get('seeds', []))} of {len(cond.seeds)} seeds"
         lines += [f"{done}; precision of its runs: {', '.join(best.get('precision', [])) or 'none yet'}.", ""]
     lines += ["## Order and cost", "",
