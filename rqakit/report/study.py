@@ -888,9 +888,9 @@ def render(records, comparisons, bests, extra, figs, out: Path, profile: str) ->
             lines += [f"Higher on validation, but not a candidate: {o['condition']}, {o['arm']} arm (mean validation "
                       f"{o['val']:.3f} over {o['seeds']} seeds; test {o['test']:.3f}"
                       + (f" ± {o['test_sd']:.3f}" if o["test_sd"] is not None else "")
-                      + f" at the profile's passage length). It belongs to \"{condition(o['condition']).title}\", a "
-                      "question about distillation, not a setting of the recipe; its section says what it needs to "
-                      "train.", ""]
+                      + f" at the profile's passage length). It belongs to \"{condition(o['condition']).title}\", a control "
+                      "of the distillation question, not one of the candidate settings; its section says what it "
+                      "needs to train.", ""]
         done = f"{len(best.get('seeds', []))} of {len(cond.seeds)} seeds"
         lines += [f"{done}; precision of its runs: {', '.join(best.get('precision', [])) or 'none yet'}.", ""]
     lines += ["## Order and cost", "",
