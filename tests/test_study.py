@@ -95,7 +95,13 @@ def test_a_static_run_with_a_trained_teacher_names_the_dynamic_run_it_distilled_
 
 def test_the_report_sets_a_retrained_teacher_against_the_run_it_pairs_with():
     from rqakit.artifacts import machine_cpu
-    from rqakit.report.study import _machine_limits, _teacher_source_lines, seed_table, teacher_source_table
+    from rqakit.report.study import (
+        _machine_limits,
+        _teacher_source_lines,
+        own_teacher_pairs,
+        seed_table,
+        teacher_source_table,
+    )
 
     cond = condition("trained-teacher")
     trained = {"joint.epochs": 2.0, "joint.teacher": "joint"}
@@ -117,6 +123,11 @@ def test_the_report_sets_a_retrained_teacher_against_the_run_it_pairs_with():
     assert frame["teacher wall time (h)"].iloc[1] == 1.5
     text = "\n".join(_teacher_source_lines(records, cond))
     assert "Seed 1 was exported before run records named the teacher run; each trained on the machine" in text
+    # paired with the teacher runs themselves: seed 3's retrained 0.70 in place of its exported 0.73
+    assert own_teacher_pairs(records, cond)["diff"] == pytest.approx(-0.03)
+    assert compare_condition(records, cond)["diff"] == pytest.approx(-0.02)
+    assert ("Paired instead with the run each static run distilled from (the retrained one where there is one): "
+            "dynamic - static -0.030, 95 % CI [") in text
     records[1]["machine"] = "epyc"                                               # seed 1's static run moved machine
     assert "each trained on" not in "\n".join(_teacher_source_lines(records, cond))
     assert _teacher_source_lines(records, condition("two-epochs")) == []         # the warm teacher: nothing to name
@@ -502,3 +513,24 @@ def test_the_main_report_quotes_the_study_again_from_its_results_alone(tmp_path)
     (main / "report.md").write_text("## Ablations\n\ntable\n")           # a report built before the study had runs
     assert not refresh_study_summary(main, study) and (main / "report.md").read_text() == "## Ablations\n\ntable\n"
     assert not refresh_study_summary(tmp_path / "absent", study)
+
+
+def test_the_trained_teacher_control_says_where_the_lead_it_reuses_comes_from():
+    from rqakit.report.study import teacher_control
+
+    lead = {"condition": "two-epochs", "diff": 0.019, "ci": [0.004, 0.034]}
+    shift = {"arm": "static", "reference": "two-epochs", "seeds": [1, 2, 3], "diff": 0.047, "ci": [0.033, 0.062],
+             "p": 0.0007}
+    control = {"condition": "trained-teacher", "diff": -0.028, "ci": [-0.044, -0.012], "p": 0.0077,
+               "p_adjusted": 0.061, "arm_shifts": [shift]}
+    text = teacher_control(control, [lead, control])
+    assert text.startswith("Where the dynamic lead of two-epochs (+0.019) comes from, asked by trained-teacher")
+    assert "scores +0.047 (95 % CI [+0.033, +0.062], p = 0.0007) against the static arm of two-epochs" in text
+    assert "-0.028 (95 % CI [-0.044, -0.012], p = 0.0077; 0.061 adjusted): the better teacher" in text
+    moving = {**control, "diff": 0.02, "ci": [0.005, 0.035]}             # dynamic beats even the better frozen teacher
+    assert "a teacher that moves adds more" in teacher_control(moving, [lead, moving])
+    unclear = {**control, "arm_shifts": [{**shift, "ci": [-0.01, 0.1]}]}
+    assert "cannot tell" in teacher_control(unclear, [lead, unclear])
+    noise = {**control, "condition": "teacher-noise"}                      # its static teacher is the warm one
+    assert teacher_control(noise, [lead, noise]) is None
+    assert teacher_control(control, [control]) is None                   # the lead it reuses has not run

@@ -474,6 +474,16 @@ def teacher_source_table(records: list[dict], cond: Condition) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def own_teacher_pairs(records: list[dict], cond: Condition) -> dict:
+    """Dynamic minus static over seeds (`compare_seeds`), each static run paired with the dynamic run
+    its record names as its teacher (`teacher_run`; the exported run of its seed where it names none)."""
+    paired = {r["seed"]: r for r in arm_runs(records, cond, "dynamic")}
+    static = {r["seed"]: r for r in arm_runs(records, cond, "static") if r["seed"] in paired}
+    teacher = {seed: (r.get("teacher_run") or paired[seed])["test"][MEASURE] for seed, r in static.items()}
+    c = compare_seeds({seed: r["test"][MEASURE] for seed, r in static.items()}, teacher)
+    return {**c, "seeds": sorted(static)}
+
+
 def _teacher_source_lines(records: list[dict], cond: Condition) -> list[str]:
     """The report's lines for `teacher_source_table`, none for a condition with the warm teacher."""
     if cond.static.overrides.get("joint.teacher") != "joint":
@@ -487,6 +497,11 @@ def _teacher_source_lines(records: list[dict], cond: Condition) -> list[str]:
                   "configuration and stage folder): a retrained teacher is the same run computed again in the same "
                   "precision on another machine, so its difference is what the machine alone moves a run by.", "",
                   _md(frame), ""]
+        if (frame["teacher"] != "the exported run").any():
+            c = own_teacher_pairs(records, cond)
+            lines += [f"Paired instead with the run each static run distilled from (the retrained one where there is "
+                      f"one): dynamic - static {c['diff']:+.3f}, 95 % CI {_interval(c['ci'])}, p = {c['p']:.3g}, over "
+                      f"{len(c['seeds'])} seeds. The verdict above pairs with the exported runs.", ""]
     if unnamed:
         same = all(r["seed"] in paired and r.get("machine") == paired[r["seed"]].get("machine") for r in unnamed)
         many = len(unnamed) > 1
@@ -627,6 +642,7 @@ def conclusions(comparisons: list[dict], drift: pd.DataFrame | None = None) -> l
             lines.append(f"{arm} distillation leads, significant alone but not after adjustment over "
                          f"{leads[0]['family']} conditions (a lead for fresh seeds, not a finding), under: "
                          + "; ".join(_adjusted_text(c) for c in leads) + ".")
+    lines += [line for c in done if not c["in_progress"] and (line := teacher_control(c, comparisons))]
     if level:
         lines.append(f"No significant difference under: {', '.join(level)}.")
     if running:
@@ -683,6 +699,32 @@ def confirmation(c: dict) -> str | None:
     return f"{head} ({c['lead_diff']:+.3f} there, p = {c['lead_p']:.3g}): {tested}; {outcome}"
 
 
+def teacher_control(c: dict, comparisons: list[dict]) -> str | None:
+    """For a condition whose static arm distils the re-ranker a reused dynamic arm ends with (frozen
+    from the first step): where the lead of the condition it reuses comes from. The static arm's
+    shift against that condition's static arm says what the better teacher alone gives; the
+    condition's own difference says what a teacher that moves adds on top of it. None otherwise."""
+    cond = condition(c["condition"])
+    shift = next((s for s in c.get("arm_shifts", []) if s["arm"] == "static"), None)
+    ref = next((r for r in comparisons if r["condition"] == cond.dynamic.reuse and r.get("ci") is not None), None)
+    if cond.static.overrides.get("joint.teacher") != "joint" or shift is None or shift["ci"] is None or ref is None:
+        return None
+    if shift["ci"][0] > 0 and c["ci"][1] <= 0:
+        reading = ("the better teacher the dynamic runs end with accounts for their lead, and a teacher that moves "
+                   "along the way adds nothing on top of it here")
+    elif c["ci"][0] > 0:
+        reading = "the dynamic arm still leads a frozen teacher as good as its own last one: a teacher that moves adds more"
+    else:
+        reading = "these seeds cannot tell the better teacher's share of the lead from the moving teacher's"
+    return (f"Where the dynamic lead of {ref['condition']} ({ref['diff']:+.3f}) comes from, asked by {c['condition']}: a "
+            f"static arm distilled from the re-ranker each of its dynamic runs ends with, frozen from the first step, "
+            f"scores {shift['diff']:+.3f} (95 % CI {_interval(shift['ci'])}, p = {shift['p']:.3g}) against the static "
+            f"arm of {ref['condition']}, and dynamic minus this static arm is {c['diff']:+.3f} (95 % CI "
+            f"{_interval(c['ci'])}, p = {c['p']:.3g}; {c['p_adjusted']:.3g} adjusted): {reading}. That teacher is also "
+            "sharper than the warm one (target entropy in the study's drift table), so its gain is that of a better and a "
+            "sharper target together.")
+
+
 def _adjusted_text(c: dict) -> str:
     """A significant condition with its p before and after the adjustment over conditions."""
     return f"{c['condition']} ({c['diff']:+.3f}, p = {c['p']:.3g}; {c['p_adjusted']:.3g} adjusted)"
@@ -721,7 +763,8 @@ def study_summary(folder: str | Path) -> str | None:
               + ("; ".join(f"{c['condition']}: {verdict_text(c)} ({c['diff']:+.3f}, p = {c['p']:.3g}, "
                            f"{c['p_adjusted']:.3g} adjusted{', still running' if c['in_progress'] else ''})"
                            for c in better) if better else "none gives either arm a significant advantage")
-              + "; the verdicts of all are in its report." + (f" {confirm}" if confirm else ""))
+              + "; the verdicts of all are in its report." + (f" {confirm}" if confirm else "")
+              + "".join(f" {line}" for c in others if not c["in_progress"] and (line := teacher_control(c, comparisons))))
     return (f"The distillation study ([{Path(folder).name}/report.md](../{Path(folder).name}/report.md)) reruns "
             f"this comparison over {len(power['seeds_dynamic'])} seeds per arm ({power['precision']}): dynamic "
             f"{power['dynamic']:.3f} ± {power['dynamic_sd']:.3f}, static {power['static']:.3f} ± {power['static_sd']:.3f} "
