@@ -68,6 +68,11 @@ class Condition:
     def arms(self) -> dict[str, Arm]:
         return {"dynamic": self.dynamic, "static": self.static}
 
+    @property
+    def trained_teacher(self) -> bool:
+        """Whether the static arm distils the re-ranker a dynamic run ends with (`joint.teacher = joint`)."""
+        return self.static.overrides.get("joint.teacher") == "joint"
+
 
 # Ordered by what each decides per hour of a 2-core CPU: the power question first (it shares its
 # first seeds with the report), then the cheap single-arm conditions, the new warm start, the long

@@ -417,7 +417,7 @@ def _teacher_limits(out: Path, records: list[dict], reranker: pd.DataFrame) -> t
     rows = reranker.set_index("condition") if not reranker.empty else reranker
     for cond in COMPARED:
         source = cond.dynamic.reuse
-        if (cond.static.overrides.get("joint.teacher") == "joint" and source in rows.index
+        if (cond.trained_teacher and source in rows.index
                 and arm_runs(records, cond, "static")):
             row = rows.loc[source]
             text += (f" {cond.key} distils its static arm from a stronger one, the re-ranker the dynamic runs of "
@@ -486,7 +486,7 @@ def own_teacher_pairs(records: list[dict], cond: Condition) -> dict:
 
 def _teacher_source_lines(records: list[dict], cond: Condition) -> list[str]:
     """The report's lines for `teacher_source_table`, none for a condition with the warm teacher."""
-    if cond.static.overrides.get("joint.teacher") != "joint":
+    if not cond.trained_teacher:
         return []
     frame = teacher_source_table(records, cond)
     paired = {r["seed"]: r for r in arm_runs(records, cond, "dynamic")}
@@ -707,7 +707,7 @@ def teacher_control(c: dict, comparisons: list[dict]) -> str | None:
     cond = condition(c["condition"])
     shift = next((s for s in c.get("arm_shifts", []) if s["arm"] == "static"), None)
     ref = next((r for r in comparisons if r["condition"] == cond.dynamic.reuse and r.get("ci") is not None), None)
-    if cond.static.overrides.get("joint.teacher") != "joint" or shift is None or shift["ci"] is None or ref is None:
+    if not cond.trained_teacher or shift is None or shift["ci"] is None or ref is None:
         return None
     if shift["ci"][0] > 0 and c["ci"][1] <= 0:
         reading = ("the better teacher the dynamic runs end with accounts for their lead, and a teacher that moves "
