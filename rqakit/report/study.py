@@ -475,13 +475,12 @@ def teacher_source_table(records: list[dict], cond: Condition) -> pd.DataFrame:
 
 
 def own_teacher_pairs(records: list[dict], cond: Condition) -> dict:
-    """Dynamic minus static over seeds (`compare_seeds`), each static run paired with the dynamic run
-    its record names as its teacher (`teacher_run`; the exported run of its seed where it names none)."""
-    paired = {r["seed"]: r for r in arm_runs(records, cond, "dynamic")}
-    static = {r["seed"]: r for r in arm_runs(records, cond, "static") if r["seed"] in paired}
-    teacher = {seed: (r.get("teacher_run") or paired[seed])["test"][MEASURE] for seed, r in static.items()}
-    c = compare_seeds({seed: r["test"][MEASURE] for seed, r in static.items()}, teacher)
-    return {**c, "seeds": sorted(static)}
+    """Dynamic minus static over the seeds the verdict pairs (`paired_runs`), each static run set
+    against the dynamic run its record names as its teacher (`teacher_run`; the exported run of its
+    seed where it names none)."""
+    _, _, dyn, sta = paired_runs(records, cond)
+    teacher = {seed: (r.get("teacher_run") or dyn[seed])["test"][MEASURE] for seed, r in sta.items()}
+    return {**compare_seeds({seed: r["test"][MEASURE] for seed, r in sta.items()}, teacher), "seeds": sorted(sta)}
 
 
 def _teacher_source_lines(records: list[dict], cond: Condition) -> list[str]:
