@@ -317,6 +317,17 @@ def test_the_best_retriever_waits_for_its_conditions_then_retrains_the_best_arm_
             "seeds; test 0.700 ± 0.000 at the profile's passage length). It belongs to \"A better teacher that does "
             "not move\"") in text
     assert text.count("but not a candidate") == 1                        # not tower-clip (lower), not confirm
+    assert "| two-epochs, static, passages up to 256 tokens | 0.740 | 0.010 | 3 | this study |" in text
+    assert "| two-epochs, static, profile's passage length | 0.700 | 0.000 | 5 | this study |" in text
+    half = 4.3027 * 0.01 / 3 ** 0.5          # t(0.975, 2) * sd(0.73, 0.74, 0.75) / sqrt(3), both comparisons
+    effect = got["length_effect"]           # seeds 1-3 at 256 tokens against the same seeds at 128
+    assert effect["test"] == "paired t over seeds" and effect["seeds"] == [1, 2, 3]
+    assert effect["ci"] == [pytest.approx(0.04 - half, abs=1e-4), pytest.approx(0.04 + half, abs=1e-4)]
+    bge = got["published"]["bge-small-en-v1.5"]
+    assert bge["test"] == "one-sample t over seeds" and bge["diff"] == pytest.approx(0.74 - 0.7127)
+    assert bge["ci"] == [pytest.approx(0.0273 - half, abs=1e-4), pytest.approx(0.0273 + half, abs=1e-4)]
+    assert "(3 seeds, bfloat16): +0.040, 95 % CI [+0.015, +0.065]" in text
+    assert "bge-small-en-v1.5 +0.027, 95 % CI [+0.002, +0.052]" in text
 
 
 def test_a_condition_significant_alone_but_not_after_adjusting_is_a_lead_and_one_still_running_is_named():

@@ -557,8 +557,29 @@ def best_retriever(records: list[dict], cond: Condition) -> dict:
     if runs:
         out["test"], out["test_sd"] = _test_spread(runs)
         out.update({"complete": len(runs) == len(cond.seeds), "baselines_test": runs[0].get("baselines_test") or {}})
+        out.update(_best_against(runs, source))
     out["outside"] = higher_outside(records, cond, best["val"])
     return out
+
+
+def _best_against(runs: list[dict], source: list[dict]) -> dict:
+    """The chosen setting's runs against the same setting at the profile's passage length (paired
+    by seed, in the precision of most of its runs: "length_effect", once every seed has its pair)
+    and against each small published model ("published": one-sample t over seeds; it holds the
+    runs' noise only, not the differences of setting)."""
+    precision = max({str(r["precision"]) for r in runs}, key=[str(r["precision"]) for r in runs].count)
+    longer = {s: r["test"][MEASURE] for s, r in runs_by_seed(runs, precision).items()}
+    shorter = {s: r["test"][MEASURE] for s, r in runs_by_seed(source, precision).items() if s in longer}
+    out = {"published": {system: compare_seeds({None: score}, longer) for system, score, _ in _small_models()}}
+    if set(shorter) == set(longer) and len(longer) >= 2:
+        out["length_effect"] = {**compare_seeds(shorter, longer), "seeds": sorted(longer), "precision": precision}
+    return out
+
+
+def _small_models() -> list[tuple[str, float, str]]:
+    """(system, test score, source) of the small off-the-shelf dense models published for the collection."""
+    return [(system, score, src) for system, kind, score, _, src in PUBLISHED
+            if kind == "dense, zero-shot" and "small" in system]
 
 
 def higher_outside(records: list[dict], cond: Condition, val: float) -> list[dict]:
@@ -600,8 +621,25 @@ def best_table(best: dict, cond: Condition) -> pd.DataFrame:
         rows += [{"system": f"{system}, passages up to {length} tokens", f"test {MEASURE}": score, "sd": None,
                   "seeds": None, "source": "this study (baselines)"} for system, score in best["baselines_test"].items()]
     rows += [{"system": system, f"test {MEASURE}": score, "sd": None, "seeds": None, "source": f"published: {src}"}
-             for system, kind, score, _, src in PUBLISHED if kind == "dense, zero-shot" and "small" in system]
-    return pd.DataFrame(rows)
+             for system, score, src in _small_models()]
+    return pd.DataFrame(rows, dtype=object)       # object: seed counts stay integers beside empty cells
+
+
+def _best_against_lines(best: dict, cond: Condition) -> list[str]:
+    """The report's sentences for `_best_against`, once its runs have two seeds or more."""
+    lines, length = [], cond.overrides.get("model.p_max_len")
+    if (e := best.get("length_effect")) is not None and e["p"] is not None:
+        lines += [f"Passages up to {length} tokens against the profile's length, the same setting paired by seed "
+                  f"({len(e['seeds'])} seeds, {e['precision']}): {e['diff']:+.3f}, 95 % CI {_interval(e['ci'])}, "
+                  f"p = {e['p']:.3g}; the smallest difference these seeds detect at 80 % power is "
+                  f"{e['detectable']:.3f}.", ""]
+    tested = {system: c for system, c in best.get("published", {}).items() if c["p"] is not None}
+    if tested:
+        lines += ["Its runs' mean against each small published model (one-sample t over its seeds; the interval "
+                  "holds the runs' noise only, not what differs between the settings: passage length, evaluation "
+                  "code): " + "; ".join(f"{system} {c['diff']:+.3f}, 95 % CI {_interval(c['ci'])}, p = {c['p']:.3g}"
+                                        for system, c in tested.items()) + ".", ""]
+    return lines
 
 
 def paper_gap(static_mean: float) -> float:
@@ -926,6 +964,7 @@ def render(records, comparisons, bests, extra, figs, out: Path, profile: str) ->
                   f"{chosen['val']:.3f} over {chosen['seeds']} seeds), retrained with "
                   + ", ".join(f"{k} = {v}" for k, v in cond.overrides.items())
                   + f" on seeds {', '.join(map(str, cond.seeds))}.", "", _md(best_table(best, cond)), ""]
+        lines += _best_against_lines(best, cond)
         for o in best.get("outside", []):
             lines += [f"Higher on validation, but not a candidate: {o['condition']}, {o['arm']} arm (mean validation "
                       f"{o['val']:.3f} over {o['seeds']} seeds; test {o['test']:.3f}"
