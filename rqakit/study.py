@@ -415,9 +415,11 @@ def planned(cond: Condition, records: list[dict], assume: dict | None = None,
 def run_queue(profile: str, *, conditions=None, seeds=None, out=None, base_overrides=None, log=print) -> list[str]:
     """Train and export every missing run of `conditions` (all by default; only `seeds` if given),
     in order. Returns the run ids exported by this call."""
+    from .stages import Workspace
+
     out = study_dir(profile, out)
     add_measures(profile, out, base_overrides, log)
-    done = []
+    done, profile_ws = [], Workspace(run_config(profile, {}, base_overrides))
     for cond in [condition(k) for k in conditions] if conditions else CONDITIONS:
         while True:
             todo = [t for t in planned(cond, read_runs(out)) if not (out / "runs" / f"{t[3]}.json").exists()
@@ -433,6 +435,8 @@ def run_queue(profile: str, *, conditions=None, seeds=None, out=None, base_overr
                 record["drift"] = teacher_drift(ws, folder, seed)
             if ws.cfg.joint.teacher == "joint":
                 record["teacher_run"] = teacher_source(ws, cond, seed)
+            if stages := own_stages(ws, profile_ws):
+                record["own_stages"] = stages
             write_json(out / "runs" / f"{rid}.json", record)
             done.append(rid)
             if cond.key == "power" or (cond.key == "pointwise-warm" and seed == cond.seeds[0]):
@@ -443,18 +447,20 @@ def run_queue(profile: str, *, conditions=None, seeds=None, out=None, base_overr
 def add_measures(profile: str, out: Path, base_overrides=None, log=print) -> list[str]:
     """The measures read off stage folders that an exported record lacks (it was exported before the
     measure existed), where those folders are still here: `teacher_drift` of a dynamic run,
-    `teacher_source` of a run with a trained teacher. Returns the run ids it added to."""
+    `teacher_source` of a run with a trained teacher, `own_stages` of a run whose overrides rebuild
+    first stages. Returns the run ids it added to."""
     from .stages import Workspace
 
-    added = []
+    added, profile_ws = [], Workspace(run_config(profile, {}, base_overrides))
     for record in read_runs(out):
         drift = record["arm"] == "dynamic" and "drift" not in record
         source = record["overrides"].get("joint.teacher") == "joint" and not record.get("teacher_run")
-        if not (drift or source):
-            continue
         ws = Workspace(run_config(profile, record["overrides"], base_overrides))
+        stages = [] if "own_stages" in record else own_stages(ws, profile_ws)
+        if not (drift or source or stages):
+            continue
         folder = ws.root / record["stage"] / record["folder_hash"]
-        new = {}
+        new = {"own_stages": stages} if stages else {}
         if drift and folder.is_dir():
             ws.apply()
             log(f"[study] drift of {record['run']}")
@@ -484,6 +490,22 @@ def teacher_source(ws, cond: Condition, seed: int) -> dict | None:
         return None
     return {"stage": name, "folder_hash": folder.name, **provenance(manifest),
             "test": StageFolder(folder).metrics["retriever"]}
+
+
+def own_stages(ws, profile_ws) -> list[dict]:
+    """The first stages (`joint.NEEDS`) a run's overrides rebuild apart from the profile's, as the
+    run's condition computed them (a longer passage length rebuilds all four): each one's name,
+    folder hash and provenance, so the condition's wall time counts them once, however many of its
+    runs share them. Empty for a run on the profile's first stages, or while their folders are gone."""
+    from .artifacts import read_manifest
+    from .stages import joint
+
+    out = []
+    for stage in joint.NEEDS:
+        folder = ws.folder(stage)
+        if folder != profile_ws.folder(stage) and (manifest := read_manifest(folder)) is not None:
+            out.append({"stage": stage, "folder_hash": folder.name, **provenance(manifest)})
+    return out
 
 
 def export_teacher(ws, out: Path, name: str) -> None:

@@ -93,6 +93,44 @@ def test_a_static_run_with_a_trained_teacher_names_the_dynamic_run_it_distilled_
     assert add_measures("toy", tmp_path, base, log=lambda *a: None) == []
 
 
+def test_a_run_names_the_first_stages_its_overrides_rebuild_and_only_those_that_are_built(toy_ws, tmp_path):
+    import copy
+
+    from rqakit.config import apply_overrides
+    from rqakit.stages import Workspace
+    from rqakit.study import own_stages
+
+    base = [f"{k}={v}" for k, v in {**SMALL_TOY, "runtime.workdir": toy_ws.config.runtime.workdir}.items()]
+    run_queue("toy", conditions=["power"], seeds=[1], out=tmp_path, base_overrides=base, log=lambda *a: None)
+    assert "own_stages" not in read_runs(tmp_path)[0]                  # the profile's own first stages
+    assert own_stages(toy_ws, toy_ws) == []
+    longer = Workspace(apply_overrides(copy.deepcopy(toy_ws.config),
+                                       {"model.p_max_len": 2 * toy_ws.config.model.p_max_len}))
+    assert own_stages(longer, toy_ws) == []                             # never built: nothing to count
+    stages = own_stages(toy_ws, longer)         # seen from a profile that reads longer passages
+    assert [s["stage"] for s in stages] == ["baselines", "warmup_de", "warmup_ce", "augment"]
+    assert [s["folder_hash"] for s in stages] == [toy_ws.folder(s["stage"]).name for s in stages]
+    assert all(s["wall_time_s"] > 0 and s["precision"] == toy_ws.compute_dtype for s in stages)
+
+
+def test_a_conditions_wall_time_counts_its_own_first_stages_once():
+    import pandas as pd
+
+    from rqakit.report.study import wall_time_table
+
+    stages = [{"stage": "baselines", "folder_hash": "b", "precision": "bfloat16", "wall_time_s": 1800.0},
+              {"stage": "warmup_de", "folder_hash": "w", "precision": "bfloat16", "wall_time_s": 1800.0}]
+    runs = [record("best-retriever", "dynamic", seed, 0.7) for seed in (1, 2)] + [record("power", "dynamic", 1, 0.7)]
+    for r in runs[:2]:
+        r.update(own_stages=stages, wall_time_s=3600.0)                 # both runs read the same two folders
+    frame = wall_time_table(runs).set_index("condition")
+    assert frame.loc["best-retriever", "runs"] == 2
+    assert frame.loc["best-retriever", "wall time (h)"] == pytest.approx(3.0)
+    assert frame.loc["best-retriever", "of which first stages (h)"] == pytest.approx(1.0)
+    assert frame.loc["power", "wall time (h)"] == pytest.approx(10.0 / 3600)
+    assert pd.isna(frame.loc["power", "of which first stages (h)"])
+
+
 def test_the_report_sets_a_retrained_teacher_against_the_run_it_pairs_with():
     from rqakit.artifacts import machine_cpu
     from rqakit.report.study import (
@@ -312,7 +350,8 @@ def test_the_best_retriever_waits_for_its_conditions_then_retrains_the_best_arm_
     assert got["complete"] and got["test"] == pytest.approx(0.74) and got["source_test"] == pytest.approx(0.70)
     text = (tmp_path / "report.md").read_text()
     assert "Chosen on validation: two-epochs, static arm" in text
-    assert "passages up to 256 tokens" in text and "bge-small-en-v1.5" in text and "0.645" in text
+    assert "passages up to 256 tokens" in text and "bge-small-en-v1.5" in text
+    assert "| backbone zero-shot, mean pooling, passages up to 256 tokens | 0.645 |" in text
     assert ("Higher on validation, but not a candidate: trained-teacher, static arm (mean validation 0.760 over 5 "
             "seeds; test 0.700 ± 0.000 at the profile's passage length). It belongs to \"A better teacher that does "
             "not move\"") in text

@@ -39,6 +39,7 @@ from ..study import (
 )
 from .figures import save
 from .published import ROWS as PUBLISHED
+from .systems import RETRIEVAL_LABELS
 from .tables import write_table
 
 COMPARED = tuple(c for c in CONDITIONS if not c.best_of)   # dynamic against static
@@ -282,7 +283,8 @@ def curves_figure(records: list[dict], cond: Condition) -> Figure | None:
         ax.set_ylabel(ylabel)
         ax.set_title(f"{title}: {cond.key}")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:      # a panel with nothing drawn yet has no legend
+            ax.legend(fontsize=8)
     return fig
 
 
@@ -535,11 +537,22 @@ def grid_table(records: list[dict], cond: Condition) -> pd.DataFrame:
 
 
 def wall_time_table(records: list[dict]) -> pd.DataFrame:
-    rows = [{"condition": r["condition"], "precision": r["precision"], "runs": 1, "wall time (h)": (r.get("wall_time_s")
-             or 0.0) / 3600} for r in records]
+    """Hours by condition and precision: each run's wall time, and the first stages its condition
+    rebuilt apart from the profile's (`own_stages`), each stage folder counted once."""
+    rows, counted = [], set()
+    for r in records:
+        rows.append({"condition": r["condition"], "precision": r["precision"], "runs": 1,
+                     "wall time (h)": (r.get("wall_time_s") or 0.0) / 3600, "of which first stages (h)": 0.0})
+        for stage in r.get("own_stages", ()):
+            if (key := (r["condition"], stage["stage"], stage["folder_hash"])) not in counted:
+                counted.add(key)
+                hours = (stage.get("wall_time_s") or 0.0) / 3600
+                rows.append({"condition": r["condition"], "precision": stage["precision"], "runs": 0,
+                             "wall time (h)": hours, "of which first stages (h)": hours})
     if not rows:
         return pd.DataFrame()
-    return pd.DataFrame(rows).groupby(["condition", "precision"], sort=False).sum().reset_index()
+    frame = pd.DataFrame(rows).groupby(["condition", "precision"], sort=False).sum().reset_index()
+    return frame.replace({"of which first stages (h)": {0.0: None}})
 
 
 def best_retriever(records: list[dict], cond: Condition) -> dict:
@@ -618,8 +631,9 @@ def best_table(best: dict, cond: Condition) -> pd.DataFrame:
     if "test" in best:
         rows.append({"system": f"{name}, passages up to {length} tokens", f"test {MEASURE}": best["test"],
                      "sd": best["test_sd"], "seeds": len(best["seeds"]), "source": "this study"})
-        rows += [{"system": f"{system}, passages up to {length} tokens", f"test {MEASURE}": score, "sd": None,
-                  "seeds": None, "source": "this study (baselines)"} for system, score in best["baselines_test"].items()]
+        rows += [{"system": f"{RETRIEVAL_LABELS.get(system, system)}, passages up to {length} tokens",
+                  f"test {MEASURE}": score, "sd": None, "seeds": None, "source": "this study (baselines)"}
+                 for system, score in best["baselines_test"].items()]
     rows += [{"system": system, f"test {MEASURE}": score, "sd": None, "seeds": None, "source": f"published: {src}"}
              for system, score, src in _small_models()]
     return pd.DataFrame(rows, dtype=object)       # object: seed counts stay integers beside empty cells
@@ -980,7 +994,10 @@ def render(records, comparisons, bests, extra, figs, out: Path, profile: str) ->
               + ", ".join(c.key for c in CONDITIONS)
               + f". `rqakit plan --profile {profile} --study` estimates what is left on the machine at hand.", ""]
     if not extra["wall_time"].empty:
-        lines += [_md(extra["wall_time"], "{:.2f}"), ""]
+        lines += [_md(extra["wall_time"], "{:.2f}"), "",
+                  "Wall time: each exported run as its stage folder timed it (a teacher it trained first included), "
+                  "and the first stages a condition's overrides rebuild apart from the profile's, each counted once; "
+                  "runs exported before their records named those stages count their own training only.", ""]
     lines += ["## Recomputing a run", "",
               "Every file in `runs/` names its condition, overrides, seed and stage folder hash. To recompute one, "
               f"move its file away and run `rqakit study --profile {profile} --conditions CONDITION --seeds SEED`: "
